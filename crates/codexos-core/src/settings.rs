@@ -1,0 +1,363 @@
+//! The one typed settings struct of a CodexOS process.
+//!
+//! Sources, later ones winning: built-in defaults, a TOML file (`--config`
+//! or `CODEXOS_CONFIG`), `CODEXOS_*` environment variables (nested keys with
+//! `__`, e.g. `CODEXOS_LOG__FORMAT=json`), then command-line flags. Unknown
+//! keys are errors wherever they come from: a typo must not silently fall
+//! back to a default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize, Serializer};
+
+/// The settings a process runs with, validated.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Holds the embedded database, `url`, `owner.key` and future artefacts.
+    pub data_dir: PathBuf,
+    /// Address the API listens on; port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// `sqlite://PATH` or `postgres://…`; when absent, SQLite in `data_dir`.
+    #[serde(serialize_with = "serialize_redacted_url")]
+    pub database_url: Option<SecretString>,
+    pub log: LogSettings,
+    pub server: ServerSettings,
+    pub worker: WorkerSettings,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// A `tracing` filter, e.g. `info` or `codexos_server=debug,info`.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// JSON when standard error is not a terminal, human-readable otherwise.
+    Auto,
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// How long a shutdown waits for requests in flight before giving up.
+    #[serde(with = "duration_text")]
+    pub shutdown_grace: Duration,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerSettings {
+    /// How often an idle worker looks for queued executions.
+    #[serde(with = "duration_text")]
+    pub poll_interval: Duration,
+    /// How often a worker proves it is alive.
+    #[serde(with = "duration_text")]
+    pub heartbeat_interval: Duration,
+    /// A worker silent for this long is considered dead; its leases expire.
+    #[serde(with = "duration_text")]
+    pub lease_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from(".codexos"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 7420)),
+            database_url: None,
+            log: LogSettings::default(),
+            server: ServerSettings::default(),
+            worker: WorkerSettings::default(),
+        }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self { level: "info".to_owned(), format: LogFormat::Auto }
+    }
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self { shutdown_grace: Duration::from_secs(30), max_body_bytes: 4 * 1024 * 1024 }
+    }
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self {
+            poll_interval: Duration::from_millis(500),
+            heartbeat_interval: Duration::from_secs(5),
+            lease_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Which database a URL points at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseBackend {
+    Sqlite { path: PathBuf },
+    Postgres,
+}
+
+/// A setting that cannot be used, with the source and key it came from.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("config file {} does not exist", .0.display())]
+    MissingFile(PathBuf),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Environment variables under our prefix that are not settings: they are
+/// read by the CLI client or by the test harness.
+const NON_SETTING_VARS: [&str; 3] = ["url", "api_key", "config"];
+
+impl Settings {
+    /// Loads settings from the file (if any), the environment and `overrides`
+    /// (a serializable struct of the command line's flags; `None` fields are
+    /// skipped by giving them `#[serde(skip_serializing_if = "Option::is_none")]`).
+    pub fn load(config_file: Option<&Path>, overrides: impl Serialize) -> Result<Self, SettingsError> {
+        Self::load_from_env(config_file, overrides, Env::prefixed("CODEXOS_"))
+    }
+
+    fn load_from_env(config_file: Option<&Path>, overrides: impl Serialize, env: Env) -> Result<Self, SettingsError> {
+        let mut figment = Figment::new();
+        if let Some(path) = config_file {
+            if !path.is_file() {
+                return Err(SettingsError::MissingFile(path.to_owned()));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let env = env
+            .filter(|key| {
+                let key = key.as_str().to_ascii_lowercase();
+                !NON_SETTING_VARS.contains(&key.as_str()) && !key.starts_with("test_")
+            })
+            // CODEXOS_HOME is the documented name of the data directory.
+            .map(|key| if key.as_str().eq_ignore_ascii_case("home") { "data_dir".into() } else { key.into() })
+            .split("__");
+        figment = figment.merge(env).merge(Serialized::defaults(overrides));
+        let settings: Settings = figment.extract().map_err(|err| SettingsError::Invalid(one_line(&err)))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        if let Some(url) = &self.database_url {
+            database_backend(url.expose_secret()).map_err(SettingsError::Invalid)?;
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(SettingsError::Invalid("data_dir must not be empty".to_owned()));
+        }
+        if self.server.max_body_bytes == 0 {
+            return Err(SettingsError::Invalid("server.max_body_bytes must be positive".to_owned()));
+        }
+        let worker = &self.worker;
+        for (key, value) in [
+            ("worker.poll_interval", worker.poll_interval),
+            ("worker.heartbeat_interval", worker.heartbeat_interval),
+            ("worker.lease_timeout", worker.lease_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(SettingsError::Invalid(format!("{key} must be longer than zero")));
+            }
+        }
+        if worker.lease_timeout <= worker.heartbeat_interval {
+            return Err(SettingsError::Invalid(
+                "worker.lease_timeout must be longer than worker.heartbeat_interval".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The database URL in effect: the configured one, or SQLite in the data directory.
+    pub fn database_url(&self) -> SecretString {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => SecretString::from(format!("sqlite://{}", self.data_dir.join("codexos.db").display())),
+        }
+    }
+
+    pub fn database_backend(&self) -> DatabaseBackend {
+        // The URL was validated at load, and the default is SQLite.
+        database_backend(self.database_url().expose_secret()).unwrap_or(DatabaseBackend::Postgres)
+    }
+}
+
+/// Classifies a database URL, or explains why it is not one we can use.
+pub fn database_backend(url: &str) -> Result<DatabaseBackend, String> {
+    if let Some(rest) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+        let path = rest.split('?').next().unwrap_or_default();
+        if path.is_empty() {
+            return Err("database_url 'sqlite://' needs a file path, e.g. sqlite://./codexos.db".to_owned());
+        }
+        return Ok(DatabaseBackend::Sqlite { path: PathBuf::from(path) });
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        url::Url::parse(url).map_err(|err| format!("database_url is not a valid PostgreSQL URL: {err}"))?;
+        return Ok(DatabaseBackend::Postgres);
+    }
+    let scheme = url.split(':').next().unwrap_or_default();
+    Err(format!(
+        "database_url scheme '{}' is not supported (expected sqlite:// or postgres://)",
+        scheme.chars().take(32).collect::<String>()
+    ))
+}
+
+/// A database URL with any password replaced, fit for logs and `doctor`.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            // Only fails for URLs that cannot have a password, which this one has.
+            let _ = parsed.set_password(Some("redacted"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn serialize_redacted_url<S: Serializer>(url: &Option<SecretString>, serializer: S) -> Result<S::Ok, S::Error> {
+    match url {
+        Some(url) => serializer.serialize_some(&redact_url(url.expose_secret())),
+        None => serializer.serialize_none(),
+    }
+}
+
+fn one_line(err: &figment::Error) -> String {
+    err.clone().into_iter().map(|err| err.to_string()).collect::<Vec<_>>().join("; ")
+}
+
+/// Durations written as text (`"500ms"`, `"30s"`, `"15m"`).
+mod duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&humantime::format_duration(*duration).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        humantime::parse_duration(&text)
+            .map_err(|err| serde::de::Error::custom(format!("'{text}' is not a duration like 500ms, 30s or 15m: {err}")))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use pretty_assertions::assert_eq;
+
+    #[derive(Serialize, Default)]
+    struct NoOverrides {}
+
+    fn load_with(file: Option<&str>, vars: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("codexos.toml");
+        if let Some(text) = file {
+            std::fs::write(&path, text).unwrap();
+        }
+        // A private prefix keeps the test independent of the real environment.
+        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let prefix = format!("CXTEST{}X{call}_", std::process::id());
+        for (key, value) in vars {
+            // SAFETY: each test uses its own variable names (prefix + key),
+            // and nothing in this crate reads them concurrently.
+            unsafe { std::env::set_var(format!("{prefix}{key}"), value) };
+        }
+        let env = Env::prefixed(&prefix);
+        let res = Settings::load_from_env(file.map(|_| path.as_path()), NoOverrides::default(), env);
+        for (key, _) in vars {
+            // SAFETY: as above.
+            unsafe { std::env::remove_var(format!("{prefix}{key}")) };
+        }
+        res
+    }
+
+    #[test]
+    fn defaults_are_sqlite_in_the_data_dir() {
+        let settings = load_with(None, &[]).unwrap();
+        assert_eq!(settings.listen.to_string(), "127.0.0.1:7420");
+        assert_eq!(settings.database_url().expose_secret(), "sqlite://.codexos/codexos.db");
+        assert_eq!(settings.database_backend(), DatabaseBackend::Sqlite { path: PathBuf::from(".codexos/codexos.db") });
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        #[derive(Serialize)]
+        struct Flags {
+            listen: &'static str,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:1\"\n[log]\nformat = \"json\"\n[worker]\npoll_interval = \"2s\"\n").unwrap();
+        let settings = Settings::load_from_env(Some(&path), Flags { listen: "127.0.0.1:0" }, Env::prefixed("NOPE_NONE_")).unwrap();
+        assert_eq!(settings.listen.port(), 0);
+        assert_eq!(settings.log.format, LogFormat::Json);
+        assert_eq!(settings.worker.poll_interval, Duration::from_secs(2));
+
+        let settings = load_with(Some("[log]\nlevel = \"debug\"\n"), &[("LOG__LEVEL", "warn"), ("HOME", "/srv/cx")]).unwrap();
+        assert_eq!(settings.log.level, "warn");
+        assert_eq!(settings.data_dir, PathBuf::from("/srv/cx"));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let err = load_with(Some("listn = \"127.0.0.1:1\"\n"), &[]).unwrap_err().to_string();
+        assert!(err.contains("listn"), "{err}");
+        let err = load_with(None, &[("LISTN", "x")]).unwrap_err().to_string();
+        assert!(err.to_lowercase().contains("listn"), "{err}");
+        let err = load_with(Some("[worker]\nspeed = 1\n"), &[]).unwrap_err().to_string();
+        assert!(err.contains("speed"), "{err}");
+    }
+
+    #[test]
+    fn client_variables_are_not_settings() {
+        let settings = load_with(None, &[("URL", "http://x"), ("API_KEY", "k"), ("TEST_POSTGRES", "p")]).unwrap();
+        assert_eq!(settings.listen.port(), 7420);
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = load_with(None, &[("DATABASE_URL", "mysql://localhost/x")]).unwrap_err().to_string();
+        assert_eq!(err, "invalid configuration: database_url scheme 'mysql' is not supported (expected sqlite:// or postgres://)");
+        let err = load_with(None, &[("LISTEN", "not-an-address")]).unwrap_err().to_string();
+        assert!(err.to_lowercase().contains("listen"), "{err}");
+        let err = load_with(Some("[worker]\npoll_interval = \"soon\"\n"), &[]).unwrap_err().to_string();
+        assert!(err.contains("soon") && err.contains("poll_interval"), "{err}");
+        let err = load_with(Some("[worker]\nlease_timeout = \"1s\"\nheartbeat_interval = \"2s\"\n"), &[]).unwrap_err().to_string();
+        assert!(err.contains("lease_timeout"), "{err}");
+        let err = load_with(Some("this is not toml"), &[]).unwrap_err().to_string();
+        assert!(err.starts_with("invalid configuration"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_config_file_is_an_error() {
+        let err = Settings::load_from_env(Some(Path::new("/nonexistent/c.toml")), NoOverrides::default(), Env::prefixed("NOPE_")).unwrap_err();
+        assert_eq!(err.to_string(), "config file /nonexistent/c.toml does not exist");
+    }
+
+    #[test]
+    fn passwords_never_print() {
+        assert_eq!(redact_url("postgres://app:hunter2@db:5432/codexos"), "postgres://app:redacted@db:5432/codexos");
+        assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
+    }
+}

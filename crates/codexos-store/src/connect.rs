@@ -1,0 +1,94 @@
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use codexos_core::settings::{DatabaseBackend, database_backend, redact_url};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::Executor;
+
+use crate::{Result, Store, StoreError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+impl Store {
+    /// Opens the database at `url` (creating an SQLite file if missing),
+    /// checks it is usable and applies pending migrations.
+    pub async fn connect(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let open_error = |reason: String| StoreError::Open { url: redact_url(url), reason };
+        let backend = match database_backend(url).map_err(open_error)? {
+            DatabaseBackend::Sqlite { path } => {
+                prepare_sqlite_file(&path).map_err(open_error)?;
+                Backend::Sqlite
+            }
+            DatabaseBackend::Postgres => Backend::Postgres,
+        };
+        let url_with_options = match backend {
+            // rwc: create the file when missing.
+            Backend::Sqlite if !url.contains('?') => format!("{url}?mode=rwc"),
+            _ => url.to_owned(),
+        };
+        let options = AnyConnectOptions::from_str(&url_with_options)
+            .map_err(|err| open_error(describe(&err)))?;
+        let pool_options = match backend {
+            // SQLite allows one writer at a time; a handful of connections
+            // serve readers while WAL keeps them from blocking the writer.
+            Backend::Sqlite => AnyPoolOptions::new().max_connections(8).after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    conn.execute("PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL;")
+                        .await?;
+                    Ok(())
+                })
+            }),
+            Backend::Postgres => AnyPoolOptions::new().max_connections(16),
+        };
+        let pool = pool_options
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(|err| open_error(describe(&err)))?;
+        if backend == Backend::Sqlite {
+            // WAL is a property of the file: set once, it stays.
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await
+                .map_err(|err| open_error(describe(&err)))?;
+        }
+        let migrator = match backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        migrator.run(&pool).await?;
+        Ok(Store { pool, backend })
+    }
+}
+
+/// Makes sure the directory of an SQLite file exists and that the file, if
+/// present, is a regular file; sqlx's own errors for these are cryptic.
+fn prepare_sqlite_file(path: &Path) -> Result<(), String> {
+    if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|err| format!("cannot create directory {}: {err}", parent.display()))?;
+    }
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => Err(format!("{} is not a regular file", path.display())),
+        _ => Ok(()),
+    }
+}
+
+/// A one-line description of a connection error, without sqlx's wrapping.
+fn describe(err: &sqlx::Error) -> String {
+    match err {
+        sqlx::Error::Database(db) => db.message().to_owned(),
+        sqlx::Error::Io(io) => io.to_string(),
+        sqlx::Error::PoolTimedOut => "timed out waiting for a connection".to_owned(),
+        other => other.to_string(),
+    }
+}

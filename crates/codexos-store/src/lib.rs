@@ -1,0 +1,66 @@
+//! The only crate that speaks SQL.
+//!
+//! One `Store` serves SQLite (embedded, WAL) and PostgreSQL through sqlx's
+//! `Any` driver: the schema keeps to shapes both share (text ids, BIGINT
+//! millisecond timestamps, text JSON), so every query is written once. Each
+//! backend has its own migrations, embedded in the binary and applied at
+//! connect. Every function on tenant-owned data takes the `TenantId` and
+//! filters by it.
+
+mod api_keys;
+mod connect;
+mod error;
+mod queue;
+mod tenants;
+
+pub use api_keys::{ApiKey, ApiKeySecret, NewApiKey, Principal};
+pub use connect::Backend;
+pub use error::{Result, StoreError};
+pub use queue::{QueueStats, WorkerId};
+pub use tenants::{Bootstrap, Tenant};
+
+use sqlx::AnyPool;
+
+/// A handle on the database; cheap to clone (it is a pool).
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("backend", &self.backend).finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// One round trip to the database, for health checks.
+    pub async fn ping(&self) -> Result<std::time::Duration> {
+        let started = std::time::Instant::now();
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(started.elapsed())
+    }
+
+    /// Waits for connections in use to be returned, then closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// A transaction bound to one tenant. On PostgreSQL the tenant is also set
+    /// as a transaction-local setting, which row-level security policies read.
+    async fn tenant_tx(&self, tenant: codexos_core::TenantId) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT set_config('codexos.tenant_id', $1, true)")
+                .bind(tenant.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(tx)
+    }
+}

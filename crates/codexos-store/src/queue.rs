@@ -1,0 +1,88 @@
+use codexos_core::now_millis;
+use sqlx::Row;
+
+use crate::{Result, Store};
+
+/// A live worker's registration id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerId(pub String);
+
+/// The state of the execution queue across all tenants, for health checks
+/// and metrics (operators see it; tenants do not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct QueueStats {
+    /// Executions waiting for a worker.
+    pub queued: i64,
+    /// Executions a worker holds right now.
+    pub running: i64,
+    /// How long the oldest queued execution has waited, in milliseconds.
+    pub oldest_queued_age_ms: Option<i64>,
+    /// Workers whose last heartbeat is within the lease timeout.
+    pub workers_alive: i64,
+}
+
+impl Store {
+    pub async fn queue_stats(&self, lease_timeout_ms: i64) -> Result<QueueStats> {
+        let now = now_millis();
+        let row = sqlx::query(
+            "SELECT \
+               (SELECT COUNT(*) FROM executions WHERE status = 'queued') AS queued, \
+               (SELECT COUNT(*) FROM executions WHERE status = 'running') AS running, \
+               (SELECT MIN(created_at) FROM executions WHERE status = 'queued') AS oldest, \
+               (SELECT COUNT(*) FROM workers WHERE heartbeat_at > $1) AS alive",
+        )
+        .bind(now - lease_timeout_ms)
+        .fetch_one(&self.pool)
+        .await?;
+        let oldest: Option<i64> = row.try_get("oldest")?;
+        Ok(QueueStats {
+            queued: row.try_get("queued")?,
+            running: row.try_get("running")?,
+            oldest_queued_age_ms: oldest.map(|created| (now - created).max(0)),
+            workers_alive: row.try_get("alive")?,
+        })
+    }
+
+    /// Records a worker as alive.
+    pub async fn register_worker(&self, hostname: &str, pid: u32) -> Result<WorkerId> {
+        let id = uuid::Uuid::now_v7().to_string();
+        let now = now_millis();
+        sqlx::query("INSERT INTO workers (id, hostname, pid, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, $4)")
+            .bind(&id)
+            .bind(hostname)
+            .bind(i64::from(pid))
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(WorkerId(id))
+    }
+
+    /// Refreshes a worker's heartbeat; re-registers it if it was reaped.
+    pub async fn heartbeat_worker(&self, worker: &WorkerId) -> Result<bool> {
+        let updated = sqlx::query("UPDATE workers SET heartbeat_at = $1 WHERE id = $2")
+            .bind(now_millis())
+            .bind(&worker.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(updated.rows_affected() == 1)
+    }
+
+    /// Removes a worker that stops cleanly, and any long-dead ones.
+    pub async fn deregister_worker(&self, worker: &WorkerId, dead_before_ms: i64) -> Result<()> {
+        sqlx::query("DELETE FROM workers WHERE id = $1 OR heartbeat_at < $2")
+            .bind(&worker.0)
+            .bind(dead_before_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Lists live workers' ids (for diagnostics).
+    pub async fn live_workers(&self, lease_timeout_ms: i64) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT id FROM workers WHERE heartbeat_at > $1 ORDER BY started_at")
+            .bind(now_millis() - lease_timeout_ms)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|row| Ok(row.try_get("id")?)).collect()
+    }
+}

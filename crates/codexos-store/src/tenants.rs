@@ -1,0 +1,105 @@
+use codexos_core::{Role, TenantId, TenantSlug, UserId, now_millis};
+use sqlx::Row;
+
+use crate::api_keys::{ApiKeySecret, insert_api_key};
+use crate::error::{Entity, parse_id};
+use crate::{Result, Store, StoreError};
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Tenant {
+    pub id: TenantId,
+    pub slug: TenantSlug,
+    pub name: String,
+    pub created_at: i64,
+}
+
+/// What the first start of an installation created: shown to the operator once.
+#[derive(Debug)]
+pub struct Bootstrap {
+    pub tenant: Tenant,
+    pub owner_email: String,
+    pub owner_key: ApiKeySecret,
+}
+
+pub const DEFAULT_TENANT: &str = "default";
+const OWNER_EMAIL: &str = "owner@localhost";
+
+impl Store {
+    /// On an empty installation, creates the `default` tenant, its owner and
+    /// an owner API key, atomically. Returns `None` when a tenant exists
+    /// already (including when another process bootstrapped concurrently).
+    pub async fn bootstrap(&self) -> Result<Option<Bootstrap>> {
+        let mut tx = self.pool.begin().await?;
+        let existing: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tenants").fetch_one(&mut *tx).await?;
+        if existing > 0 {
+            return Ok(None);
+        }
+        let now = now_millis();
+        let tenant = Tenant {
+            id: TenantId::new(),
+            slug: TenantSlug::parse(DEFAULT_TENANT).map_err(|err| StoreError::Corrupt(err.to_string()))?,
+            name: "Default".to_owned(),
+            created_at: now,
+        };
+        let inserted = sqlx::query("INSERT INTO tenants (id, slug, name, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(tenant.id.to_string())
+            .bind(tenant.slug.as_str())
+            .bind(&tenant.name)
+            .bind(now)
+            .execute(&mut *tx)
+            .await;
+        match inserted {
+            Err(err) if StoreError::is_unique_violation(&err) => return Ok(None),
+            other => other?,
+        };
+        let owner = UserId::new();
+        sqlx::query("INSERT INTO users (id, email, created_at) VALUES ($1, $2, $3)")
+            .bind(owner.to_string())
+            .bind(OWNER_EMAIL)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO memberships (tenant_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(tenant.id.to_string())
+            .bind(owner.to_string())
+            .bind(Role::Owner.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let new_key = crate::NewApiKey { name: "owner".to_owned(), role: Role::Owner, user: Some(owner), expires_at: None };
+        let (_, owner_key) = insert_api_key(&mut tx, tenant.id, &new_key).await?;
+        match tx.commit().await {
+            Err(err) if StoreError::is_unique_violation(&err) => return Ok(None),
+            other => other?,
+        }
+        Ok(Some(Bootstrap { tenant, owner_email: OWNER_EMAIL.to_owned(), owner_key }))
+    }
+
+    /// The tenant itself; `NotFound` if it does not exist.
+    pub async fn tenant(&self, tenant: TenantId) -> Result<Tenant> {
+        let mut tx = self.tenant_tx(tenant).await?;
+        let row = sqlx::query("SELECT id, slug, name, created_at FROM tenants WHERE id = $1")
+            .bind(tenant.to_string())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound(Entity::Tenant))?;
+        tx.commit().await?;
+        tenant_from_row(&row)
+    }
+
+    /// Number of tenants in the installation (for health and metrics).
+    pub async fn count_tenants(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM tenants").fetch_one(&self.pool).await?)
+    }
+}
+
+fn tenant_from_row(row: &sqlx::any::AnyRow) -> Result<Tenant> {
+    let id: String = row.try_get("id")?;
+    let slug: String = row.try_get("slug")?;
+    Ok(Tenant {
+        id: parse_id(&id, TenantId::parse)?,
+        slug: TenantSlug::parse(&slug).map_err(|err| StoreError::Corrupt(err.to_string()))?,
+        name: row.try_get("name")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
