@@ -106,6 +106,20 @@ pub enum Permission {
 }
 
 impl Permission {
+    pub const ALL: [Permission; 11] = [
+        Permission::HealthRead,
+        Permission::AgentsRead,
+        Permission::AgentsWrite,
+        Permission::ExecutionsRead,
+        Permission::ExecutionsRun,
+        Permission::ExecutionsApprove,
+        Permission::KeysRead,
+        Permission::KeysWrite,
+        Permission::AuditRead,
+        Permission::TenantAdmin,
+        Permission::BillingManage,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Permission::HealthRead => "health:read",

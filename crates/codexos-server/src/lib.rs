@@ -1,1 +1,140 @@
-//! placeholder
+//! The HTTP API of CodexOS: the only crate that knows HTTP and the JSON wire
+//! types. It authenticates callers, checks permissions, answers errors in
+//! one envelope, records metrics per route and tenant, and describes itself
+//! in an OpenAPI document generated from the handlers.
+
+mod auth;
+mod error;
+mod metrics;
+mod routes;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, Request, header::AUTHORIZATION};
+use codexos_sandbox::HostCapabilities;
+use codexos_store::Store;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+
+pub use error::{ApiError, ErrorEnvelope};
+
+/// What a server needs to know beyond its dependencies.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+    /// How long a shutdown waits for requests in flight.
+    pub shutdown_grace: Duration,
+    /// Workers silent for longer are dead (for the queue health check).
+    pub lease_timeout: Duration,
+}
+
+/// Shared by every handler; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    store: Store,
+    capabilities: Arc<HostCapabilities>,
+    metrics: PrometheusHandle,
+    openapi: Arc<utoipa::openapi::OpenApi>,
+    lease_timeout: Duration,
+    started_at: Instant,
+}
+
+/// A server bound to its port, not yet serving. Binding first lets the
+/// caller learn the real port (when asked for port 0) before anything runs.
+pub struct Server {
+    listener: TcpListener,
+    router: Router,
+    local_addr: SocketAddr,
+    shutdown_grace: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}: {source}")]
+pub struct BindError {
+    pub addr: SocketAddr,
+    #[source]
+    pub source: std::io::Error,
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Binds the listener and builds the application.
+pub async fn bind(options: &ServerOptions, store: Store, capabilities: HostCapabilities) -> Result<Server, BindError> {
+    let listener = TcpListener::bind(options.listen)
+        .await
+        .map_err(|source| BindError { addr: options.listen, source })?;
+    let local_addr = listener.local_addr().map_err(|source| BindError { addr: options.listen, source })?;
+    let (api_router, openapi) = routes::router();
+    let state = AppState {
+        store,
+        capabilities: Arc::new(capabilities),
+        metrics: metrics::recorder(),
+        openapi: Arc::new(openapi),
+        lease_timeout: options.lease_timeout,
+        started_at: Instant::now(),
+    };
+    let router = api_router
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(axum::middleware::from_fn(metrics::track))
+        .layer(DefaultBodyLimit::max(options.max_body_bytes))
+        .with_state(state)
+        .layer(
+            ServiceBuilder::new()
+                .layer(CatchPanicLayer::custom(routes::panic_response))
+                .layer(SetSensitiveRequestHeadersLayer::new([AUTHORIZATION]))
+                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(|request: &Request<_>| {
+                            let request_id =
+                                request.headers().get(REQUEST_ID).and_then(|value| value.to_str().ok()).unwrap_or("-");
+                            tracing::info_span!(
+                                "request",
+                                method = %request.method(),
+                                path = %request.uri().path(),
+                                request_id,
+                                tenant = tracing::field::Empty,
+                            )
+                        })
+                        .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+                )
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID)),
+        );
+    Ok(Server { listener, router, local_addr, shutdown_grace: options.shutdown_grace })
+}
+
+impl Server {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` is cancelled, then stops accepting and lets
+    /// requests in flight finish, for at most the grace period.
+    pub async fn serve(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        let grace = self.shutdown_grace;
+        let serving = axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let grace_expired = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(grace).await;
+        };
+        tokio::select! {
+            res = serving => res,
+            () = grace_expired => {
+                tracing::warn!(grace = ?grace, "requests still in flight after the shutdown grace period; stopping anyway");
+                Ok(())
+            }
+        }
+    }
+}

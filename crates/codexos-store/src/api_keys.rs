@@ -152,6 +152,19 @@ impl Store {
         rows.iter().map(key_from_row).collect()
     }
 
+    /// One key of this tenant; `NotFound` for a key of another tenant.
+    pub async fn api_key(&self, tenant: TenantId, key: ApiKeyId) -> Result<ApiKey> {
+        let mut tx = self.tenant_tx(tenant).await?;
+        let row = sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 AND id = $2"))
+            .bind(tenant.to_string())
+            .bind(key.to_string())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound(Entity::ApiKey))?;
+        tx.commit().await?;
+        key_from_row(&row)
+    }
+
     /// Revokes a key of this tenant; `NotFound` for a key of another tenant
     /// exactly as for one that does not exist. Revoking twice is harmless.
     pub async fn revoke_api_key(&self, tenant: TenantId, key: ApiKeyId) -> Result<ApiKey> {

@@ -15,6 +15,15 @@ pub enum Backend {
     Postgres,
 }
 
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        })
+    }
+}
+
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -91,4 +100,77 @@ fn describe(err: &sqlx::Error) -> String {
         sqlx::Error::PoolTimedOut => "timed out waiting for a connection".to_owned(),
         other => other.to_string(),
     }
+}
+
+/// What `codexos doctor` reports about a database, found without changing it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DatabaseReport {
+    pub backend: Backend,
+    /// The URL with any password redacted.
+    pub url: String,
+    /// For SQLite: whether the file exists yet (it is created on first start).
+    pub exists: bool,
+    pub reachable: bool,
+    /// The newest migration applied, if any.
+    pub schema_version: Option<i64>,
+    /// The newest migration this build knows.
+    pub latest_version: i64,
+    pub error: Option<String>,
+}
+
+impl Store {
+    /// Looks at a database without creating, migrating or writing anything.
+    pub async fn inspect(url: &str) -> Result<DatabaseReport, String> {
+        sqlx::any::install_default_drivers();
+        let (backend, migrator, inspect_url) = match database_backend(url)? {
+            DatabaseBackend::Sqlite { path } => {
+                if !path.exists() {
+                    return Ok(DatabaseReport {
+                        backend: Backend::Sqlite,
+                        url: redact_url(url),
+                        exists: false,
+                        reachable: false,
+                        schema_version: None,
+                        latest_version: latest(&SQLITE_MIGRATIONS),
+                        error: None,
+                    });
+                }
+                let separator = if url.contains('?') { '&' } else { '?' };
+                (Backend::Sqlite, &SQLITE_MIGRATIONS, format!("{url}{separator}mode=ro"))
+            }
+            DatabaseBackend::Postgres => (Backend::Postgres, &POSTGRES_MIGRATIONS, url.to_owned()),
+        };
+        let mut report = DatabaseReport {
+            backend,
+            url: redact_url(url),
+            exists: true,
+            reachable: false,
+            schema_version: None,
+            latest_version: latest(migrator),
+            error: None,
+        };
+        let connected = async {
+            let options = AnyConnectOptions::from_str(&inspect_url)?;
+            let pool = AnyPoolOptions::new().max_connections(1).acquire_timeout(Duration::from_secs(5)).connect_with(options).await?;
+            sqlx::query("SELECT 1").execute(&pool).await?;
+            let version: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&pool)
+                .await
+                .unwrap_or(None);
+            pool.close().await;
+            Ok::<_, sqlx::Error>(version)
+        };
+        match connected.await {
+            Ok(version) => {
+                report.reachable = true;
+                report.schema_version = version;
+            }
+            Err(err) => report.error = Some(describe(&err)),
+        }
+        Ok(report)
+    }
+}
+
+fn latest(migrator: &sqlx::migrate::Migrator) -> i64 {
+    migrator.iter().map(|migration| migration.version).max().unwrap_or(0)
 }

@@ -14,7 +14,7 @@ mod queue;
 mod tenants;
 
 pub use api_keys::{ApiKey, ApiKeySecret, NewApiKey, Principal};
-pub use connect::Backend;
+pub use connect::{Backend, DatabaseReport};
 pub use error::{Result, StoreError};
 pub use queue::{QueueStats, WorkerId};
 pub use tenants::{Bootstrap, Tenant};

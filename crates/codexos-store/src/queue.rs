@@ -57,14 +57,21 @@ impl Store {
         Ok(WorkerId(id))
     }
 
-    /// Refreshes a worker's heartbeat; re-registers it if it was reaped.
-    pub async fn heartbeat_worker(&self, worker: &WorkerId) -> Result<bool> {
-        let updated = sqlx::query("UPDATE workers SET heartbeat_at = $1 WHERE id = $2")
-            .bind(now_millis())
-            .bind(&worker.0)
-            .execute(&self.pool)
-            .await?;
-        Ok(updated.rows_affected() == 1)
+    /// Refreshes a worker's heartbeat, registering it again if its row was
+    /// reaped while it was stalled.
+    pub async fn heartbeat_worker(&self, worker: &WorkerId, hostname: &str, pid: u32) -> Result<()> {
+        let now = now_millis();
+        sqlx::query(
+            "INSERT INTO workers (id, hostname, pid, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, $4) \
+             ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+        )
+        .bind(&worker.0)
+        .bind(hostname)
+        .bind(i64::from(pid))
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// Removes a worker that stops cleanly, and any long-dead ones.

@@ -1,0 +1,127 @@
+//! The command line, as clap sees it.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "codexos", version, about = "Run autonomous engineering agents safely, accountably, for many tenants.")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Data directory: the embedded database, `url` and `owner.key` [default: ./.codexos]
+    #[arg(long, global = true, env = "CODEXOS_HOME", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Settings file (TOML); `CODEXOS_*` variables and flags override it
+    #[arg(long, global = true, env = "CODEXOS_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Server to talk to [default: the one `codexos up` wrote to DATA_DIR/url]
+    #[arg(long, global = true, env = "CODEXOS_URL", value_name = "URL")]
+    pub server: Option<String>,
+    /// API key [default: DATA_DIR/owner.key]
+    #[arg(long, global = true, env = "CODEXOS_API_KEY", hide_env_values = true, value_name = "KEY")]
+    pub api_key: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The whole platform in one process: API, worker, embedded SQLite in the data directory
+    Up(PlatformArgs),
+    /// The API server alone (scale-out: run several against one PostgreSQL)
+    Serve(PlatformArgs),
+    /// A worker alone (scale-out)
+    Worker(WorkerArgs),
+    /// What this host supports for sandboxing, the database, the effective config
+    Doctor(JsonFlag),
+    /// The server's detailed health: database, sandbox, workers and queue
+    Status(JsonFlag),
+    /// API keys of your tenant
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Run one command in the sandbox
+    Sandbox(NotBuilt),
+    /// Register and inspect agents
+    Agent(NotBuilt),
+    /// Start an execution and follow its timeline
+    Run(NotBuilt),
+    /// Control executions: list, show, events, pause, resume, cancel, approve, rollback, fork
+    Exec(NotBuilt),
+    /// Verify and export the audit log
+    Audit(NotBuilt),
+    /// Manage tenants
+    Tenant(NotBuilt),
+    /// Manage users
+    User(NotBuilt),
+    /// Manage tenant secrets
+    Secret(NotBuilt),
+    /// Manage the tenant's policies
+    Policy(NotBuilt),
+    /// The agent marketplace
+    Market(NotBuilt),
+    /// Evaluate agents against task suites
+    Eval(NotBuilt),
+}
+
+#[derive(Debug, Args)]
+pub struct PlatformArgs {
+    /// Address to listen on; port 0 picks a free one (the URL is printed and written to DATA_DIR/url)
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// `sqlite://PATH` or `postgres://...` [default: SQLite in the data directory]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_name = "URL")]
+    pub database_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// `sqlite://PATH` or `postgres://...` [default: SQLite in the data directory]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_name = "URL")]
+    pub database_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct JsonFlag {
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Create a key; its secret is printed once
+    Create {
+        /// What the key is for, e.g. `ci`
+        name: String,
+        /// owner, admin, developer or viewer (at most your own)
+        #[arg(long, default_value = "developer")]
+        role: String,
+        /// Lifetime, e.g. 30d or 12h [default: never expires]
+        #[arg(long, value_name = "DURATION")]
+        expires_in: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the tenant's keys
+    List(JsonFlag),
+    /// Revoke a key at once
+    Revoke {
+        /// The key's id (from `codexos key list`)
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// A command group whose capability is not built yet: it accepts anything
+/// and says so, instead of pretending.
+#[derive(Debug, Args)]
+pub struct NotBuilt {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0.., hide = true)]
+    pub args: Vec<String>,
+}

@@ -1,0 +1,39 @@
+//! One module per command; `run` dispatches.
+
+mod doctor;
+mod keys;
+pub mod platform;
+mod status;
+
+use std::process::ExitCode;
+
+use crate::cli::{Cli, Command};
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let global = &cli.global;
+    match cli.command {
+        Command::Up(args) => platform::run(global, platform::Mode::Up, args.listen, args.database_url).await,
+        Command::Serve(args) => platform::run(global, platform::Mode::Serve, args.listen, args.database_url).await,
+        Command::Worker(args) => platform::run(global, platform::Mode::Worker, None, args.database_url).await,
+        Command::Doctor(flag) => doctor::run(global, flag.json).await,
+        Command::Status(flag) => status::run(global, flag.json).await,
+        Command::Key(command) => keys::run(global, command).await,
+        Command::Sandbox(_) => not_built("sandbox", "the sandbox"),
+        Command::Agent(_) => not_built("agent", "the agent engine"),
+        Command::Run(_) => not_built("run", "the agent engine"),
+        Command::Exec(_) => not_built("exec", "durable executions"),
+        Command::Audit(_) => not_built("audit", "tenancy and security"),
+        Command::Tenant(_) => not_built("tenant", "tenancy and security"),
+        Command::User(_) => not_built("user", "tenancy and security"),
+        Command::Secret(_) => not_built("secret", "tenancy and security"),
+        Command::Policy(_) => not_built("policy", "the policy engine"),
+        Command::Market(_) => not_built("market", "the marketplace"),
+        Command::Eval(_) => not_built("eval", "the eval harness"),
+    }
+}
+
+/// Commands of capabilities still to come say so plainly and exit 2.
+fn not_built(command: &str, capability: &str) -> anyhow::Result<ExitCode> {
+    eprintln!("codexos {command}: not built yet (it arrives with {capability}); nothing was done");
+    Ok(ExitCode::from(2))
+}

@@ -1,0 +1,163 @@
+//! `codexos up`, `serve` and `worker`: the long-running processes.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use codexos_core::Settings;
+use codexos_server::ServerOptions;
+use codexos_store::Store;
+use codexos_worker::WorkerOptions;
+use secrecy::ExposeSecret;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::GlobalArgs;
+use crate::data_dir::{DataDir, OWNER_KEY_FILE};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// API and worker in one process.
+    Up,
+    Serve,
+    Worker,
+}
+
+impl Mode {
+    fn serves_api(self) -> bool {
+        self != Mode::Worker
+    }
+
+    fn runs_worker(self) -> bool {
+        self != Mode::Serve
+    }
+}
+
+/// Flags that override settings; absent flags leave the other sources be.
+#[derive(Serialize)]
+struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_dir: Option<std::path::PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    database_url: Option<String>,
+}
+
+pub fn load_settings(global: &GlobalArgs, listen: Option<String>, database_url: Option<String>) -> anyhow::Result<Settings> {
+    let overrides = Overrides { data_dir: global.data_dir.clone(), listen, database_url };
+    Ok(Settings::load(global.config.as_deref(), overrides)?)
+}
+
+pub async fn run(
+    global: &GlobalArgs,
+    mode: Mode,
+    listen: Option<String>,
+    database_url: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let settings = load_settings(global, listen, database_url)?;
+    crate::logging::init(&settings.log.level, settings.log.format)?;
+
+    // The API publishes its URL and the owner key in the data directory; a
+    // worker needs it only when its database lives there.
+    let uses_local_sqlite = settings.database_url.is_none();
+    let data_dir = if mode.serves_api() || uses_local_sqlite { Some(DataDir::open(&settings.data_dir)?) } else { None };
+
+    let capabilities = tokio::task::spawn_blocking(codexos_sandbox::probe).await.context("sandbox probe failed")?;
+    if !capabilities.missing.is_empty() {
+        tracing::warn!(missing = ?capabilities.missing, "sandbox protections unavailable on this host");
+    }
+
+    let store = Store::connect(settings.database_url().expose_secret()).await?;
+    tracing::info!(backend = %store.backend(), "database ready");
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(wait_for_signal(shutdown.clone()));
+
+    let worker = mode.runs_worker().then(|| {
+        let options = WorkerOptions {
+            heartbeat_interval: settings.worker.heartbeat_interval,
+            lease_timeout: settings.worker.lease_timeout,
+            poll_interval: settings.worker.poll_interval,
+        };
+        tokio::spawn(codexos_worker::run(store.clone(), options, shutdown.clone()))
+    });
+
+    let served = match (&data_dir, mode.serves_api()) {
+        (Some(data_dir), true) => serve_api(&settings, data_dir, store.clone(), capabilities, shutdown.clone()).await,
+        _ => {
+            println!("CodexOS worker running ({} database); stop it with Ctrl-C or SIGTERM", store.backend());
+            shutdown.cancelled().await;
+            Ok(())
+        }
+    };
+    // Whatever ended the API (a signal or an error), the worker stops too.
+    shutdown.cancel();
+    if let Some(worker) = worker {
+        match worker.await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(error = %err, "worker stopped with an error"),
+            Err(err) => tracing::error!(error = %err, "worker task failed"),
+        }
+    }
+    store.close().await;
+    served?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve_api(
+    settings: &Settings,
+    data_dir: &DataDir,
+    store: Store,
+    capabilities: codexos_sandbox::HostCapabilities,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let bootstrap = store.bootstrap().await?;
+    if let Some(bootstrap) = &bootstrap {
+        data_dir.write_owner_key(bootstrap.owner_key.expose())?;
+    }
+    let options = ServerOptions {
+        listen: settings.listen,
+        max_body_bytes: settings.server.max_body_bytes,
+        shutdown_grace: settings.server.shutdown_grace,
+        lease_timeout: settings.worker.lease_timeout,
+    };
+    let backend = store.backend();
+    let server = codexos_server::bind(&options, store, capabilities).await?;
+    let url = format!("http://{}", server.local_addr());
+    data_dir.write_url(&url)?;
+
+    println!("CodexOS {} is up at {url}", env!("CARGO_PKG_VERSION"));
+    println!("  data directory  {}", data_dir.path().display());
+    println!("  database        {backend}");
+    println!("  API reference   {url}/docs");
+    if let Some(bootstrap) = &bootstrap {
+        println!();
+        println!("First start: created tenant '{}' with owner {}.", bootstrap.tenant.slug, bootstrap.owner_email);
+        println!("Owner API key (shown once; saved to {}):", data_dir.path().join(OWNER_KEY_FILE).display());
+        println!("  {}", bootstrap.owner_key.expose());
+    }
+    println!();
+    println!("Stop with Ctrl-C or SIGTERM.");
+    tracing::info!(%url, "serving");
+
+    let res = server.serve(shutdown).await;
+    data_dir.remove_url();
+    tracing::info!("server stopped");
+    res.context("the server failed")
+}
+
+async fn wait_for_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(stream) => stream,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot listen for SIGTERM");
+            return;
+        }
+    };
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM received; shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received; shutting down"),
+    }
+    shutdown.cancel();
+}

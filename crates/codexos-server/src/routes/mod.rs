@@ -1,0 +1,77 @@
+//! The routes, each module a resource; `router` assembles them together
+//! with their OpenAPI description.
+
+mod docs;
+mod health;
+mod keys;
+mod me;
+
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use utoipa::OpenApi;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::AppState;
+use crate::error::{ApiError, ErrorEnvelope};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "CodexOS API",
+        description = "Run autonomous engineering agents safely: every tool call allow-listed, policy-checked and sandboxed; \
+                       every step on a durable timeline. Errors are always `{\"error\": {\"code\", \"message\"}}`.",
+    ),
+    modifiers(&BearerAuth),
+    components(schemas(ErrorEnvelope)),
+    tags(
+        (name = "health", description = "Liveness, readiness and metrics"),
+        (name = "identity", description = "Who the caller is"),
+        (name = "keys", description = "API keys of the caller's tenant"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("api_key", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}
+
+/// All routes with their OpenAPI document.
+pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health::health))
+        .routes(routes!(health::health_detailed))
+        .routes(routes!(health::metrics))
+        .routes(routes!(docs::openapi_json))
+        .routes(routes!(docs::reference))
+        .routes(routes!(me::me))
+        .routes(routes!(keys::list_keys, keys::create_key))
+        .routes(routes!(keys::revoke_key))
+        .split_for_parts()
+}
+
+pub async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::not_found(format!("no route for {method} {}", uri.path()))
+}
+
+pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("{method} is not allowed on {}", uri.path()))
+}
+
+/// A panic in a handler is a bug: it is logged and answered like any
+/// internal error, never with the panic's text.
+pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    tracing::error!(panic = %message, "handler panicked");
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; the server log has details").into_response()
+}
