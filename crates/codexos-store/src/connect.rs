@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use codexos_core::settings::{DatabaseBackend, database_backend, redact_url};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::Executor;
+use sqlx::AnyConnection;
+use sqlx::{Connection, Executor};
 
 use crate::{Result, Store, StoreError};
 
@@ -47,6 +48,17 @@ impl Store {
         };
         let options = AnyConnectOptions::from_str(&url_with_options)
             .map_err(|err| open_error(describe(&err)))?;
+        // One direct connection first: the pool would retry a broken
+        // database until it times out, hiding the real reason.
+        let mut probe = AnyConnection::connect_with(&options).await.map_err(|err| open_error(describe(&err)))?;
+        let check = match backend {
+            // Reading the schema makes SQLite look at the file's header.
+            Backend::Sqlite => "SELECT COUNT(*) FROM sqlite_master",
+            Backend::Postgres => "SELECT 1",
+        };
+        probe.execute(check).await.map_err(|err| open_error(describe(&err)))?;
+        probe.close().await.map_err(|err| open_error(describe(&err)))?;
+
         let pool_options = match backend {
             // SQLite allows one writer at a time; a handful of connections
             // serve readers while WAL keeps them from blocking the writer.

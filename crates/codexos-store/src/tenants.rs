@@ -75,6 +75,22 @@ impl Store {
         Ok(Some(Bootstrap { tenant, owner_email: OWNER_EMAIL.to_owned(), owner_key }))
     }
 
+    /// Creates a tenant; `Conflict` if the slug is taken.
+    pub async fn create_tenant(&self, slug: &TenantSlug, name: &str) -> Result<Tenant> {
+        let tenant = Tenant { id: TenantId::new(), slug: slug.clone(), name: name.to_owned(), created_at: now_millis() };
+        let inserted = sqlx::query("INSERT INTO tenants (id, slug, name, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(tenant.id.to_string())
+            .bind(tenant.slug.as_str())
+            .bind(&tenant.name)
+            .bind(tenant.created_at)
+            .execute(&self.pool)
+            .await;
+        match inserted {
+            Err(err) if StoreError::is_unique_violation(&err) => Err(StoreError::Conflict(Entity::Tenant)),
+            other => other.map(|_| tenant).map_err(StoreError::from),
+        }
+    }
+
     /// The tenant itself; `NotFound` if it does not exist.
     pub async fn tenant(&self, tenant: TenantId) -> Result<Tenant> {
         let mut tx = self.tenant_tx(tenant).await?;
