@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "codexos", version, about = "Run autonomous engineering agents safely, accountably, for many tenants.")]
+#[command(
+    name = "codexos",
+    version,
+    about = "Run autonomous engineering agents safely, accountably, for many tenants."
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,

@@ -94,7 +94,8 @@ impl Client {
         if !accepted.contains(&status) {
             bail!("{}", describe_error(status, &text));
         }
-        serde_json::from_str(&text).with_context(|| format!("{method} {url}: the server's answer is not the expected JSON"))
+        serde_json::from_str(&text)
+            .with_context(|| format!("{method} {url}: the server's answer is not the expected JSON"))
     }
 }
 

@@ -80,9 +80,7 @@ pub struct TenantSlug(String);
 
 impl TenantSlug {
     pub fn parse(text: &str) -> Result<Self, SlugError> {
-        let valid_chars = text
-            .bytes()
-            .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-');
+        let valid_chars = text.bytes().all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-');
         if text.is_empty() || text.len() > 63 || !valid_chars || text.starts_with('-') || text.ends_with('-') {
             return Err(SlugError(text.chars().take(64).collect()));
         }

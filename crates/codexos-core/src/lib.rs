@@ -14,9 +14,7 @@ pub use settings::{DatabaseBackend, LogFormat, Settings, SettingsError};
 
 /// Milliseconds since the Unix epoch: how every timestamp is stored.
 pub fn now_millis() -> i64 {
-    let elapsed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let elapsed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
 }
 

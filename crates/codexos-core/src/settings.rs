@@ -254,8 +254,9 @@ mod duration_text {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(deserializer)?;
-        humantime::parse_duration(&text)
-            .map_err(|err| serde::de::Error::custom(format!("'{text}' is not a duration like 500ms, 30s or 15m: {err}")))
+        humantime::parse_duration(&text).map_err(|err| {
+            serde::de::Error::custom(format!("'{text}' is not a duration like 500ms, 30s or 15m: {err}"))
+        })
     }
 }
 
@@ -308,13 +309,16 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
-        std::fs::write(&path, "listen = \"127.0.0.1:1\"\n[log]\nformat = \"json\"\n[worker]\npoll_interval = \"2s\"\n").unwrap();
-        let settings = Settings::load_from_env(Some(&path), Flags { listen: "127.0.0.1:0" }, Env::prefixed("NOPE_NONE_")).unwrap();
+        std::fs::write(&path, "listen = \"127.0.0.1:1\"\n[log]\nformat = \"json\"\n[worker]\npoll_interval = \"2s\"\n")
+            .unwrap();
+        let settings =
+            Settings::load_from_env(Some(&path), Flags { listen: "127.0.0.1:0" }, Env::prefixed("NOPE_NONE_")).unwrap();
         assert_eq!(settings.listen.port(), 0);
         assert_eq!(settings.log.format, LogFormat::Json);
         assert_eq!(settings.worker.poll_interval, Duration::from_secs(2));
 
-        let settings = load_with(Some("[log]\nlevel = \"debug\"\n"), &[("LOG__LEVEL", "warn"), ("HOME", "/srv/cx")]).unwrap();
+        let settings =
+            load_with(Some("[log]\nlevel = \"debug\"\n"), &[("LOG__LEVEL", "warn"), ("HOME", "/srv/cx")]).unwrap();
         assert_eq!(settings.log.level, "warn");
         assert_eq!(settings.data_dir, PathBuf::from("/srv/cx"));
     }
@@ -338,12 +342,17 @@ mod tests {
     #[test]
     fn bad_values_are_named() {
         let err = load_with(None, &[("DATABASE_URL", "mysql://localhost/x")]).unwrap_err().to_string();
-        assert_eq!(err, "invalid configuration: database_url scheme 'mysql' is not supported (expected sqlite:// or postgres://)");
+        assert_eq!(
+            err,
+            "invalid configuration: database_url scheme 'mysql' is not supported (expected sqlite:// or postgres://)"
+        );
         let err = load_with(None, &[("LISTEN", "not-an-address")]).unwrap_err().to_string();
         assert!(err.to_lowercase().contains("listen"), "{err}");
         let err = load_with(Some("[worker]\npoll_interval = \"soon\"\n"), &[]).unwrap_err().to_string();
         assert!(err.contains("soon") && err.contains("poll_interval"), "{err}");
-        let err = load_with(Some("[worker]\nlease_timeout = \"1s\"\nheartbeat_interval = \"2s\"\n"), &[]).unwrap_err().to_string();
+        let err = load_with(Some("[worker]\nlease_timeout = \"1s\"\nheartbeat_interval = \"2s\"\n"), &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("lease_timeout"), "{err}");
         let err = load_with(Some("this is not toml"), &[]).unwrap_err().to_string();
         assert!(err.starts_with("invalid configuration"), "{err}");
@@ -351,7 +360,12 @@ mod tests {
 
     #[test]
     fn a_missing_config_file_is_an_error() {
-        let err = Settings::load_from_env(Some(Path::new("/nonexistent/c.toml")), NoOverrides::default(), Env::prefixed("NOPE_")).unwrap_err();
+        let err = Settings::load_from_env(
+            Some(Path::new("/nonexistent/c.toml")),
+            NoOverrides::default(),
+            Env::prefixed("NOPE_"),
+        )
+        .unwrap_err();
         assert_eq!(err.to_string(), "config file /nonexistent/c.toml does not exist");
     }
 

@@ -17,6 +17,6 @@ compile_error!("codexos-sandbox only supports Linux");
 pub mod probe;
 
 pub use probe::{
-    Capability, CgroupController, CgroupSupport, CgroupVersion, HostCapabilities, LandlockSupport,
-    NamespaceSupport, probe,
+    Capability, CgroupController, CgroupSupport, CgroupVersion, HostCapabilities, LandlockSupport, NamespaceSupport,
+    probe,
 };

@@ -53,17 +53,11 @@ pub struct Capability {
 
 impl Capability {
     fn available() -> Self {
-        Self {
-            available: true,
-            reason: None,
-        }
+        Self { available: true, reason: None }
     }
 
     fn unavailable(reason: impl Into<String>) -> Self {
-        Self {
-            available: false,
-            reason: Some(reason.into()),
-        }
+        Self { available: false, reason: Some(reason.into()) }
     }
 }
 
@@ -155,15 +149,7 @@ pub fn probe() -> HostCapabilities {
     let no_new_privs = probe_no_new_privs();
     let cgroups = probe_cgroups();
     let missing = missing_protections(&namespaces, &landlock, &seccomp, &no_new_privs, &cgroups);
-    HostCapabilities {
-        kernel: kernel_release(),
-        namespaces,
-        landlock,
-        seccomp,
-        no_new_privs,
-        cgroups,
-        missing,
-    }
+    HostCapabilities { kernel: kernel_release(), namespaces, landlock, seccomp, no_new_privs, cgroups, missing }
 }
 
 fn missing_protections(
@@ -211,12 +197,7 @@ fn kernel_release() -> String {
     }
     // Read up to the terminating NUL without trusting it to exist, so no
     // pointer-based `CStr` (and no further unsafe) is needed.
-    let bytes: Vec<u8> = uts
-        .release
-        .iter()
-        .take_while(|&&c| c != 0)
-        .map(|&c| c as u8)
-        .collect();
+    let bytes: Vec<u8> = uts.release.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
@@ -281,26 +262,21 @@ fn probe_unshare(extra: libc::c_int, flags_text: &str) -> Capability {
         unsafe { libc::_exit(code) };
     }
     if pid < 0 {
-        return Capability::unavailable(format!(
-            "could not fork a probe process: {}",
-            io::Error::last_os_error()
-        ));
+        return Capability::unavailable(format!("could not fork a probe process: {}", io::Error::last_os_error()));
     }
 
     let status = match wait_for_child(pid) {
         Ok(status) => status,
         Err(err) => {
-            return Capability::unavailable(format!(
-                "could not wait for the {flags_text} probe process: {err}"
-            ));
+            return Capability::unavailable(format!("could not wait for the {flags_text} probe process: {err}"));
         }
     };
     if libc::WIFEXITED(status) {
         match libc::WEXITSTATUS(status) {
             0 => Capability::available(),
-            UNREPRESENTABLE_ERRNO => Capability::unavailable(format!(
-                "unshare({flags_text}) failed with an unknown error"
-            )),
+            UNREPRESENTABLE_ERRNO => {
+                Capability::unavailable(format!("unshare({flags_text}) failed with an unknown error"))
+            }
             errno => Capability::unavailable(format!(
                 "unshare({flags_text}) failed: {}",
                 io::Error::from_raw_os_error(errno)
@@ -313,9 +289,7 @@ fn probe_unshare(extra: libc::c_int, flags_text: &str) -> Capability {
             libc::WTERMSIG(status)
         ))
     } else {
-        Capability::unavailable(format!(
-            "the {flags_text} probe process ended abnormally (wait status {status:#x})"
-        ))
+        Capability::unavailable(format!("the {flags_text} probe process ended abnormally (wait status {status:#x})"))
     }
 }
 
@@ -358,11 +332,7 @@ fn probe_landlock() -> LandlockSupport {
     };
     if ret > 0 {
         return match u32::try_from(ret) {
-            Ok(abi) => LandlockSupport {
-                available: true,
-                abi: Some(abi),
-                reason: None,
-            },
+            Ok(abi) => LandlockSupport { available: true, abi: Some(abi), reason: None },
             Err(_) => landlock_unavailable(format!("kernel reported an invalid ABI version {ret}")),
         };
     }
@@ -382,11 +352,7 @@ fn probe_landlock() -> LandlockSupport {
 }
 
 fn landlock_unavailable(reason: String) -> LandlockSupport {
-    LandlockSupport {
-        available: false,
-        abi: None,
-        reason: Some(reason),
-    }
+    LandlockSupport { available: false, abi: None, reason: Some(reason) }
 }
 
 // ---------------------------------------------------------------------------
@@ -446,12 +412,10 @@ fn probe_seccomp() -> Capability {
     let err = io::Error::last_os_error();
     match err.raw_os_error() {
         Some(libc::EFAULT) => Capability::available(),
-        Some(libc::EINVAL) => Capability::unavailable(format!(
-            "seccomp filter mode is not supported by this kernel: {err}"
-        )),
-        _ => Capability::unavailable(format!(
-            "prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER) failed: {err}"
-        )),
+        Some(libc::EINVAL) => {
+            Capability::unavailable(format!("seccomp filter mode is not supported by this kernel: {err}"))
+        }
+        _ => Capability::unavailable(format!("prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER) failed: {err}")),
     }
 }
 
@@ -470,10 +434,7 @@ fn probe_no_new_privs() -> Capability {
         )
     };
     if ret < 0 {
-        Capability::unavailable(format!(
-            "prctl(PR_GET_NO_NEW_PRIVS) failed: {}",
-            io::Error::last_os_error()
-        ))
+        Capability::unavailable(format!("prctl(PR_GET_NO_NEW_PRIVS) failed: {}", io::Error::last_os_error()))
     } else {
         Capability::available()
     }
@@ -528,9 +489,7 @@ pub(crate) struct CgroupMounts {
 impl CgroupMounts {
     /// The first v1 mount carrying `controller`.
     fn v1_with(&self, controller: &str) -> Option<&CgroupMount> {
-        self.v1
-            .iter()
-            .find(|mount| mount.controllers.iter().any(|c| c == controller))
+        self.v1.iter().find(|mount| mount.controllers.iter().any(|c| c == controller))
     }
 
     fn version(&self) -> CgroupVersion {
@@ -599,9 +558,7 @@ fn unescape_mountinfo(field: &str) -> String {
             && let Some(digits) = bytes.get(i + 1..i + 4)
             && digits.iter().all(|d| (b'0'..=b'7').contains(d))
         {
-            let value = digits
-                .iter()
-                .fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
+            let value = digits.iter().fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
             if let Ok(byte) = u8::try_from(value) {
                 out.push(byte);
                 i += 4;
@@ -633,18 +590,9 @@ pub(crate) fn parse_proc_cgroup(text: &str) -> Vec<CgroupMembership> {
         .filter_map(|line| {
             let mut parts = line.splitn(3, ':');
             let hierarchy_id = parts.next()?.parse().ok()?;
-            let controllers = parts
-                .next()?
-                .split(',')
-                .filter(|c| !c.is_empty())
-                .map(str::to_owned)
-                .collect();
+            let controllers = parts.next()?.split(',').filter(|c| !c.is_empty()).map(str::to_owned).collect();
             let path = parts.next()?.to_owned();
-            Some(CgroupMembership {
-                hierarchy_id,
-                controllers,
-                path,
-            })
+            Some(CgroupMembership { hierarchy_id, controllers, path })
         })
         .collect()
 }
@@ -703,10 +651,10 @@ fn probe_cgroups() -> CgroupSupport {
         .v1
         .iter()
         .flat_map(|mount| {
-            mount.controllers.iter().map(|name| CgroupController {
-                name: name.clone(),
-                mount: mount.mount_point.clone(),
-            })
+            mount
+                .controllers
+                .iter()
+                .map(|name| CgroupController { name: name.clone(), mount: mount.mount_point.clone() })
         })
         .collect();
 
@@ -742,11 +690,7 @@ fn probe_cgroups() -> CgroupSupport {
         v2_controllers,
         writable,
         writable_parent,
-        reason: if notes.is_empty() {
-            None
-        } else {
-            Some(notes.join("; "))
-        },
+        reason: if notes.is_empty() { None } else { Some(notes.join("; ")) },
     }
 }
 
@@ -766,8 +710,8 @@ fn own_cgroup_dir(mounts: &CgroupMounts, v2_controllers: &[String]) -> Result<Pa
         }
     };
 
-    let text = fs::read_to_string("/proc/self/cgroup")
-        .map_err(|err| format!("cannot read /proc/self/cgroup: {err}"))?;
+    let text =
+        fs::read_to_string("/proc/self/cgroup").map_err(|err| format!("cannot read /proc/self/cgroup: {err}"))?;
     let memberships = parse_proc_cgroup(&text);
     let membership = memberships.iter().find(|m| {
         if in_v2 {
@@ -778,9 +722,7 @@ fn own_cgroup_dir(mounts: &CgroupMounts, v2_controllers: &[String]) -> Result<Pa
     });
     let Some(membership) = membership else {
         let hierarchy = if in_v2 { "cgroup2" } else { "memory" };
-        return Err(format!(
-            "/proc/self/cgroup lists no {hierarchy} cgroup for this process"
-        ));
+        return Err(format!("/proc/self/cgroup lists no {hierarchy} cgroup for this process"));
     };
     cgroup_dir(mount, &membership.path).ok_or_else(|| {
         format!(
@@ -797,21 +739,12 @@ static PROBE_COUNTER: AtomicU32 = AtomicU32::new(0);
 /// of whether we may create cgroups (permissions, read-only cgroupfs in
 /// containers, delegation), which no mode bit can tell us reliably.
 fn try_create_child_cgroup(parent: &Path) -> Result<(), String> {
-    let child = parent.join(format!(
-        "codexos-probe-{}-{}",
-        std::process::id(),
-        PROBE_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    fs::create_dir(&child).map_err(|err| {
-        format!(
-            "cannot create a child cgroup in {}: {err}",
-            parent.display()
-        )
-    })?;
+    let child =
+        parent.join(format!("codexos-probe-{}-{}", std::process::id(), PROBE_COUNTER.fetch_add(1, Ordering::Relaxed)));
+    fs::create_dir(&child).map_err(|err| format!("cannot create a child cgroup in {}: {err}", parent.display()))?;
     // A new cgroup has no processes, so rmdir succeeds unless something is
     // badly wrong; then say so rather than claim the hierarchy is usable.
-    fs::remove_dir(&child)
-        .map_err(|err| format!("created {} but cannot remove it: {err}", child.display()))
+    fs::remove_dir(&child).map_err(|err| format!("created {} but cannot remove it: {err}", child.display()))
 }
 
 #[cfg(test)]
@@ -861,13 +794,7 @@ mod tests {
     #[test]
     fn parses_v2_mountinfo() {
         let mounts = parse_cgroup_mounts(MOUNTINFO_V2);
-        assert_eq!(
-            mounts,
-            CgroupMounts {
-                v2: Some(mount("/", "/sys/fs/cgroup", &[])),
-                v1: vec![],
-            }
-        );
+        assert_eq!(mounts, CgroupMounts { v2: Some(mount("/", "/sys/fs/cgroup", &[])), v1: vec![] });
         assert_eq!(mounts.version(), CgroupVersion::V2);
     }
 
@@ -889,10 +816,7 @@ mod tests {
             }
         );
         assert_eq!(mounts.version(), CgroupVersion::V1);
-        assert_eq!(
-            mounts.v1_with("cpuacct").unwrap().mount_point,
-            "/sys/fs/cgroup/cpu,cpuacct"
-        );
+        assert_eq!(mounts.v1_with("cpuacct").unwrap().mount_point, "/sys/fs/cgroup/cpu,cpuacct");
     }
 
     #[test]
@@ -905,11 +829,7 @@ mod tests {
                 v1: vec![
                     mount("/", "/sys/fs/cgroup/systemd", &[]),
                     mount("/", "/sys/fs/cgroup/memory", &["memory"]),
-                    mount(
-                        "/",
-                        "/sys/fs/cgroup/net_cls,net_prio",
-                        &["net_cls", "net_prio"]
-                    ),
+                    mount("/", "/sys/fs/cgroup/net_cls,net_prio", &["net_cls", "net_prio"]),
                 ],
             }
         );
@@ -918,8 +838,7 @@ mod tests {
 
     #[test]
     fn named_hierarchy_alone_is_not_v1() {
-        let text =
-            "26 25 0:22 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd\n";
+        let text = "26 25 0:22 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd\n";
         assert_eq!(parse_cgroup_mounts(text).version(), CgroupVersion::None);
         assert_eq!(parse_cgroup_mounts("").version(), CgroupVersion::None);
     }
@@ -978,17 +897,9 @@ garbage
             parse_proc_cgroup(text),
             vec![
                 membership(12, &["pids"], "/user.slice/user-1000.slice/session-2.scope"),
-                membership(
-                    11,
-                    &["memory"],
-                    "/user.slice/user-1000.slice/session-2.scope"
-                ),
+                membership(11, &["memory"], "/user.slice/user-1000.slice/session-2.scope"),
                 membership(4, &["cpu", "cpuacct"], "/user.slice"),
-                membership(
-                    1,
-                    &["name=systemd"],
-                    "/user.slice/user-1000.slice/session-2.scope"
-                ),
+                membership(1, &["name=systemd"], "/user.slice/user-1000.slice/session-2.scope"),
                 membership(0, &[], "/user.slice/user-1000.slice/session-2.scope"),
             ]
         );
@@ -1006,21 +917,12 @@ garbage
             cgroup_dir(&host, "/process_api/85a7"),
             Some(PathBuf::from("/sys/fs/cgroup/memory/process_api/85a7"))
         );
-        assert_eq!(
-            cgroup_dir(&host, "/"),
-            Some(PathBuf::from("/sys/fs/cgroup/memory"))
-        );
+        assert_eq!(cgroup_dir(&host, "/"), Some(PathBuf::from("/sys/fs/cgroup/memory")));
 
         // Container without a cgroup namespace: the mount shows only its subtree.
         let container = mount("/docker/abc", "/sys/fs/cgroup/memory", &["memory"]);
-        assert_eq!(
-            cgroup_dir(&container, "/docker/abc"),
-            Some(PathBuf::from("/sys/fs/cgroup/memory"))
-        );
-        assert_eq!(
-            cgroup_dir(&container, "/docker/abc/inner"),
-            Some(PathBuf::from("/sys/fs/cgroup/memory/inner"))
-        );
+        assert_eq!(cgroup_dir(&container, "/docker/abc"), Some(PathBuf::from("/sys/fs/cgroup/memory")));
+        assert_eq!(cgroup_dir(&container, "/docker/abc/inner"), Some(PathBuf::from("/sys/fs/cgroup/memory/inner")));
         // Outside the mounted subtree, or a mere name prefix: no directory.
         assert_eq!(cgroup_dir(&container, "/docker/other"), None);
         assert_eq!(cgroup_dir(&container, "/docker/abcdef"), None);
@@ -1051,22 +953,10 @@ garbage
         };
         assert_eq!(
             missing_protections(&namespaces, &landlock, &no(), &no(), &cgroups),
-            vec![
-                "namespaces.user",
-                "namespaces.net",
-                "landlock",
-                "seccomp",
-                "no_new_privs",
-                "cgroups.writable"
-            ]
+            vec!["namespaces.user", "namespaces.net", "landlock", "seccomp", "no_new_privs", "cgroups.writable"]
         );
         cgroups.version = CgroupVersion::None;
-        assert_eq!(
-            missing_protections(&namespaces, &landlock, &no(), &no(), &cgroups)
-                .last()
-                .unwrap(),
-            "cgroups"
-        );
+        assert_eq!(missing_protections(&namespaces, &landlock, &no(), &no(), &cgroups).last().unwrap(), "cgroups");
     }
 
     #[test]
@@ -1081,11 +971,7 @@ garbage
                 uts: Capability::available(),
                 net: Capability::unavailable("no"),
             },
-            landlock: LandlockSupport {
-                available: true,
-                abi: Some(4),
-                reason: None,
-            },
+            landlock: LandlockSupport { available: true, abi: Some(4), reason: None },
             seccomp: Capability::available(),
             no_new_privs: Capability::available(),
             cgroups: CgroupSupport {
@@ -1129,29 +1015,19 @@ garbage
         assert!(!capabilities.is_complete());
         for version in [CgroupVersion::V1, CgroupVersion::V2, CgroupVersion::None] {
             let text = serde_json::to_string(&version).unwrap();
-            assert!(
-                ["\"v1\"", "\"v2\"", "\"none\""].contains(&text.as_str()),
-                "{text}"
-            );
+            assert!(["\"v1\"", "\"v2\"", "\"none\""].contains(&text.as_str()), "{text}");
         }
     }
 
     // ----- Probing this host, checked against independent evidence -----
 
     fn proc_status_has(key: &str) -> bool {
-        fs::read_to_string("/proc/self/status")
-            .unwrap()
-            .lines()
-            .any(|line| line.starts_with(key))
+        fs::read_to_string("/proc/self/status").unwrap().lines().any(|line| line.starts_with(key))
     }
 
     /// Every unavailable capability must say why, and available ones must not.
     fn assert_reason_matches(name: &str, capability: &Capability) {
-        assert_eq!(
-            capability.available,
-            capability.reason.is_none(),
-            "{name}: {capability:?}"
-        );
+        assert_eq!(capability.available, capability.reason.is_none(), "{name}: {capability:?}");
     }
 
     #[test]
@@ -1197,10 +1073,7 @@ garbage
         let ns_before = fs::read_link("/proc/thread-self/ns/user").unwrap();
         let _ = probe();
         assert_eq!(flags(), before);
-        assert_eq!(
-            fs::read_link("/proc/thread-self/ns/user").unwrap(),
-            ns_before
-        );
+        assert_eq!(fs::read_link("/proc/thread-self/ns/user").unwrap(), ns_before);
     }
 
     #[test]
@@ -1221,11 +1094,7 @@ garbage
             }
         }
         // Unprivileged user namespaces are capped by this sysctl; 0 disables them.
-        let max: u64 = fs::read_to_string("/proc/sys/user/max_user_namespaces")
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
+        let max: u64 = fs::read_to_string("/proc/sys/user/max_user_namespaces").unwrap().trim().parse().unwrap();
         if ns.user.available {
             assert!(max > 0);
         }
@@ -1236,21 +1105,18 @@ garbage
         // Cross-check through std's own fork/exec path: unshare in a child
         // before exec'ing `true`; the spawn fails with unshare's errno.
         use std::os::unix::process::CommandExt;
-        for (name, capability, flags) in [
-            ("user", &ns.user, libc::CLONE_NEWUSER),
-            ("net", &ns.net, libc::CLONE_NEWUSER | libc::CLONE_NEWNET),
-        ] {
+        for (name, capability, flags) in
+            [("user", &ns.user, libc::CLONE_NEWUSER), ("net", &ns.net, libc::CLONE_NEWUSER | libc::CLONE_NEWNET)]
+        {
             let mut command = std::process::Command::new("true");
             // SAFETY: the closure runs in the forked child before exec and only
             // calls unshare(2) and reads errno, both async-signal-safe.
             unsafe {
-                command.pre_exec(move || {
-                    if libc::unshare(flags) == 0 {
-                        Ok(())
-                    } else {
-                        Err(io::Error::last_os_error())
-                    }
-                });
+                command.pre_exec(
+                    move || {
+                        if libc::unshare(flags) == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+                    },
+                );
             }
             match command.status() {
                 Ok(status) => {
@@ -1272,11 +1138,7 @@ garbage
         let caps = probe();
         let landlock = &caps.landlock;
         assert_eq!(landlock.available, landlock.abi.is_some(), "{landlock:?}");
-        assert_eq!(
-            landlock.available,
-            landlock.reason.is_none(),
-            "{landlock:?}"
-        );
+        assert_eq!(landlock.available, landlock.reason.is_none(), "{landlock:?}");
         // securityfs (when mounted) lists the active LSMs; Landlock works
         // exactly when it is among them.
         if let Ok(lsm) = fs::read_to_string("/sys/kernel/security/lsm") {
@@ -1318,17 +1180,14 @@ garbage
         // Crude, independent reading of mountinfo: any cgroup2 line, and any
         // cgroup v1 line whose super options carry more than rw/ro/name=.
         let has_v2 = mountinfo.lines().any(|l| l.contains(" - cgroup2 "));
-        let has_v1 = mountinfo
-            .lines()
-            .filter(|l| l.contains(" - cgroup "))
-            .any(|l| {
-                let options = l.rsplit(' ').next().unwrap();
-                options.split(',').any(|o| {
-                    !["rw", "ro", "xattr", "clone_children", "noprefix"].contains(&o)
-                        && !o.starts_with("name=")
-                        && !o.starts_with("release_agent=")
-                })
-            });
+        let has_v1 = mountinfo.lines().filter(|l| l.contains(" - cgroup ")).any(|l| {
+            let options = l.rsplit(' ').next().unwrap();
+            options.split(',').any(|o| {
+                !["rw", "ro", "xattr", "clone_children", "noprefix"].contains(&o)
+                    && !o.starts_with("name=")
+                    && !o.starts_with("release_agent=")
+            })
+        });
         let expected = match (has_v1, has_v2) {
             (true, true) => CgroupVersion::Hybrid,
             (true, false) => CgroupVersion::V1,
@@ -1340,22 +1199,14 @@ garbage
 
         if let Some(v2) = &cgroups.v2_mount {
             let controllers = fs::read_to_string(Path::new(v2).join("cgroup.controllers")).unwrap();
-            assert_eq!(
-                cgroups.v2_controllers,
-                controllers.split_whitespace().collect::<Vec<_>>()
-            );
+            assert_eq!(cgroups.v2_controllers, controllers.split_whitespace().collect::<Vec<_>>());
         }
         for controller in &cgroups.v1_controllers {
             assert!(Path::new(&controller.mount).is_dir(), "{controller:?}");
             assert!(V1_CONTROLLERS.contains(&controller.name.as_str()));
             // The kernel lists each mounted v1 controller in /proc/self/cgroup.
             let own = fs::read_to_string("/proc/self/cgroup").unwrap();
-            assert!(
-                parse_proc_cgroup(&own)
-                    .iter()
-                    .any(|m| m.controllers.contains(&controller.name)),
-                "{controller:?}"
-            );
+            assert!(parse_proc_cgroup(&own).iter().any(|m| m.controllers.contains(&controller.name)), "{controller:?}");
         }
 
         if cgroups.writable {
@@ -1365,13 +1216,7 @@ garbage
             let prefix = format!("codexos-probe-{}-", std::process::id());
             let leftovers = fs::read_dir(parent)
                 .unwrap()
-                .filter(|e| {
-                    e.as_ref()
-                        .unwrap()
-                        .file_name()
-                        .to_string_lossy()
-                        .starts_with(&prefix)
-                })
+                .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with(&prefix))
                 .count();
             // Other tests may be probing concurrently; their directories live
             // for microseconds, so allow for at most a few in flight.

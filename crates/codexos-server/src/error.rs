@@ -105,15 +105,17 @@ where
 
 fn json_rejection(rejection: &JsonRejection) -> ApiError {
     match rejection {
-        JsonRejection::MissingJsonContentType(_) => {
-            ApiError::bad_request("unsupported_content_type", "expected a JSON body with Content-Type: application/json")
-        }
+        JsonRejection::MissingJsonContentType(_) => ApiError::bad_request(
+            "unsupported_content_type",
+            "expected a JSON body with Content-Type: application/json",
+        ),
         JsonRejection::JsonSyntaxError(err) => {
             ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {}", source_message(err)))
         }
-        JsonRejection::JsonDataError(err) => {
-            ApiError::bad_request("invalid_body", format!("the body does not match the expected shape: {}", source_message(err)))
-        }
+        JsonRejection::JsonDataError(err) => ApiError::bad_request(
+            "invalid_body",
+            format!("the body does not match the expected shape: {}", source_message(err)),
+        ),
         JsonRejection::BytesRejection(err) if err.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body is too large")
         }

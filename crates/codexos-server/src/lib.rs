@@ -71,9 +71,8 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Binds the listener and builds the application.
 pub async fn bind(options: &ServerOptions, store: Store, capabilities: HostCapabilities) -> Result<Server, BindError> {
-    let listener = TcpListener::bind(options.listen)
-        .await
-        .map_err(|source| BindError { addr: options.listen, source })?;
+    let listener =
+        TcpListener::bind(options.listen).await.map_err(|source| BindError { addr: options.listen, source })?;
     let local_addr = listener.local_addr().map_err(|source| BindError { addr: options.listen, source })?;
     let (api_router, openapi) = routes::router();
     let state = AppState {
@@ -124,7 +123,8 @@ impl Server {
     /// requests in flight finish, for at most the grace period.
     pub async fn serve(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let grace = self.shutdown_grace;
-        let serving = axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let serving =
+            axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown.clone().cancelled_owned());
         let grace_expired = async {
             shutdown.cancelled().await;
             tokio::time::sleep(grace).await;

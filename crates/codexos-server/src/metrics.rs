@@ -30,8 +30,14 @@ pub fn recorder() -> PrometheusHandle {
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
             let _ = metrics::set_global_recorder(recorder);
-            metrics::describe_counter!("codexos_http_requests_total", "HTTP requests answered, by route, status and tenant");
-            metrics::describe_counter!("codexos_http_request_errors_total", "HTTP requests answered with a 4xx or 5xx status");
+            metrics::describe_counter!(
+                "codexos_http_requests_total",
+                "HTTP requests answered, by route, status and tenant"
+            );
+            metrics::describe_counter!(
+                "codexos_http_request_errors_total",
+                "HTTP requests answered with a 4xx or 5xx status"
+            );
             metrics::describe_histogram!(DURATION, metrics::Unit::Seconds, "time to answer an HTTP request");
             metrics_process::Collector::default().describe();
             handle

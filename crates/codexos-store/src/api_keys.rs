@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 
 use crate::error::{Entity, parse_id};
-use crate::{Result, Store, StoreError};
+use crate::{Intent, Result, Store, StoreError};
 
 /// Every key starts with this, so scanners and people recognise one.
 const KEY_PREFIX: &str = "cxo_";
@@ -136,25 +136,26 @@ impl Store {
     }
 
     pub async fn create_api_key(&self, tenant: TenantId, new_key: &NewApiKey) -> Result<(ApiKey, ApiKeySecret)> {
-        let mut tx = self.tenant_tx(tenant).await?;
+        let mut tx = self.tenant_tx(tenant, Intent::Write).await?;
         let created = insert_api_key(&mut tx, tenant, new_key).await?;
         tx.commit().await?;
         Ok(created)
     }
 
     pub async fn list_api_keys(&self, tenant: TenantId) -> Result<Vec<ApiKey>> {
-        let mut tx = self.tenant_tx(tenant).await?;
-        let rows = sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 ORDER BY created_at, id"))
-            .bind(tenant.to_string())
-            .fetch_all(&mut *tx)
-            .await?;
+        let mut tx = self.tenant_tx(tenant, Intent::Read).await?;
+        let rows =
+            sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 ORDER BY created_at, id"))
+                .bind(tenant.to_string())
+                .fetch_all(&mut *tx)
+                .await?;
         tx.commit().await?;
         rows.iter().map(key_from_row).collect()
     }
 
     /// One key of this tenant; `NotFound` for a key of another tenant.
     pub async fn api_key(&self, tenant: TenantId, key: ApiKeyId) -> Result<ApiKey> {
-        let mut tx = self.tenant_tx(tenant).await?;
+        let mut tx = self.tenant_tx(tenant, Intent::Read).await?;
         let row = sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 AND id = $2"))
             .bind(tenant.to_string())
             .bind(key.to_string())
@@ -168,7 +169,7 @@ impl Store {
     /// Revokes a key of this tenant; `NotFound` for a key of another tenant
     /// exactly as for one that does not exist. Revoking twice is harmless.
     pub async fn revoke_api_key(&self, tenant: TenantId, key: ApiKeyId) -> Result<ApiKey> {
-        let mut tx = self.tenant_tx(tenant).await?;
+        let mut tx = self.tenant_tx(tenant, Intent::Write).await?;
         sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE tenant_id = $2 AND id = $3 AND revoked_at IS NULL")
             .bind(now_millis())
             .bind(tenant.to_string())

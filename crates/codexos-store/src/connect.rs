@@ -3,8 +3,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use codexos_core::settings::{DatabaseBackend, database_backend, redact_url};
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::AnyConnection;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Connection, Executor};
 
 use crate::{Result, Store, StoreError};
@@ -46,8 +46,7 @@ impl Store {
             Backend::Sqlite if !url.contains('?') => format!("{url}?mode=rwc"),
             _ => url.to_owned(),
         };
-        let options = AnyConnectOptions::from_str(&url_with_options)
-            .map_err(|err| open_error(describe(&err)))?;
+        let options = AnyConnectOptions::from_str(&url_with_options).map_err(|err| open_error(describe(&err)))?;
         // One direct connection first: the pool would retry a broken
         // database until it times out, hiding the real reason.
         let mut probe = AnyConnection::connect_with(&options).await.map_err(|err| open_error(describe(&err)))?;
@@ -78,10 +77,7 @@ impl Store {
             .map_err(|err| open_error(describe(&err)))?;
         if backend == Backend::Sqlite {
             // WAL is a property of the file: set once, it stays.
-            sqlx::query("PRAGMA journal_mode = WAL")
-                .execute(&pool)
-                .await
-                .map_err(|err| open_error(describe(&err)))?;
+            sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await.map_err(|err| open_error(describe(&err)))?;
         }
         let migrator = match backend {
             Backend::Sqlite => &SQLITE_MIGRATIONS,
@@ -96,7 +92,8 @@ impl Store {
 /// present, is a regular file; sqlx's own errors for these are cryptic.
 fn prepare_sqlite_file(path: &Path) -> Result<(), String> {
     if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|err| format!("cannot create directory {}: {err}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .map_err(|err| format!("cannot create directory {}: {err}", parent.display()))?;
     }
     match std::fs::metadata(path) {
         Ok(meta) if !meta.is_file() => Err(format!("{} is not a regular file", path.display())),
@@ -163,7 +160,11 @@ impl Store {
         };
         let connected = async {
             let options = AnyConnectOptions::from_str(&inspect_url)?;
-            let pool = AnyPoolOptions::new().max_connections(1).acquire_timeout(Duration::from_secs(5)).connect_with(options).await?;
+            let pool = AnyPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_with(options)
+                .await?;
             sqlx::query("SELECT 1").execute(&pool).await?;
             let version: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
                 .fetch_one(&pool)

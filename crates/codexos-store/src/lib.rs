@@ -21,6 +21,13 @@ pub use tenants::{Bootstrap, Tenant};
 
 use sqlx::AnyPool;
 
+/// Whether a transaction will write: SQLite must know before it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Intent {
+    Read,
+    Write,
+}
+
 /// A handle on the database; cheap to clone (it is a pool).
 #[derive(Clone)]
 pub struct Store {
@@ -51,10 +58,14 @@ impl Store {
         self.pool.close().await;
     }
 
-    /// A transaction bound to one tenant. On PostgreSQL the tenant is also set
-    /// as a transaction-local setting, which row-level security policies read.
-    async fn tenant_tx(&self, tenant: codexos_core::TenantId) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
-        let mut tx = self.pool.begin().await?;
+    /// A transaction bound to one tenant. On PostgreSQL the tenant is also
+    /// set as a transaction-local setting, which row-level security reads.
+    async fn tenant_tx(
+        &self,
+        tenant: codexos_core::TenantId,
+        intent: Intent,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        let mut tx = self.begin(intent).await?;
         if self.backend == Backend::Postgres {
             sqlx::query("SELECT set_config('codexos.tenant_id', $1, true)")
                 .bind(tenant.to_string())
@@ -62,5 +73,16 @@ impl Store {
                 .await?;
         }
         Ok(tx)
+    }
+
+    /// Starts a transaction. On SQLite a transaction that will write takes
+    /// the write lock up front (`BEGIN IMMEDIATE`): a read transaction that
+    /// later writes fails at once with "database is locked" if another
+    /// connection wrote in between, and no busy timeout helps with that.
+    async fn begin(&self, intent: Intent) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match (self.backend, intent) {
+            (Backend::Sqlite, Intent::Write) => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            _ => self.pool.begin().await?,
+        })
     }
 }

@@ -3,7 +3,7 @@ use sqlx::Row;
 
 use crate::api_keys::{ApiKeySecret, insert_api_key};
 use crate::error::{Entity, parse_id};
-use crate::{Result, Store, StoreError};
+use crate::{Intent, Result, Store, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Tenant {
@@ -29,7 +29,7 @@ impl Store {
     /// an owner API key, atomically. Returns `None` when a tenant exists
     /// already (including when another process bootstrapped concurrently).
     pub async fn bootstrap(&self) -> Result<Option<Bootstrap>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin(Intent::Write).await?;
         let existing: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tenants").fetch_one(&mut *tx).await?;
         if existing > 0 {
             return Ok(None);
@@ -66,7 +66,8 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        let new_key = crate::NewApiKey { name: "owner".to_owned(), role: Role::Owner, user: Some(owner), expires_at: None };
+        let new_key =
+            crate::NewApiKey { name: "owner".to_owned(), role: Role::Owner, user: Some(owner), expires_at: None };
         let (_, owner_key) = insert_api_key(&mut tx, tenant.id, &new_key).await?;
         match tx.commit().await {
             Err(err) if StoreError::is_unique_violation(&err) => return Ok(None),
@@ -77,7 +78,8 @@ impl Store {
 
     /// Creates a tenant; `Conflict` if the slug is taken.
     pub async fn create_tenant(&self, slug: &TenantSlug, name: &str) -> Result<Tenant> {
-        let tenant = Tenant { id: TenantId::new(), slug: slug.clone(), name: name.to_owned(), created_at: now_millis() };
+        let tenant =
+            Tenant { id: TenantId::new(), slug: slug.clone(), name: name.to_owned(), created_at: now_millis() };
         let inserted = sqlx::query("INSERT INTO tenants (id, slug, name, created_at) VALUES ($1, $2, $3, $4)")
             .bind(tenant.id.to_string())
             .bind(tenant.slug.as_str())
@@ -93,7 +95,7 @@ impl Store {
 
     /// The tenant itself; `NotFound` if it does not exist.
     pub async fn tenant(&self, tenant: TenantId) -> Result<Tenant> {
-        let mut tx = self.tenant_tx(tenant).await?;
+        let mut tx = self.tenant_tx(tenant, Intent::Read).await?;
         let row = sqlx::query("SELECT id, slug, name, created_at FROM tenants WHERE id = $1")
             .bind(tenant.to_string())
             .fetch_optional(&mut *tx)

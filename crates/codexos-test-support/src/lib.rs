@@ -160,10 +160,8 @@ impl TestServer {
         assert!(status.success(), "server exited with {status}: {}", self.stderr());
         let bin = self.bin.clone();
         let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().unwrap());
-        let database = std::mem::replace(
-            &mut self.database,
-            TestDatabase { url: String::new(), postgres: None, _dir: None },
-        );
+        let database =
+            std::mem::replace(&mut self.database, TestDatabase { url: String::new(), postgres: None, _dir: None });
         drop(self);
         Self::start_on(&bin, dir, database).await
     }
@@ -172,10 +170,10 @@ impl TestServer {
         let path = self.data_dir.join(name);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(text) = std::fs::read_to_string(&path) {
-                if text.ends_with('\n') {
-                    return text.trim().to_owned();
-                }
+            if let Ok(text) = std::fs::read_to_string(&path)
+                && text.ends_with('\n')
+            {
+                return text.trim().to_owned();
             }
             if let Some(status) = self.child.try_wait().unwrap() {
                 panic!("codexos up exited with {status} before writing {name}:\n{}", self.stderr());
@@ -273,7 +271,9 @@ impl Drop for TestServer {
 
 /// The caller's own environment must not leak into a test's CLI runs.
 pub fn clear_client_env(command: &mut Command) {
-    for var in ["CODEXOS_URL", "CODEXOS_API_KEY", "CODEXOS_HOME", "CODEXOS_CONFIG", "DATABASE_URL", "CODEXOS_DATABASE_URL"] {
+    for var in
+        ["CODEXOS_URL", "CODEXOS_API_KEY", "CODEXOS_HOME", "CODEXOS_CONFIG", "DATABASE_URL", "CODEXOS_DATABASE_URL"]
+    {
         command.env_remove(var);
     }
 }
@@ -294,7 +294,10 @@ mod tests {
 
     #[test]
     fn database_url_replaces_the_name() {
-        assert_eq!(database_url("postgres://postgres@127.0.0.1:5432/postgres", "t1"), "postgres://postgres@127.0.0.1:5432/t1");
+        assert_eq!(
+            database_url("postgres://postgres@127.0.0.1:5432/postgres", "t1"),
+            "postgres://postgres@127.0.0.1:5432/t1"
+        );
         assert_eq!(database_url("postgres://u:p@h/db?sslmode=disable", "t2"), "postgres://u:p@h/t2?sslmode=disable");
         assert_eq!(database_url("postgres://h:5432", "t3"), "postgres://h:5432/t3");
     }

@@ -71,7 +71,11 @@ fn print_text(report: &Report<'_>) {
     let abi = landlock.abi.map(|abi| format!(" (ABI {abi})")).unwrap_or_default();
     println!("  {} Landlock{abi}{}", mark(landlock.available), reason(landlock.reason.as_deref()));
     println!("  {} seccomp filters{}", mark(sandbox.seccomp.available), reason(sandbox.seccomp.reason.as_deref()));
-    println!("  {} no_new_privs{}", mark(sandbox.no_new_privs.available), reason(sandbox.no_new_privs.reason.as_deref()));
+    println!(
+        "  {} no_new_privs{}",
+        mark(sandbox.no_new_privs.available),
+        reason(sandbox.no_new_privs.reason.as_deref())
+    );
     let cgroups = &sandbox.cgroups;
     let mut controllers: Vec<&str> = cgroups.v1_controllers.iter().map(|controller| controller.name.as_str()).collect();
     controllers.extend(cgroups.v2_controllers.iter().map(String::as_str));

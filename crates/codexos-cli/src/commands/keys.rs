@@ -28,7 +28,7 @@ pub async fn run(global: &GlobalArgs, command: KeyCommand) -> anyhow::Result<Exi
             if flag.json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
-                println!("{:<36}  {:<12}  {:<9}  {:<16}  {}", "ID", "PREFIX", "ROLE", "NAME", "STATE");
+                println!("{:<36}  {:<12}  {:<9}  {:<16}  STATE", "ID", "PREFIX", "ROLE", "NAME");
                 for key in list["keys"].as_array().into_iter().flatten() {
                     let state = if !key["revoked_at"].is_null() {
                         format!("revoked {}", text(&key["revoked_at"]))
@@ -58,7 +58,6 @@ pub async fn run(global: &GlobalArgs, command: KeyCommand) -> anyhow::Result<Exi
     }
     Ok(ExitCode::SUCCESS)
 }
-
 
 /// Keeps a user-typed id from changing the request's path.
 fn urlencode(segment: &str) -> String {

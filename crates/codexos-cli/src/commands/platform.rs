@@ -43,7 +43,11 @@ struct Overrides {
     database_url: Option<String>,
 }
 
-pub fn load_settings(global: &GlobalArgs, listen: Option<String>, database_url: Option<String>) -> anyhow::Result<Settings> {
+pub fn load_settings(
+    global: &GlobalArgs,
+    listen: Option<String>,
+    database_url: Option<String>,
+) -> anyhow::Result<Settings> {
     let overrides = Overrides { data_dir: global.data_dir.clone(), listen, database_url };
     Ok(Settings::load(global.config.as_deref(), overrides)?)
 }

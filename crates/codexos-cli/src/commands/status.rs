@@ -21,7 +21,12 @@ pub async fn run(global: &GlobalArgs, json: bool) -> anyhow::Result<ExitCode> {
         let database = &health["database"];
         let worker = &health["worker"];
         let sandbox = &health["sandbox"];
-        println!("server    {} (CodexOS {}, up {}s)", client.base_url(), text(&health["version"]), health["uptime_seconds"]);
+        println!(
+            "server    {} (CodexOS {}, up {}s)",
+            client.base_url(),
+            text(&health["version"]),
+            health["uptime_seconds"]
+        );
         println!("status    {status}");
         match database["round_trip_ms"].as_f64() {
             Some(millis) => println!("database  {}, round trip {millis:.2} ms", text(&database["backend"])),
@@ -34,7 +39,11 @@ pub async fn run(global: &GlobalArgs, json: bool) -> anyhow::Result<ExitCode> {
         let missing = sandbox["missing"].as_array().map(Vec::len).unwrap_or_default();
         println!(
             "sandbox   {} (Landlock ABI {}, cgroups {})",
-            if missing == 0 { "all protections available".to_owned() } else { format!("{missing} protections missing") },
+            if missing == 0 {
+                "all protections available".to_owned()
+            } else {
+                format!("{missing} protections missing")
+            },
             sandbox["landlock"]["abi"],
             text(&sandbox["cgroups"]["version"])
         );

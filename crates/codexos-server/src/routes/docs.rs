@@ -91,7 +91,8 @@ fn render_operation(page: &mut String, method: &str, path: &str, operation: &Ope
     if let Some(body) = &operation.request_body {
         page.push_str("<h4>Request body</h4><ul>");
         for (content_type, content) in &body.content {
-            let _ = write!(page, "<li><code>{}</code> {}</li>", escape(content_type), schema_link(content.schema.as_ref()));
+            let _ =
+                write!(page, "<li><code>{}</code> {}</li>", escape(content_type), schema_link(content.schema.as_ref()));
         }
         page.push_str("</ul>");
     }
@@ -99,7 +100,12 @@ fn render_operation(page: &mut String, method: &str, path: &str, operation: &Ope
     for (status, response) in &operation.responses.responses {
         match response {
             RefOr::T(response) => {
-                let schema = response.content.values().next().map(|content| schema_link(content.schema.as_ref())).unwrap_or_default();
+                let schema = response
+                    .content
+                    .values()
+                    .next()
+                    .map(|content| schema_link(content.schema.as_ref()))
+                    .unwrap_or_default();
                 let _ = write!(page, "<li><b>{}</b> {} {schema}</li>", escape(status), escape(&response.description));
             }
             RefOr::Ref(reference) => {
@@ -129,7 +135,9 @@ fn schema_link(schema: Option<&RefOr<utoipa::openapi::schema::Schema>>) -> Strin
             let name = reference.ref_location.rsplit('/').next().unwrap_or_default();
             format!("<a href=\"#schema-{0}\">{0}</a>", escape(name))
         }
-        Some(RefOr::T(schema)) => format!("<code>{}</code>", escape(&serde_json::to_string(schema).unwrap_or_default())),
+        Some(RefOr::T(schema)) => {
+            format!("<code>{}</code>", escape(&serde_json::to_string(schema).unwrap_or_default()))
+        }
         None => String::new(),
     }
 }

@@ -85,7 +85,12 @@ pub async fn health_detailed(State(state): State<AppState>, caller: Caller) -> A
         Err(err) => {
             tracing::warn!(error = %err, "health check: database round trip failed");
             problems.push("the database cannot be reached".to_owned());
-            DatabaseHealth { backend: backend_name(&state), ok: false, round_trip_ms: None, error: Some(err.to_string()) }
+            DatabaseHealth {
+                backend: backend_name(&state),
+                ok: false,
+                round_trip_ms: None,
+                error: Some(err.to_string()),
+            }
         }
     };
     let lease_ms = i64::try_from(state.lease_timeout.as_millis()).unwrap_or(i64::MAX);

@@ -93,9 +93,10 @@ pub async fn create_key(
     if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
         return Err(ApiError::bad_request("invalid_field", "name must be 1 to 100 printable characters"));
     }
-    let role: Role = request.role.parse().map_err(|err: codexos_core::role::RoleError| {
-        ApiError::bad_request("invalid_field", format!("role: {err}"))
-    })?;
+    let role: Role = request
+        .role
+        .parse()
+        .map_err(|err: codexos_core::role::RoleError| ApiError::bad_request("invalid_field", format!("role: {err}")))?;
     if !caller.0.role.can_grant(role) {
         return Err(ApiError::forbidden(format!("a {} cannot create a key with the {role} role", caller.0.role)));
     }
@@ -103,7 +104,10 @@ pub async fn create_key(
         None => None,
         Some(text) => {
             let lifetime = humantime::parse_duration(text).map_err(|err| {
-                ApiError::bad_request("invalid_field", format!("expires_in: '{text}' is not a duration like 30d or 12h: {err}"))
+                ApiError::bad_request(
+                    "invalid_field",
+                    format!("expires_in: '{text}' is not a duration like 30d or 12h: {err}"),
+                )
             })?;
             let millis = i64::try_from(lifetime.as_millis()).ok().filter(|millis| *millis > 0).ok_or_else(|| {
                 ApiError::bad_request("invalid_field", "expires_in must be positive and less than a few million years")
@@ -139,7 +143,10 @@ pub async fn revoke_key(
     let key_id = ApiKeyId::parse(&id).map_err(|err| ApiError::bad_request("invalid_id", err.to_string()))?;
     let existing = state.store.api_key(caller.0.tenant, key_id).await?;
     if !caller.0.role.can_grant(existing.role) {
-        return Err(ApiError::forbidden(format!("a {} cannot revoke a key with the {} role", caller.0.role, existing.role)));
+        return Err(ApiError::forbidden(format!(
+            "a {} cannot revoke a key with the {} role",
+            caller.0.role, existing.role
+        )));
     }
     let key = state.store.revoke_api_key(caller.0.tenant, key_id).await?;
     tracing::info!(key_id = %key.id, "api key revoked");

@@ -18,17 +18,23 @@ async fn bootstrap_happens_once() {
     assert!(principal.user.is_some());
 }
 
+/// Regression: on SQLite a bootstrap that read before writing failed with
+/// "database is locked" (SQLITE_BUSY_SNAPSHOT) when the worker registered at
+/// the same moment; write transactions now take the lock up front.
 #[tokio::test]
-async fn concurrent_bootstraps_make_one_tenant() {
+async fn concurrent_bootstraps_make_one_tenant_and_none_fails() {
     let (store, _database) = fresh_store().await;
-    let attempts: Vec<_> = (0..4).map(|_| tokio::spawn({
+    let mut attempts = Vec::new();
+    for n in 0..4 {
         let store = store.clone();
-        async move { store.bootstrap().await }
-    })).collect();
+        attempts.push(tokio::spawn(async move {
+            store.register_worker(&format!("host-{n}"), n).await.unwrap();
+            store.bootstrap().await
+        }));
+    }
     let mut created = 0;
     for attempt in attempts {
-        // A loser may see a conflict or a busy database; none may create a second tenant.
-        if let Ok(Some(_)) = attempt.await.unwrap() {
+        if attempt.await.unwrap().unwrap().is_some() {
             created += 1;
         }
     }
