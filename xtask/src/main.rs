@@ -1,1 +1,127 @@
-fn main() {}
+//! Project automation, in Rust so it runs wherever cargo does.
+//!
+//! - `cargo xtask test [sqlite|postgres|all]`: the whole test suite, on
+//!   SQLite and then on PostgreSQL (started, or installed, if need be).
+//! - `cargo xtask postgres`: make sure the local PostgreSQL is installed and running.
+
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// The PostgreSQL the tests use to create (and drop) one database per test.
+const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+const POSTGRES_ENV: &str = "CODEXOS_TEST_POSTGRES";
+/// Crates whose tests never touch a database run once, not per backend.
+const DATABASE_FREE_CRATES: [&str; 2] = ["codexos-core", "codexos-sandbox"];
+
+fn main() {
+    if let Err(err) = run() {
+        eprintln!("xtask: error: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        ["test"] | ["test", "all"] => {
+            test_sqlite()?;
+            test_postgres()
+        }
+        ["test", "sqlite"] => test_sqlite(),
+        ["test", "postgres"] => test_postgres(),
+        ["postgres"] => ensure_postgres().map(|_| ()),
+        _ => bail!("usage: cargo xtask test [sqlite|postgres|all] | cargo xtask postgres"),
+    }
+}
+
+fn test_sqlite() -> anyhow::Result<()> {
+    eprintln!("xtask: tests on SQLite");
+    let mut command = cargo_test();
+    command.arg("--workspace").env_remove(POSTGRES_ENV);
+    run_command(&mut command)
+}
+
+fn test_postgres() -> anyhow::Result<()> {
+    let url = ensure_postgres()?;
+    eprintln!("xtask: tests on PostgreSQL ({url})");
+    let mut command = cargo_test();
+    command.arg("--workspace").env(POSTGRES_ENV, &url);
+    for krate in DATABASE_FREE_CRATES {
+        command.args(["--exclude", krate]);
+    }
+    run_command(&mut command)
+}
+
+fn cargo_test() -> Command {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
+    command.args(["test", "--locked"]);
+    command
+}
+
+/// Returns the admin URL of a running PostgreSQL, starting (or, when run as
+/// root on Debian, installing) the local one if it is not answering.
+fn ensure_postgres() -> anyhow::Result<String> {
+    let url = std::env::var(POSTGRES_ENV).unwrap_or_else(|_| DEFAULT_POSTGRES.to_owned());
+    if url != DEFAULT_POSTGRES {
+        // Somebody else's server: use it as given.
+        return Ok(url);
+    }
+    let addr = SocketAddr::from(([127, 0, 0, 1], 5432));
+    if answers(addr) {
+        return Ok(url);
+    }
+    if !std::path::Path::new("/etc/postgresql").is_dir() {
+        eprintln!("xtask: PostgreSQL is not installed; installing it with apt-get");
+        run_command(Command::new("apt-get").arg("update").arg("-q"))?;
+        run_command(
+            Command::new("apt-get")
+                .args(["install", "-y", "-q", "--no-install-recommends", "postgresql"])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )
+        .context("cannot install PostgreSQL (needs root and Debian's package registry)")?;
+        trust_local_connections()?;
+    }
+    let versions: Vec<String> = std::fs::read_dir("/etc/postgresql")?
+        .filter_map(|entry| entry.ok().map(|entry| entry.file_name().to_string_lossy().into_owned()))
+        .collect();
+    let version = versions.iter().max().context("no PostgreSQL cluster under /etc/postgresql")?;
+    eprintln!("xtask: starting PostgreSQL {version}");
+    run_command(Command::new("pg_ctlcluster").args(["--skip-systemctl-redirect", version, "main", "start"]))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !answers(addr) {
+        if Instant::now() > deadline {
+            bail!("PostgreSQL did not answer on {addr} within 30s of starting");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(url)
+}
+
+/// A fresh Debian install asks for passwords over TCP; the tests connect as
+/// `postgres` over loopback with trust, as on our machines.
+fn trust_local_connections() -> anyhow::Result<()> {
+    for entry in std::fs::read_dir("/etc/postgresql")? {
+        let hba = entry?.path().join("main/pg_hba.conf");
+        let text = std::fs::read_to_string(&hba).with_context(|| format!("cannot read {}", hba.display()))?;
+        let rule = "host all all 127.0.0.1/32 trust\n";
+        if !text.starts_with(rule) {
+            std::fs::write(&hba, format!("{rule}{text}")).with_context(|| format!("cannot write {}", hba.display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn answers(addr: SocketAddr) -> bool {
+    TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
+}
+
+fn run_command(command: &mut Command) -> anyhow::Result<()> {
+    let status = command.status().with_context(|| format!("cannot run {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed with {status}");
+    }
+    Ok(())
+}
