@@ -36,9 +36,9 @@ pub struct GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// The whole platform in one process: API, worker, embedded SQLite in the data directory
-    Up(PlatformArgs),
+    Up(UpArgs),
     /// The API server alone (scale-out: run several against one PostgreSQL)
-    Serve(PlatformArgs),
+    Serve(ServeArgs),
     /// A worker alone (scale-out)
     Worker(WorkerArgs),
     /// What this host supports for sandboxing, the database, the effective config
@@ -73,7 +73,19 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
-pub struct PlatformArgs {
+pub struct UpArgs {
+    /// Address to listen on; port 0 picks a free one (the URL is printed and written to DATA_DIR/url)
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// `sqlite://PATH` or `postgres://...` [default: SQLite in the data directory]
+    // Deliberately not read from DATABASE_URL: a variable exported for some
+    // other project must not move `up` off its embedded database.
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
     /// Address to listen on; port 0 picks a free one (the URL is printed and written to DATA_DIR/url)
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,

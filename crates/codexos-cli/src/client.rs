@@ -1,8 +1,6 @@
 //! The HTTP client the CLI's remote commands use. It finds the server and
 //! the key from flags, the environment, or the files `codexos up` wrote.
 
-use std::path::PathBuf;
-
 use anyhow::{Context, bail};
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
@@ -21,7 +19,8 @@ pub struct Client {
 
 impl Client {
     pub fn from_args(global: &GlobalArgs) -> anyhow::Result<Self> {
-        let data_dir = global.data_dir.clone().unwrap_or_else(|| PathBuf::from(".codexos"));
+        // The same data directory `up` would use, wherever it was configured.
+        let data_dir = crate::commands::platform::load_settings(global, None, None)?.data_dir;
         let base_url = match &global.server {
             Some(url) => url.clone(),
             None => read_published(&data_dir, URL_FILE).with_context(|| {

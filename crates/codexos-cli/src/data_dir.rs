@@ -12,17 +12,24 @@ pub const URL_FILE: &str = "url";
 pub const OWNER_KEY_FILE: &str = "owner.key";
 const LOCK_FILE: &str = "lock";
 
-/// The data directory, created (mode 0700) and checked writable, with an
-/// exclusive lock held for as long as this value lives: two platforms on one
-/// directory would fight over its database and files.
+/// The data directory, created (mode 0700) and checked writable. With
+/// `Lock::Exclusive` a lock is held for as long as this value lives: two
+/// platforms on one embedded database would fight over it.
 #[derive(Debug)]
 pub struct DataDir {
     path: PathBuf,
-    _lock: File,
+    _lock: Option<File>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lock {
+    Exclusive,
+    /// Several API servers may share a directory (their database is elsewhere).
+    Shared,
 }
 
 impl DataDir {
-    pub fn open(path: &Path) -> anyhow::Result<Self> {
+    pub fn open(path: &Path, lock_mode: Lock) -> anyhow::Result<Self> {
         if path.exists() && !path.is_dir() {
             bail!("data directory {} exists and is not a directory", path.display());
         }
@@ -39,6 +46,9 @@ impl DataDir {
             .mode(0o600)
             .open(&lock_path)
             .map_err(|err| anyhow::anyhow!("data directory {} is not writable: {err}", path.display()))?;
+        if lock_mode == Lock::Shared {
+            return Ok(Self { path: path.to_owned(), _lock: None });
+        }
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -48,7 +58,7 @@ impl DataDir {
                 bail!("cannot lock data directory {}: {err}", path.display())
             }
         }
-        Ok(Self { path: path.to_owned(), _lock: lock })
+        Ok(Self { path: path.to_owned(), _lock: Some(lock) })
     }
 
     pub fn path(&self) -> &Path {

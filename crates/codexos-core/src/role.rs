@@ -80,7 +80,7 @@ mod tests {
 /// holds a fixed set (see `Role::allows`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Permission {
-    /// See the installation's health and the caller's own identity.
+    /// See the installation's detailed health (queue, workers, host).
     #[serde(rename = "health:read")]
     HealthRead,
     #[serde(rename = "agents:read")]
@@ -151,11 +151,10 @@ impl Role {
         match self {
             Role::Owner => true,
             Role::Admin => permission != BillingManage,
-            Role::Developer => matches!(
-                permission,
-                HealthRead | AgentsRead | AgentsWrite | ExecutionsRead | ExecutionsRun | ExecutionsApprove
-            ),
-            Role::Viewer => matches!(permission, HealthRead | AgentsRead | ExecutionsRead | AuditRead),
+            Role::Developer => {
+                matches!(permission, AgentsRead | AgentsWrite | ExecutionsRead | ExecutionsRun | ExecutionsApprove)
+            }
+            Role::Viewer => matches!(permission, AgentsRead | ExecutionsRead | AuditRead),
         }
     }
 }
@@ -172,7 +171,7 @@ mod permission_tests {
             (BillingManage, [true, false, false, false]),
             (ExecutionsRun, [true, true, true, false]),
             (AuditRead, [true, true, false, true]),
-            (HealthRead, [true, true, true, true]),
+            (HealthRead, [true, true, false, false]),
         ];
         for (permission, expected) in table {
             let actual = Role::ALL.map(|role| role.allows(permission));

@@ -61,9 +61,6 @@ pub struct ServerSettings {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WorkerSettings {
-    /// How often an idle worker looks for queued executions.
-    #[serde(with = "duration_text")]
-    pub poll_interval: Duration,
     /// How often a worker proves it is alive.
     #[serde(with = "duration_text")]
     pub heartbeat_interval: Duration,
@@ -99,11 +96,7 @@ impl Default for ServerSettings {
 
 impl Default for WorkerSettings {
     fn default() -> Self {
-        Self {
-            poll_interval: Duration::from_millis(500),
-            heartbeat_interval: Duration::from_secs(5),
-            lease_timeout: Duration::from_secs(30),
-        }
+        Self { heartbeat_interval: Duration::from_secs(5), lease_timeout: Duration::from_secs(30) }
     }
 }
 
@@ -123,9 +116,10 @@ pub enum SettingsError {
     Invalid(String),
 }
 
-/// Environment variables under our prefix that are not settings: they are
-/// read by the CLI client or by the test harness.
-const NON_SETTING_VARS: [&str; 3] = ["url", "api_key", "config"];
+/// Environment variables under our prefix that are not settings: the CLI
+/// reads them (`CODEXOS_HOME` arrives here as the `data_dir` flag), or the
+/// test harness does.
+const NON_SETTING_VARS: [&str; 4] = ["url", "api_key", "config", "home"];
 
 impl Settings {
     /// Loads settings from the file (if any), the environment and `overrides`
@@ -148,8 +142,6 @@ impl Settings {
                 let key = key.as_str().to_ascii_lowercase();
                 !NON_SETTING_VARS.contains(&key.as_str()) && !key.starts_with("test_")
             })
-            // CODEXOS_HOME is the documented name of the data directory.
-            .map(|key| if key.as_str().eq_ignore_ascii_case("home") { "data_dir".into() } else { key.into() })
             .split("__");
         figment = figment.merge(env).merge(Serialized::defaults(overrides));
         let settings: Settings = figment.extract().map_err(|err| SettingsError::Invalid(one_line(&err)))?;
@@ -168,11 +160,9 @@ impl Settings {
             return Err(SettingsError::Invalid("server.max_body_bytes must be positive".to_owned()));
         }
         let worker = &self.worker;
-        for (key, value) in [
-            ("worker.poll_interval", worker.poll_interval),
-            ("worker.heartbeat_interval", worker.heartbeat_interval),
-            ("worker.lease_timeout", worker.lease_timeout),
-        ] {
+        for (key, value) in
+            [("worker.heartbeat_interval", worker.heartbeat_interval), ("worker.lease_timeout", worker.lease_timeout)]
+        {
             if value.is_zero() {
                 return Err(SettingsError::Invalid(format!("{key} must be longer than zero")));
             }
@@ -191,11 +181,6 @@ impl Settings {
             Some(url) => url.clone(),
             None => SecretString::from(format!("sqlite://{}", self.data_dir.join("codexos.db").display())),
         }
-    }
-
-    pub fn database_backend(&self) -> DatabaseBackend {
-        // The URL was validated at load, and the default is SQLite.
-        database_backend(self.database_url().expose_secret()).unwrap_or(DatabaseBackend::Postgres)
     }
 }
 
@@ -280,8 +265,8 @@ mod tests {
         let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let prefix = format!("CXTEST{}X{call}_", std::process::id());
         for (key, value) in vars {
-            // SAFETY: each test uses its own variable names (prefix + key),
-            // and nothing in this crate reads them concurrently.
+            // SAFETY: each call uses variable names of its own (a unique
+            // prefix), and std serialises access to the environment.
             unsafe { std::env::set_var(format!("{prefix}{key}"), value) };
         }
         let env = Env::prefixed(&prefix);
@@ -298,7 +283,10 @@ mod tests {
         let settings = load_with(None, &[]).unwrap();
         assert_eq!(settings.listen.to_string(), "127.0.0.1:7420");
         assert_eq!(settings.database_url().expose_secret(), "sqlite://.codexos/codexos.db");
-        assert_eq!(settings.database_backend(), DatabaseBackend::Sqlite { path: PathBuf::from(".codexos/codexos.db") });
+        assert_eq!(
+            database_backend(settings.database_url().expose_secret()),
+            Ok(DatabaseBackend::Sqlite { path: PathBuf::from(".codexos/codexos.db") })
+        );
     }
 
     #[test]
@@ -309,16 +297,16 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
-        std::fs::write(&path, "listen = \"127.0.0.1:1\"\n[log]\nformat = \"json\"\n[worker]\npoll_interval = \"2s\"\n")
+        std::fs::write(&path, "listen = \"127.0.0.1:1\"\n[log]\nformat = \"json\"\n[worker]\nlease_timeout = \"2m\"\n")
             .unwrap();
         let settings =
             Settings::load_from_env(Some(&path), Flags { listen: "127.0.0.1:0" }, Env::prefixed("NOPE_NONE_")).unwrap();
         assert_eq!(settings.listen.port(), 0);
         assert_eq!(settings.log.format, LogFormat::Json);
-        assert_eq!(settings.worker.poll_interval, Duration::from_secs(2));
+        assert_eq!(settings.worker.lease_timeout, Duration::from_secs(120));
 
         let settings =
-            load_with(Some("[log]\nlevel = \"debug\"\n"), &[("LOG__LEVEL", "warn"), ("HOME", "/srv/cx")]).unwrap();
+            load_with(Some("[log]\nlevel = \"debug\"\n"), &[("LOG__LEVEL", "warn"), ("DATA_DIR", "/srv/cx")]).unwrap();
         assert_eq!(settings.log.level, "warn");
         assert_eq!(settings.data_dir, PathBuf::from("/srv/cx"));
     }
@@ -335,7 +323,8 @@ mod tests {
 
     #[test]
     fn client_variables_are_not_settings() {
-        let settings = load_with(None, &[("URL", "http://x"), ("API_KEY", "k"), ("TEST_POSTGRES", "p")]).unwrap();
+        let settings =
+            load_with(None, &[("URL", "http://x"), ("API_KEY", "k"), ("HOME", "/h"), ("TEST_POSTGRES", "p")]).unwrap();
         assert_eq!(settings.listen.port(), 7420);
     }
 
@@ -348,8 +337,8 @@ mod tests {
         );
         let err = load_with(None, &[("LISTEN", "not-an-address")]).unwrap_err().to_string();
         assert!(err.to_lowercase().contains("listen"), "{err}");
-        let err = load_with(Some("[worker]\npoll_interval = \"soon\"\n"), &[]).unwrap_err().to_string();
-        assert!(err.contains("soon") && err.contains("poll_interval"), "{err}");
+        let err = load_with(Some("[worker]\nlease_timeout = \"soon\"\n"), &[]).unwrap_err().to_string();
+        assert!(err.contains("soon") && err.contains("lease_timeout"), "{err}");
         let err = load_with(Some("[worker]\nlease_timeout = \"1s\"\nheartbeat_interval = \"2s\"\n"), &[])
             .unwrap_err()
             .to_string();

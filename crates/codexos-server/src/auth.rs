@@ -4,6 +4,7 @@
 use std::sync::{Arc, OnceLock};
 
 use axum::extract::FromRequestParts;
+use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use codexos_core::{Permission, TenantSlug};
@@ -44,13 +45,24 @@ impl FromRequestParts<AppState> for Caller {
         let token = header
             .to_str()
             .ok()
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .map(str::trim)
+            .and_then(|value| value.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
             .ok_or_else(|| ApiError::unauthorized("the Authorization header must be 'Bearer <api key>'"))?;
         let principal = state
             .store
             .authenticate(token)
-            .await?
+            .await
+            .map_err(|err| {
+                // Without the database no key can be checked: the service is
+                // unavailable, which is not the caller's fault (401) nor a bug (500).
+                tracing::warn!(error = %err, "cannot authenticate: database error");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the database cannot be reached; try again shortly",
+                )
+            })?
             .ok_or_else(|| ApiError::unauthorized("the API key is unknown, revoked or expired"))?;
         tracing::Span::current().record("tenant", principal.tenant_slug.as_str());
         if let Some(label) = parts.extensions.get::<TenantLabel>() {

@@ -86,12 +86,14 @@ pub async fn bind(options: &ServerOptions, store: Store, capabilities: HostCapab
     let router = api_router
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
+        // Inside the metrics and the request span, so a panic is counted and
+        // logged with its request id like any other error.
+        .layer(CatchPanicLayer::custom(routes::panic_response))
         .layer(axum::middleware::from_fn(metrics::track))
         .layer(DefaultBodyLimit::max(options.max_body_bytes))
         .with_state(state)
         .layer(
             ServiceBuilder::new()
-                .layer(CatchPanicLayer::custom(routes::panic_response))
                 .layer(SetSensitiveRequestHeadersLayer::new([AUTHORIZATION]))
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
                 .layer(

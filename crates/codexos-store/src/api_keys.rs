@@ -50,7 +50,6 @@ pub struct ApiKey {
     pub created_at: i64,
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
-    pub last_used_at: Option<i64>,
 }
 
 /// Who is calling: the result of authenticating a key.
@@ -82,7 +81,6 @@ pub(crate) async fn insert_api_key(
         created_at: now_millis(),
         expires_at: new_key.expires_at,
         revoked_at: None,
-        last_used_at: None,
     };
     sqlx::query(
         "INSERT INTO api_keys (id, tenant_id, user_id, name, prefix, secret_hash, role, created_at, expires_at) \
@@ -102,7 +100,7 @@ pub(crate) async fn insert_api_key(
     Ok((key, ApiKeySecret(secret)))
 }
 
-const KEY_COLUMNS: &str = "id, name, prefix, role, created_at, expires_at, revoked_at, last_used_at";
+const KEY_COLUMNS: &str = "id, name, prefix, role, created_at, expires_at, revoked_at";
 
 impl Store {
     /// Finds the live key with this secret: one indexed lookup by hash.
@@ -198,7 +196,6 @@ fn key_from_row(row: &sqlx::any::AnyRow) -> Result<ApiKey> {
         created_at: row.try_get("created_at")?,
         expires_at: row.try_get("expires_at")?,
         revoked_at: row.try_get("revoked_at")?,
-        last_used_at: row.try_get("last_used_at")?,
     })
 }
 

@@ -43,8 +43,8 @@ impl Store {
         };
         let url_with_options = match backend {
             // rwc: create the file when missing.
-            Backend::Sqlite if !url.contains('?') => format!("{url}?mode=rwc"),
-            _ => url.to_owned(),
+            Backend::Sqlite => with_query_param(url, "mode=rwc"),
+            Backend::Postgres => url.to_owned(),
         };
         let options = AnyConnectOptions::from_str(&url_with_options).map_err(|err| open_error(describe(&err)))?;
         // One direct connection first: the pool would retry a broken
@@ -144,8 +144,7 @@ impl Store {
                         error: None,
                     });
                 }
-                let separator = if url.contains('?') { '&' } else { '?' };
-                (Backend::Sqlite, &SQLITE_MIGRATIONS, format!("{url}{separator}mode=ro"))
+                (Backend::Sqlite, &SQLITE_MIGRATIONS, with_query_param(url, "mode=ro"))
             }
             DatabaseBackend::Postgres => (Backend::Postgres, &POSTGRES_MIGRATIONS, url.to_owned()),
         };
@@ -165,11 +164,20 @@ impl Store {
                 .acquire_timeout(Duration::from_secs(5))
                 .connect_with(options)
                 .await?;
-            sqlx::query("SELECT 1").execute(&pool).await?;
-            let version: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
-                .fetch_one(&pool)
-                .await
-                .unwrap_or(None);
+            // Reading the schema makes SQLite look at the file's header.
+            let has_migrations: i64 = sqlx::query_scalar(match backend {
+                Backend::Sqlite => "SELECT COUNT(*) FROM sqlite_master WHERE name = '_sqlx_migrations'",
+                Backend::Postgres => {
+                    "SELECT COUNT(*) FROM information_schema.tables WHERE table_name = '_sqlx_migrations'"
+                }
+            })
+            .fetch_one(&pool)
+            .await?;
+            let version: Option<i64> = if has_migrations > 0 {
+                sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success").fetch_one(&pool).await?
+            } else {
+                None
+            };
             pool.close().await;
             Ok::<_, sqlx::Error>(version)
         };
@@ -182,6 +190,12 @@ impl Store {
         }
         Ok(report)
     }
+}
+
+/// Adds `param` to a URL's query string.
+fn with_query_param(url: &str, param: &str) -> String {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}{param}")
 }
 
 fn latest(migrator: &sqlx::migrate::Migrator) -> i64 {

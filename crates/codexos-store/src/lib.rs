@@ -59,7 +59,8 @@ impl Store {
     }
 
     /// A transaction bound to one tenant. On PostgreSQL the tenant is also
-    /// set as a transaction-local setting, which row-level security reads.
+    /// set as a transaction-local setting, for the row-level security
+    /// policies that the tenancy work adds to every tenant table.
     async fn tenant_tx(
         &self,
         tenant: codexos_core::TenantId,

@@ -84,7 +84,7 @@ impl Store {
         Ok(())
     }
 
-    /// Lists live workers' ids (for diagnostics).
+    /// Live workers' ids, oldest first.
     pub async fn live_workers(&self, lease_timeout_ms: i64) -> Result<Vec<String>> {
         let rows = sqlx::query("SELECT id FROM workers WHERE heartbeat_at > $1 ORDER BY started_at")
             .bind(now_millis() - lease_timeout_ms)

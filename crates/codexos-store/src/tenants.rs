@@ -69,10 +69,7 @@ impl Store {
         let new_key =
             crate::NewApiKey { name: "owner".to_owned(), role: Role::Owner, user: Some(owner), expires_at: None };
         let (_, owner_key) = insert_api_key(&mut tx, tenant.id, &new_key).await?;
-        match tx.commit().await {
-            Err(err) if StoreError::is_unique_violation(&err) => return Ok(None),
-            other => other?,
-        }
+        tx.commit().await?;
         Ok(Some(Bootstrap { tenant, owner_email: OWNER_EMAIL.to_owned(), owner_key }))
     }
 
@@ -105,7 +102,7 @@ impl Store {
         tenant_from_row(&row)
     }
 
-    /// Number of tenants in the installation (for health and metrics).
+    /// Number of tenants in the installation.
     pub async fn count_tenants(&self) -> Result<i64> {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM tenants").fetch_one(&self.pool).await?)
     }

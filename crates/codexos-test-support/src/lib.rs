@@ -99,41 +99,50 @@ impl Drop for TestDatabase {
     }
 }
 
-/// The real `codexos up` on port 0 with its own data directory and database.
+/// The real `codexos up` (or `serve`) on port 0 with its own data directory;
+/// on PostgreSQL with its own database, on SQLite with the embedded one.
 #[derive(Debug)]
 pub struct TestServer {
     pub bin: PathBuf,
     pub url: String,
     pub owner_key: String,
+    command: &'static str,
     child: Child,
     data_dir: PathBuf,
     logs: PathBuf,
     http: reqwest::Client,
-    database: TestDatabase,
+    database: Option<TestDatabase>,
     _dir: TempDir,
 }
 
 impl TestServer {
-    /// Starts `codexos up` on a fresh data directory and database.
+    /// Starts `codexos up` on a fresh data directory (and, on PostgreSQL, database).
     pub async fn start(bin: &Path) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let database = TestDatabase::create().await;
-        Self::start_on(bin, dir, database).await
+        let database = match std::env::var(POSTGRES_ENV) {
+            Ok(url) if !url.is_empty() => Some(TestDatabase::create().await),
+            _ => None,
+        };
+        Self::start_on(bin, "up", tempfile::tempdir().unwrap(), database).await
     }
 
-    async fn start_on(bin: &Path, dir: TempDir, database: TestDatabase) -> Self {
+    /// Starts `codexos serve` (the API alone) on `database`.
+    pub async fn serve(bin: &Path, database: TestDatabase) -> Self {
+        Self::start_on(bin, "serve", tempfile::tempdir().unwrap(), Some(database)).await
+    }
+
+    async fn start_on(bin: &Path, subcommand: &'static str, dir: TempDir, database: Option<TestDatabase>) -> Self {
         let data_dir = dir.path().join("data");
         let logs = dir.path().join(format!("run-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&logs).unwrap();
         let mut command = Command::new(bin);
         command
-            .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args([subcommand, "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data_dir)
             .stdin(Stdio::null())
             .stdout(File::create(logs.join("stdout")).unwrap())
             .stderr(File::create(logs.join("stderr")).unwrap());
         clear_client_env(&mut command);
-        if database.is_postgres() {
+        if let Some(database) = &database {
             command.args(["--database-url", database.url()]);
         }
         let child = command.spawn().unwrap();
@@ -141,6 +150,7 @@ impl TestServer {
             bin: bin.to_owned(),
             url: String::new(),
             owner_key: String::new(),
+            command: subcommand,
             child,
             data_dir,
             logs,
@@ -160,10 +170,10 @@ impl TestServer {
         assert!(status.success(), "server exited with {status}: {}", self.stderr());
         let bin = self.bin.clone();
         let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().unwrap());
-        let database =
-            std::mem::replace(&mut self.database, TestDatabase { url: String::new(), postgres: None, _dir: None });
+        let database = self.database.take();
+        let command = self.command;
         drop(self);
-        Self::start_on(&bin, dir, database).await
+        Self::start_on(&bin, command, dir, database).await
     }
 
     async fn wait_for_file(&mut self, name: &str) -> String {
@@ -176,9 +186,14 @@ impl TestServer {
                 return text.trim().to_owned();
             }
             if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("codexos up exited with {status} before writing {name}:\n{}", self.stderr());
+                panic!("codexos {} exited with {status} before writing {name}:\n{}", self.command, self.stderr());
             }
-            assert!(Instant::now() < deadline, "codexos up did not write {name} within 60s:\n{}", self.stderr());
+            assert!(
+                Instant::now() < deadline,
+                "codexos {} did not write {name} within 60s:\n{}",
+                self.command,
+                self.stderr()
+            );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
@@ -187,8 +202,13 @@ impl TestServer {
         &self.data_dir
     }
 
-    pub fn database(&self) -> &TestDatabase {
-        &self.database
+    /// The database URL given to the server, if not its embedded SQLite.
+    pub fn database_url(&self) -> Option<&str> {
+        self.database.as_ref().map(TestDatabase::url)
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.database.as_ref().is_some_and(TestDatabase::is_postgres)
     }
 
     pub fn stdout(&self) -> String {
@@ -245,18 +265,7 @@ impl TestServer {
 
     /// Sends SIGTERM and waits for the process to exit.
     pub async fn terminate(&mut self) -> ExitStatus {
-        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
-        // SAFETY: sending a signal to our own child process, which we have
-        // not yet waited for, so its pid cannot have been reused.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "server did not stop within 30s of SIGTERM");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        terminate(&mut self.child).await
     }
 }
 
@@ -266,6 +275,22 @@ impl Drop for TestServer {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// Sends SIGTERM to a child process and waits for it to exit.
+pub async fn terminate(child: &mut Child) -> ExitStatus {
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    // SAFETY: sending a signal to our own child process, which we have not
+    // yet waited for, so its pid cannot have been reused.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "process did not stop within 30s of SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

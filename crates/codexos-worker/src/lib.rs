@@ -4,8 +4,8 @@
 //! heartbeats; an execution lease held by a worker whose heartbeat stops
 //! expires after the lease timeout, which is how another worker takes over.
 //! Running executions (lease, agent loop, events) arrives with the agent
-//! engine; until then a worker registers, heartbeats and publishes the
-//! queue's figures as metrics.
+//! engine; until then a worker registers and heartbeats, which is what
+//! `/health/detailed` reports as workers alive.
 
 use std::time::Duration;
 
@@ -18,7 +18,6 @@ use tokio_util::sync::CancellationToken;
 pub struct WorkerOptions {
     pub heartbeat_interval: Duration,
     pub lease_timeout: Duration,
-    pub poll_interval: Duration,
 }
 
 /// Runs a worker until `shutdown` is cancelled, then deregisters it.
@@ -27,15 +26,12 @@ pub async fn run(store: Store, options: WorkerOptions, shutdown: CancellationTok
     let worker = store.register_worker(&hostname, std::process::id()).await?;
     tracing::info!(worker = %worker.0, %hostname, "worker registered");
     let mut heartbeat = tokio::time::interval(options.heartbeat_interval);
-    let mut poll = tokio::time::interval(options.poll_interval);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let lease_ms = millis(options.lease_timeout);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
             _ = heartbeat.tick() => beat(&store, &worker, &hostname).await,
-            _ = poll.tick() => publish_queue(&store, lease_ms).await,
         }
     }
     // Workers that died without deregistering are removed too, once they have
@@ -49,16 +45,6 @@ pub async fn run(store: Store, options: WorkerOptions, shutdown: CancellationTok
 async fn beat(store: &Store, worker: &WorkerId, hostname: &str) {
     if let Err(err) = store.heartbeat_worker(worker, hostname, std::process::id()).await {
         tracing::warn!(worker = %worker.0, error = %err, "heartbeat failed");
-    }
-}
-
-async fn publish_queue(store: &Store, lease_ms: i64) {
-    match store.queue_stats(lease_ms).await {
-        Ok(stats) => {
-            metrics::gauge!("codexos_executions_queued").set(stats.queued as f64);
-            metrics::gauge!("codexos_queue_lag_seconds").set(stats.oldest_queued_age_ms.unwrap_or(0) as f64 / 1000.0);
-        }
-        Err(err) => tracing::warn!(error = %err, "queue statistics failed"),
     }
 }
 

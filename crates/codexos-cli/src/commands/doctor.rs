@@ -106,6 +106,14 @@ fn print_text(report: &Report<'_>) {
     println!("  data_dir  {}", config.data_dir.display());
     println!("  listen    {}", config.listen);
     println!("  log       {} ({:?})", config.log.level, config.log.format);
+    println!(
+        "  server    shutdown grace {:?}, max body {} bytes",
+        config.server.shutdown_grace, config.server.max_body_bytes
+    );
+    println!(
+        "  worker    heartbeat every {:?}, lease timeout {:?}",
+        config.worker.heartbeat_interval, config.worker.lease_timeout
+    );
     println!();
     if report.problems.is_empty() {
         println!("Everything CodexOS needs is here.");

@@ -12,7 +12,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::GlobalArgs;
-use crate::data_dir::{DataDir, OWNER_KEY_FILE};
+use crate::data_dir::{DataDir, Lock, OWNER_KEY_FILE};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -61,10 +61,14 @@ pub async fn run(
     let settings = load_settings(global, listen, database_url)?;
     crate::logging::init(&settings.log.level, settings.log.format)?;
 
-    // The API publishes its URL and the owner key in the data directory; a
-    // worker needs it only when its database lives there.
-    let uses_local_sqlite = settings.database_url.is_none();
-    let data_dir = if mode.serves_api() || uses_local_sqlite { Some(DataDir::open(&settings.data_dir)?) } else { None };
+    // The embedded database belongs to one process at a time; API servers
+    // sharing an external database may share a directory for `url`.
+    let embedded = settings.database_url.is_none();
+    let data_dir = match (mode, embedded) {
+        (Mode::Up, _) | (_, true) => Some(DataDir::open(&settings.data_dir, Lock::Exclusive)?),
+        (Mode::Serve, false) => Some(DataDir::open(&settings.data_dir, Lock::Shared)?),
+        (Mode::Worker, false) => None,
+    };
 
     let capabilities = tokio::task::spawn_blocking(codexos_sandbox::probe).await.context("sandbox probe failed")?;
     if !capabilities.missing.is_empty() {
@@ -77,13 +81,21 @@ pub async fn run(
     let shutdown = CancellationToken::new();
     tokio::spawn(wait_for_signal(shutdown.clone()));
 
+    // A worker that fails stops the whole process: running on without the
+    // worker it was asked for would look healthy and do nothing.
     let worker = mode.runs_worker().then(|| {
         let options = WorkerOptions {
             heartbeat_interval: settings.worker.heartbeat_interval,
             lease_timeout: settings.worker.lease_timeout,
-            poll_interval: settings.worker.poll_interval,
         };
-        tokio::spawn(codexos_worker::run(store.clone(), options, shutdown.clone()))
+        let (store, shutdown) = (store.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let res = codexos_worker::run(store, options, shutdown.clone()).await;
+            if res.is_err() {
+                shutdown.cancel();
+            }
+            res
+        })
     });
 
     let served = match (&data_dir, mode.serves_api()) {
@@ -96,15 +108,13 @@ pub async fn run(
     };
     // Whatever ended the API (a signal or an error), the worker stops too.
     shutdown.cancel();
-    if let Some(worker) = worker {
-        match worker.await {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => tracing::warn!(error = %err, "worker stopped with an error"),
-            Err(err) => tracing::error!(error = %err, "worker task failed"),
-        }
-    }
+    let worker_result = match worker {
+        Some(worker) => worker.await.context("the worker task failed")?.context("the worker failed"),
+        None => Ok(()),
+    };
     store.close().await;
     served?;
+    worker_result?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -115,10 +125,6 @@ async fn serve_api(
     capabilities: codexos_sandbox::HostCapabilities,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let bootstrap = store.bootstrap().await?;
-    if let Some(bootstrap) = &bootstrap {
-        data_dir.write_owner_key(bootstrap.owner_key.expose())?;
-    }
     let options = ServerOptions {
         listen: settings.listen,
         max_body_bytes: settings.server.max_body_bytes,
@@ -126,22 +132,27 @@ async fn serve_api(
         lease_timeout: settings.worker.lease_timeout,
     };
     let backend = store.backend();
-    let server = codexos_server::bind(&options, store, capabilities).await?;
+    // Bind before bootstrapping, so a taken port fails before anything is created.
+    let server = codexos_server::bind(&options, store.clone(), capabilities).await?;
     let url = format!("http://{}", server.local_addr());
-    data_dir.write_url(&url)?;
 
     println!("CodexOS {} is up at {url}", env!("CARGO_PKG_VERSION"));
     println!("  data directory  {}", data_dir.path().display());
     println!("  database        {backend}");
     println!("  API reference   {url}/docs");
-    if let Some(bootstrap) = &bootstrap {
+    if let Some(bootstrap) = store.bootstrap().await? {
+        // Printed before it is saved: if saving fails, the key is not lost.
+        let key_path = data_dir.path().join(OWNER_KEY_FILE);
         println!();
         println!("First start: created tenant '{}' with owner {}.", bootstrap.tenant.slug, bootstrap.owner_email);
-        println!("Owner API key (shown once; saved to {}):", data_dir.path().join(OWNER_KEY_FILE).display());
+        println!("Owner API key (shown once; saved to {}):", key_path.display());
         println!("  {}", bootstrap.owner_key.expose());
+        data_dir.write_owner_key(bootstrap.owner_key.expose())?;
     }
     println!();
     println!("Stop with Ctrl-C or SIGTERM.");
+    // Published last: whoever sees the URL can use the key next to it.
+    data_dir.write_url(&url)?;
     tracing::info!(%url, "serving");
 
     let res = server.serve(shutdown).await;

@@ -14,6 +14,10 @@ pub async fn run(global: &GlobalArgs, json: bool) -> anyhow::Result<ExitCode> {
     // 503 still carries the report: the database is down, say so.
     let health: Value =
         client.get_accepting("/health/detailed", &[StatusCode::OK, StatusCode::SERVICE_UNAVAILABLE]).await?;
+    if let Some(error) = health.get("error") {
+        // 503 before the report: the key could not even be checked.
+        anyhow::bail!("the server is unavailable: {}", error["message"].as_str().unwrap_or("no message"));
+    }
     let status = health["status"].as_str().unwrap_or("unknown");
     if json {
         println!("{}", serde_json::to_string_pretty(&health)?);

@@ -71,7 +71,9 @@ fn an_occupied_port_is_named() {
     let home = tempfile::tempdir().unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let (code, last, stderr) = up(home.path(), &["--listen", &addr], &[]);
+    // DATABASE_URL, exported for some other project, does not move `up` off
+    // its embedded database: the failure is the port, not the URL.
+    let (code, last, stderr) = up(home.path(), &["--listen", &addr], &[("DATABASE_URL", "mysql://elsewhere/app")]);
     assert_clean_failure(code, &last, &stderr, &format!("cannot listen on {addr}: Address already in use"));
 }
 

@@ -98,14 +98,14 @@ async fn doctor_reports_the_host_and_the_database() {
 async fn doctor_sees_a_running_installation() {
     let server = server().await;
     let mut command = server.cli();
-    if server.database().is_postgres() {
-        command.env("CODEXOS_DATABASE_URL", server.database().url());
+    if server.is_postgres() {
+        command.env("CODEXOS_DATABASE_URL", server.database_url().unwrap());
     }
     let (_, stdout, stderr) = run(command.args(["doctor", "--json"]));
     let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|_| panic!("{stdout}{stderr}"));
     assert_eq!(report["database"]["reachable"], true, "{report}");
     assert_eq!(report["database"]["schema_version"], report["database"]["latest_version"]);
-    assert!(report["database"]["url"].as_str().unwrap().starts_with(if server.database().is_postgres() {
+    assert!(report["database"]["url"].as_str().unwrap().starts_with(if server.is_postgres() {
         "postgres://"
     } else {
         "sqlite://"

@@ -34,7 +34,7 @@ async fn detailed_health_reports_database_sandbox_and_workers() {
     }
     assert_eq!(body["worker"]["workers_alive"], 1, "{body}");
     assert_eq!(body["worker"]["queue_depth"], 0);
-    let backend = if server.database().is_postgres() { "postgres" } else { "sqlite" };
+    let backend = if server.is_postgres() { "postgres" } else { "sqlite" };
     assert_eq!(body["database"]["backend"], backend);
     assert_eq!(body["database"]["ok"], true);
     assert!(body["database"]["round_trip_ms"].as_f64().unwrap() >= 0.0);
@@ -73,7 +73,17 @@ async fn metrics_count_requests_per_route_and_tenant() {
         3.0
     );
     assert!(value_of("process_resident_memory_bytes") > 0.0);
-    assert!(value_of("codexos_workers_alive") >= 0.0);
+    // The worker registers concurrently with the API's start: poll until it shows.
+    let mut alive = 0.0;
+    for _ in 0..100 {
+        let text = server.request(Method::GET, "/metrics").send().await.unwrap().text().await.unwrap();
+        alive = text.lines().find_map(|line| line.strip_prefix("codexos_workers_alive ")).unwrap().parse().unwrap();
+        if alive == 1.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(alive, 1.0);
 }
 
 #[tokio::test]

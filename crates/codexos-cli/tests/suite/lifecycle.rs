@@ -58,3 +58,42 @@ async fn a_second_up_on_the_same_data_directory_is_refused() {
     // The first one is unharmed.
     assert_eq!(server.get("/health").await.0, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn serve_and_worker_run_apart_on_one_database() {
+    let database = codexos_test_support::TestDatabase::create().await;
+    let url = database.url().to_owned();
+    let server = codexos_test_support::TestServer::serve(super::bin(), database).await;
+    assert!(server.stdout().contains("is up at"), "{}", server.stdout());
+
+    // The API alone has no worker: healthy but degraded.
+    let (status, health) = server.get("/health/detailed").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!((health["status"].as_str(), health["worker"]["workers_alive"].as_i64()), (Some("degraded"), Some(0)));
+    assert!(health["problems"].to_string().contains("no worker is alive"), "{health}");
+
+    let mut worker = std::process::Command::new(super::bin());
+    codexos_test_support::clear_client_env(&mut worker);
+    let mut worker = worker
+        .args(["worker"])
+        .env("DATABASE_URL", &url)
+        .env("CODEXOS_HOME", server.data_dir().join("worker-home"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut alive = 0;
+    for _ in 0..200 {
+        alive = server.get("/health/detailed").await.1["worker"]["workers_alive"].as_i64().unwrap();
+        if alive == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(alive, 1, "the worker never showed up");
+
+    // A worker that stops cleanly deregisters at once.
+    assert!(codexos_test_support::terminate(&mut worker).await.success());
+    assert_eq!(server.get("/health/detailed").await.1["worker"]["workers_alive"], 0);
+}

@@ -63,13 +63,15 @@ pub struct WorkerHealth {
 }
 
 /// Readiness: a database round trip, the sandbox's capabilities and the
-/// worker queue. Needs `health:read` (every role).
+/// worker queue. Needs `health:read` (owners and admins): the figures are
+/// installation-wide.
 #[utoipa::path(
     get, path = "/health/detailed", tag = "health", security(("api_key" = [])),
     responses(
         (status = 200, body = DetailedHealth, description = "Healthy or degraded"),
         (status = 503, body = DetailedHealth, description = "The database cannot be reached"),
         (status = 401, body = ErrorEnvelope),
+        (status = 403, body = ErrorEnvelope),
     )
 )]
 pub async fn health_detailed(State(state): State<AppState>, caller: Caller) -> ApiResult<impl IntoResponse> {
