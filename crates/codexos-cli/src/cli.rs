@@ -49,7 +49,8 @@ pub enum Command {
     #[command(subcommand)]
     Key(KeyCommand),
     /// Run one command in the sandbox
-    Sandbox(NotBuilt),
+    #[command(subcommand)]
+    Sandbox(SandboxCommand),
     /// Register and inspect agents
     Agent(NotBuilt),
     /// Start an execution and follow its timeline
@@ -132,6 +133,58 @@ pub enum KeyCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SandboxCommand {
+    /// Run one command in the sandbox; exit with its status, or 125 naming the violation
+    Exec(SandboxExecArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SandboxExecArgs {
+    /// The only directory the command may write [default: the current directory]
+    #[arg(long, value_name = "DIR")]
+    pub workspace: Option<std::path::PathBuf>,
+    /// Network: `none`, or `allow=HOST:PORT,...` (through the egress proxy)
+    #[arg(long, default_value = "none", value_name = "none|allow=HOST:PORT,...")]
+    pub net: String,
+    /// Memory of the whole process tree, e.g. 512M, 2G
+    #[arg(long, default_value = "1G", value_name = "SIZE")]
+    pub memory: String,
+    /// CPU seconds of the whole process tree
+    #[arg(long, default_value_t = 60, value_name = "N")]
+    pub cpu_seconds: u64,
+    /// Processes and threads at once
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    pub pids: u64,
+    /// Open files per process
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    pub open_files: u64,
+    /// Largest file a process may write, e.g. 1G
+    #[arg(long, default_value = "1G", value_name = "SIZE")]
+    pub file_size: String,
+    /// Wall-clock limit, e.g. 30s, 5m
+    #[arg(long, default_value = "2m", value_name = "DURATION")]
+    pub timeout: String,
+    /// Extra host path visible read-only (repeatable)
+    #[arg(long = "ro", value_name = "PATH")]
+    pub read_only: Vec<std::path::PathBuf>,
+    /// Extra host path visible read-write (repeatable)
+    #[arg(long = "rw", value_name = "PATH")]
+    pub read_write: Vec<std::path::PathBuf>,
+    /// Environment variable for the command, NAME=VALUE (repeatable)
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    pub env: Vec<String>,
+    /// Run even if this host lacks a protection (recorded in the outcome)
+    #[arg(long)]
+    pub allow_weaker_sandbox: bool,
+    /// Print the outcome as JSON (output, usage, violations) instead of passing output through
+    #[arg(long)]
+    pub json: bool,
+    /// The command and its arguments
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
 }
 
 /// A command group whose capability is not built yet: it accepts anything

@@ -5,18 +5,32 @@
 //! on no other CodexOS crate, so it can be reviewed, tested and audited on its
 //! own: everything security-relevant about isolation lives here.
 //!
-//! For now it holds the host capability [`probe`]: a report of which of those
-//! protections this kernel actually offers to this process, found by trying
-//! them rather than by reading configuration files.
+//! - [`probe`] finds out which protections this kernel offers this process,
+//!   by trying them rather than by reading configuration files;
+//! - [`run`] runs one command under a [`SandboxPolicy`]: new user, PID,
+//!   mount, IPC, UTS, network and cgroup namespaces; a filesystem view with
+//!   the system read-only, the workspace read-write and host secrets absent;
+//!   Landlock rules; no capabilities; a seccomp filter; rlimits and a cgroup
+//!   for the whole process tree; a wall-clock timeout.
 
 // Every mechanism used here (unshare, prctl, Landlock, cgroupfs) is
 // Linux-only; fail with a clear message instead of a page of missing symbols.
 #[cfg(not(target_os = "linux"))]
 compile_error!("codexos-sandbox only supports Linux");
 
+mod cgroup;
+mod child;
+mod plan;
+pub mod policy;
 pub mod probe;
+mod run;
+mod seccomp;
 
+pub use policy::{Destination, Limits, NetworkPolicy, PolicyError, SandboxPolicy};
 pub use probe::{
     Capability, CgroupController, CgroupSupport, CgroupVersion, HostCapabilities, LandlockSupport, NamespaceSupport,
     probe,
+};
+pub use run::{
+    CapturedOutput, SandboxCommand, SandboxError, SandboxOutcome, Usage, Violation, ViolationKind, host_capabilities, run,
 };

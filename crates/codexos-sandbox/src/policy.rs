@@ -13,6 +13,10 @@ pub struct SandboxPolicy {
     pub read_only_paths: Vec<PathBuf>,
     /// Extra host paths visible read-write (e.g. a shared build cache).
     pub read_write_paths: Vec<PathBuf>,
+    /// Host paths masked (empty) wherever they would be visible, e.g. the
+    /// platform's own data directory inside a workspace. Host secrets such
+    /// as `/etc/shadow` are always masked.
+    pub hidden_paths: Vec<PathBuf>,
     pub network: NetworkPolicy,
     pub limits: Limits,
     /// Bytes kept of each of stdout and stderr; the rest is counted, not kept.
@@ -99,6 +103,7 @@ impl SandboxPolicy {
             workspace: workspace.into(),
             read_only_paths: Vec::new(),
             read_write_paths: Vec::new(),
+            hidden_paths: Vec::new(),
             network: NetworkPolicy::None,
             limits: Limits::default(),
             output_limit_bytes: 1024 * 1024,

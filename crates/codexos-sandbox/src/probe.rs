@@ -488,7 +488,7 @@ pub(crate) struct CgroupMounts {
 
 impl CgroupMounts {
     /// The first v1 mount carrying `controller`.
-    fn v1_with(&self, controller: &str) -> Option<&CgroupMount> {
+    pub(crate) fn v1_with(&self, controller: &str) -> Option<&CgroupMount> {
         self.v1.iter().find(|mount| mount.controllers.iter().any(|c| c == controller))
     }
 

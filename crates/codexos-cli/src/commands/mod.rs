@@ -3,6 +3,7 @@
 mod doctor;
 mod keys;
 pub mod platform;
+mod sandbox;
 mod status;
 
 use std::process::ExitCode;
@@ -18,7 +19,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Doctor(flag) => doctor::run(global, flag.json).await,
         Command::Status(flag) => status::run(global, flag.json).await,
         Command::Key(command) => keys::run(global, command).await,
-        Command::Sandbox(_) => not_built("sandbox", "the sandbox"),
+        Command::Sandbox(crate::cli::SandboxCommand::Exec(args)) => sandbox::exec(global, args).await,
         Command::Agent(_) => not_built("agent", "the agent engine"),
         Command::Run(_) => not_built("run", "the agent engine"),
         Command::Exec(_) => not_built("exec", "durable executions"),
