@@ -85,13 +85,28 @@ pub(crate) enum MountOp {
     Mkdir(CString),
     /// An empty file to bind a file onto.
     Touch(CString),
-    Symlink { target: CString, link: CString },
-    Bind { source: CString, target: CString },
-    Tmpfs { target: CString, options: CString },
-    Proc { target: CString },
+    Symlink {
+        target: CString,
+        link: CString,
+    },
+    Bind {
+        source: CString,
+        target: CString,
+    },
+    Tmpfs {
+        target: CString,
+        options: CString,
+    },
+    Proc {
+        target: CString,
+    },
     /// Set mount attributes (read-only, nosuid, nodev) on a mount and, when
     /// `recursive`, on every mount below it.
-    Restrict { target: CString, attributes: u64, recursive: bool },
+    Restrict {
+        target: CString,
+        attributes: u64,
+        recursive: bool,
+    },
 }
 
 impl MountOp {
@@ -158,7 +173,7 @@ pub(crate) struct ChildPlan {
     pub new_root: CString,
     pub mount_ops: Vec<MountOp>,
     pub cwd: CString,
-    pub rlimits: Vec<(libc::__rlimit_resource_t, u64)>,
+    pub rlimits: Vec<(libc::__rlimit_resource_t, u64, u64)>,
     pub landlock: Option<LandlockPlan>,
     pub seccomp: Option<Filter>,
 }
@@ -202,7 +217,13 @@ pub(crate) unsafe fn enter(plan: &ChildPlan) -> std::io::Result<()> {
         check(
             fd,
             step::PRIVATE_MOUNTS,
-            libc::mount(std::ptr::null(), c"/".as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()),
+            libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ),
         )?;
         check(
             fd,
@@ -225,14 +246,32 @@ pub(crate) unsafe fn enter(plan: &ChildPlan) -> std::io::Result<()> {
         check(fd, step::PIVOT_ROOT, libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) as libc::c_int)?;
         check(fd, step::PIVOT_ROOT, libc::umount2(c".".as_ptr(), libc::MNT_DETACH))?;
         check(fd, step::PIVOT_ROOT, libc::chdir(c"/".as_ptr()))?;
-        set_attributes(fd, step::READ_ONLY_ROOT, c"/", MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, false)?;
+        set_attributes(
+            fd,
+            step::READ_ONLY_ROOT,
+            c"/",
+            MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+            false,
+        )?;
         // Sysctls are written through /proc/sys; keep them out of reach.
         check(
             fd,
             step::PROC_SYS,
-            libc::mount(c"/proc/sys".as_ptr(), c"/proc/sys".as_ptr(), std::ptr::null(), libc::MS_BIND | libc::MS_REC, std::ptr::null()),
+            libc::mount(
+                c"/proc/sys".as_ptr(),
+                c"/proc/sys".as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND | libc::MS_REC,
+                std::ptr::null(),
+            ),
         )?;
-        set_attributes(fd, step::PROC_SYS, c"/proc/sys", MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, true)?;
+        set_attributes(
+            fd,
+            step::PROC_SYS,
+            c"/proc/sys",
+            MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+            true,
+        )?;
         check(fd, step::CHDIR, libc::chdir(plan.cwd.as_ptr()))?;
 
         let command = check(fd, step::FORK_COMMAND, libc::fork())?;
@@ -243,8 +282,8 @@ pub(crate) unsafe fn enter(plan: &ChildPlan) -> std::io::Result<()> {
 
         // The command.
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-        for (resource, value) in &plan.rlimits {
-            let limit = libc::rlimit { rlim_cur: *value, rlim_max: *value };
+        for (resource, soft, hard) in &plan.rlimits {
+            let limit = libc::rlimit { rlim_cur: *soft, rlim_max: *hard };
             check(fd, step::RLIMIT, libc::setrlimit(*resource, &limit))?;
         }
         check(fd, step::NO_NEW_PRIVS, libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
@@ -254,7 +293,8 @@ pub(crate) unsafe fn enter(plan: &ChildPlan) -> std::io::Result<()> {
         drop_capabilities(fd)?;
         if let Some(filter) = &plan.seccomp {
             let program = filter.as_fprog();
-            let res = libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0, &program as *const libc::sock_fprog);
+            let res =
+                libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0, &program as *const libc::sock_fprog);
             check(fd, step::SECCOMP, res as libc::c_int)?;
         }
         Ok(())
@@ -316,11 +356,16 @@ unsafe fn apply(fd: RawFd, step: u32, op: &MountOp) -> std::io::Result<()> {
             }
             MountOp::Bind { source, target } => {
                 let flags = libc::MS_BIND | libc::MS_REC;
-                check(fd, step, libc::mount(source.as_ptr(), target.as_ptr(), std::ptr::null(), flags, std::ptr::null()))?;
+                check(
+                    fd,
+                    step,
+                    libc::mount(source.as_ptr(), target.as_ptr(), std::ptr::null(), flags, std::ptr::null()),
+                )?;
             }
             MountOp::Tmpfs { target, options } => {
                 let flags = libc::MS_NOSUID | libc::MS_NODEV;
-                let res = libc::mount(c"tmpfs".as_ptr(), target.as_ptr(), c"tmpfs".as_ptr(), flags, options.as_ptr().cast());
+                let res =
+                    libc::mount(c"tmpfs".as_ptr(), target.as_ptr(), c"tmpfs".as_ptr(), flags, options.as_ptr().cast());
                 check(fd, step, res)?;
             }
             MountOp::Proc { target } => {
@@ -356,7 +401,11 @@ unsafe fn set_attributes(fd: RawFd, step: u32, target: &CStr, attributes: u64, r
 unsafe fn apply_landlock(fd: RawFd, plan: &LandlockPlan) -> std::io::Result<()> {
     // SAFETY: raw syscalls with pointers to locals and prepared CStrings.
     unsafe {
-        let attr = RulesetAttr { handled_access_fs: plan.handled_fs, handled_access_net: plan.handled_net, scoped: plan.scoped };
+        let attr = RulesetAttr {
+            handled_access_fs: plan.handled_fs,
+            handled_access_net: plan.handled_net,
+            scoped: plan.scoped,
+        };
         let ruleset = libc::syscall(
             libc::SYS_landlock_create_ruleset,
             &attr as *const RulesetAttr,

@@ -32,5 +32,6 @@ pub use probe::{
     probe,
 };
 pub use run::{
-    CapturedOutput, SandboxCommand, SandboxError, SandboxOutcome, Usage, Violation, ViolationKind, host_capabilities, run,
+    CapturedOutput, SandboxCommand, SandboxError, SandboxOutcome, Usage, Violation, ViolationKind, host_capabilities,
+    run,
 };

@@ -40,7 +40,8 @@ pub(crate) struct View {
 /// Builds the view below `new_root` (a host directory the child mounts a
 /// tmpfs on). Paths inside the sandbox equal the host paths they show.
 pub(crate) fn view(policy: &SandboxPolicy, new_root: &Path, tmp_size_bytes: u64) -> Result<View, String> {
-    let mut builder = ViewBuilder { new_root: new_root.to_owned(), ops: Vec::new(), rules: Vec::new(), mounted: Vec::new() };
+    let mut builder =
+        ViewBuilder { new_root: new_root.to_owned(), ops: Vec::new(), rules: Vec::new(), mounted: Vec::new() };
     let read = FS_EXECUTE | FS_READ_FILE | FS_READ_DIR;
     builder.rules.push((PathBuf::from("/"), FS_READ_DIR));
     for system in SYSTEM_PATHS {
@@ -60,22 +61,30 @@ pub(crate) fn view(policy: &SandboxPolicy, new_root: &Path, tmp_size_bytes: u64)
     }
     // /dev: a small tmpfs with the harmless devices bound in.
     builder.mkdirs(Path::new("/dev"))?;
-    builder.ops.push(MountOp::Tmpfs { target: builder.inside(Path::new("/dev"))?, options: c"mode=0755,size=64k".to_owned() });
+    builder
+        .ops
+        .push(MountOp::Tmpfs { target: builder.inside(Path::new("/dev"))?, options: c"mode=0755,size=64k".to_owned() });
     builder.mounted.push(PathBuf::from("/dev"));
     for device in DEVICES.iter().map(Path::new).filter(|device| device.exists()) {
         builder.ops.push(MountOp::Touch(builder.inside(device)?));
         builder.ops.push(MountOp::Bind { source: cstring(device)?, target: builder.inside(device)? });
         builder.rules.push((device.to_owned(), FS_READ_FILE | FS_WRITE_FILE | FS_TRUNCATE | FS_IOCTL_DEV));
     }
-    for (name, target) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
+    for (name, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
         let link = builder.inside(&Path::new("/dev").join(name))?;
         builder.ops.push(MountOp::Symlink { target: cstring(Path::new(target))?, link });
     }
-    let scratch_options = |mode: &str| {
-        CString::new(format!("mode={mode},size={tmp_size_bytes}")).map_err(|err| err.to_string())
-    };
+    let scratch_options =
+        |mode: &str| CString::new(format!("mode={mode},size={tmp_size_bytes}")).map_err(|err| err.to_string());
     builder.mkdirs(Path::new("/dev/shm"))?;
-    builder.ops.push(MountOp::Tmpfs { target: builder.inside(Path::new("/dev/shm"))?, options: scratch_options("1777")? });
+    builder
+        .ops
+        .push(MountOp::Tmpfs { target: builder.inside(Path::new("/dev/shm"))?, options: scratch_options("1777")? });
     builder.rules.push((PathBuf::from("/dev/shm"), u64::MAX));
     builder.rules.push((PathBuf::from("/dev"), FS_READ_DIR));
     // /proc of the new PID namespace: only the sandbox's processes.
@@ -111,7 +120,8 @@ pub(crate) fn view(policy: &SandboxPolicy, new_root: &Path, tmp_size_bytes: u64)
             });
         }
     }
-    let hidden = HOST_SECRETS.iter().map(PathBuf::from).chain(policy.hidden_paths.iter().cloned()).chain(ssh_host_keys());
+    let hidden =
+        HOST_SECRETS.iter().map(PathBuf::from).chain(policy.hidden_paths.iter().cloned()).chain(ssh_host_keys());
     for path in hidden {
         if !path.exists() || !builder.is_visible(&path) {
             continue;
@@ -215,21 +225,24 @@ pub(crate) fn landlock_plan(abi: u32, rules: &[(PathBuf, u64)], network_off: boo
     Ok(LandlockPlan { handled_fs, handled_net, scoped, rules: planned })
 }
 
-/// rlimits for the command: always, even where cgroups limit the tree too.
-pub(crate) fn rlimits(limits: &Limits, memory_through_cgroup: bool) -> Vec<(libc::__rlimit_resource_t, u64)> {
-    let mut rlimits = vec![(libc::RLIMIT_CORE, 0)];
+/// rlimits (resource, soft, hard) for the command: always, even where
+/// cgroups limit the tree too.
+pub(crate) fn rlimits(limits: &Limits, memory_through_cgroup: bool) -> Vec<(libc::__rlimit_resource_t, u64, u64)> {
+    let mut rlimits = vec![(libc::RLIMIT_CORE, 0, 0)];
     if let Some(seconds) = limits.cpu_seconds {
-        rlimits.push((libc::RLIMIT_CPU, seconds));
+        // A second of grace between the soft limit (SIGXCPU, which names
+        // the cause) and the hard one (SIGKILL).
+        rlimits.push((libc::RLIMIT_CPU, seconds, seconds.saturating_add(1)));
     }
     if let Some(files) = limits.open_files {
-        rlimits.push((libc::RLIMIT_NOFILE, files));
+        rlimits.push((libc::RLIMIT_NOFILE, files, files));
     }
     if let Some(bytes) = limits.file_size_bytes {
-        rlimits.push((libc::RLIMIT_FSIZE, bytes));
+        rlimits.push((libc::RLIMIT_FSIZE, bytes, bytes));
     }
     if let (Some(bytes), false) = (limits.memory_bytes, memory_through_cgroup) {
         // Without a memory cgroup, address space is the only lever left.
-        rlimits.push((libc::RLIMIT_AS, bytes));
+        rlimits.push((libc::RLIMIT_AS, bytes, bytes));
     }
     rlimits
 }

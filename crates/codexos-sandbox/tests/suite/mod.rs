@@ -1,0 +1,37 @@
+mod bad_input;
+mod escape;
+mod limits;
+mod tools;
+
+use std::path::Path;
+
+use codexos_sandbox::{SandboxCommand, SandboxOutcome, SandboxPolicy};
+
+/// A fresh workspace in its own temporary directory.
+pub fn workspace() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+pub fn policy(workspace: &Path) -> SandboxPolicy {
+    SandboxPolicy::for_workspace(workspace)
+}
+
+/// Runs a shell script in the sandbox; the outcome must exist (setup worked).
+pub fn sh(policy: &SandboxPolicy, script: &str) -> SandboxOutcome {
+    let command = SandboxCommand { argv: vec!["sh".into(), "-c".into(), script.into()], ..SandboxCommand::default() };
+    codexos_sandbox::run(policy, &command).unwrap_or_else(|err| panic!("sandbox failed: {err}"))
+}
+
+pub fn python(policy: &SandboxPolicy, code: &str) -> SandboxOutcome {
+    let command =
+        SandboxCommand { argv: vec!["python3".into(), "-c".into(), code.into()], ..SandboxCommand::default() };
+    codexos_sandbox::run(policy, &command).unwrap_or_else(|err| panic!("sandbox failed: {err}"))
+}
+
+pub fn stdout(outcome: &SandboxOutcome) -> String {
+    String::from_utf8_lossy(&outcome.stdout.bytes).into_owned()
+}
+
+pub fn stderr(outcome: &SandboxOutcome) -> String {
+    String::from_utf8_lossy(&outcome.stderr.bytes).into_owned()
+}
