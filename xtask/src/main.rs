@@ -3,6 +3,8 @@
 //! - `cargo xtask test [sqlite|postgres|all]`: the whole test suite, on
 //!   SQLite and then on PostgreSQL (started, or installed, if need be).
 //! - `cargo xtask postgres`: make sure the local PostgreSQL is installed and running.
+//! - `cargo xtask bench sandbox`: start-to-exit time of `true` bare, in our
+//!   sandbox and in bubblewrap, in one run (see BENCHMARKS.md).
 
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
@@ -33,7 +35,8 @@ fn run() -> anyhow::Result<()> {
         ["test", "sqlite"] => test_sqlite(),
         ["test", "postgres"] => test_postgres(),
         ["postgres"] => ensure_postgres().map(|_| ()),
-        _ => bail!("usage: cargo xtask test [sqlite|postgres|all] | cargo xtask postgres"),
+        ["bench", "sandbox"] => bench_sandbox(),
+        _ => bail!("usage: cargo xtask test [sqlite|postgres|all] | cargo xtask postgres | cargo xtask bench sandbox"),
     }
 }
 
@@ -112,6 +115,89 @@ fn trust_local_connections() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Times `true` from spawn to exit, three ways, interleaved so that the
+/// machine's state affects each alike.
+fn bench_sandbox() -> anyhow::Result<()> {
+    const ROUNDS: usize = 300;
+    let workspace = std::env::temp_dir().join(format!("codexos-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&workspace)?;
+    let policy = codexos_sandbox::SandboxPolicy::for_workspace(&workspace);
+    let command = codexos_sandbox::SandboxCommand { argv: vec!["true".into()], ..Default::default() };
+    let bwrap = which("bwrap");
+    if bwrap.is_none() {
+        eprintln!("xtask: bubblewrap is not installed (apt-get install bubblewrap); measuring without it");
+    }
+    let mut bare = Vec::with_capacity(ROUNDS);
+    let mut ours = Vec::with_capacity(ROUNDS);
+    let mut theirs = Vec::with_capacity(ROUNDS);
+    for round in 0..ROUNDS + 10 {
+        let started = Instant::now();
+        let status = Command::new("true").status()?;
+        let bare_time = started.elapsed();
+        anyhow::ensure!(status.success(), "bare true failed");
+
+        let started = Instant::now();
+        let outcome = codexos_sandbox::run(&policy, &command)?;
+        let ours_time = started.elapsed();
+        anyhow::ensure!(outcome.exit_code == Some(0), "sandboxed true failed: {outcome:?}");
+
+        let bwrap_time = match &bwrap {
+            Some(bwrap) => {
+                let started = Instant::now();
+                let status = Command::new(bwrap)
+                    .args(["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-all", "--die-with-parent", "true"])
+                    .status()?;
+                anyhow::ensure!(status.success(), "bwrap true failed");
+                Some(started.elapsed())
+            }
+            None => None,
+        };
+        // The first rounds warm caches and are not counted.
+        if round >= 10 {
+            bare.push(bare_time);
+            ours.push(ours_time);
+            theirs.extend(bwrap_time);
+        }
+    }
+    std::fs::remove_dir_all(&workspace)?;
+    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    println!("start-to-exit of `true`, {ROUNDS} rounds each, interleaved; {cpus} CPUs, kernel {}", kernel.trim());
+    println!("{:<34} {:>9} {:>9} {:>9} {:>9}", "", "median", "mean", "p95", "vs bare");
+    let bare_median = percentile(&mut bare, 50);
+    for (name, samples) in [("bare spawn", &mut bare), ("codexos sandbox (full policy)", &mut ours), ("bubblewrap (--unshare-all)", &mut theirs)] {
+        if samples.is_empty() {
+            continue;
+        }
+        let mean = samples.iter().sum::<Duration>() / samples.len() as u32;
+        let median = percentile(samples, 50);
+        println!(
+            "{name:<34} {:>7.2}ms {:>7.2}ms {:>7.2}ms {:>8.1}x",
+            ms(median),
+            ms(mean),
+            ms(percentile(samples, 95)),
+            ms(median) / ms(bare_median)
+        );
+    }
+    if !theirs.is_empty() {
+        println!("codexos / bubblewrap (median): {:.2}", ms(percentile(&mut ours, 50)) / ms(percentile(&mut theirs, 50)));
+    }
+    Ok(())
+}
+
+fn percentile(samples: &mut [Duration], pct: usize) -> Duration {
+    samples.sort_unstable();
+    samples.get((samples.len().saturating_sub(1)) * pct / 100).copied().unwrap_or_default()
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+fn which(program: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|dir| std::path::Path::new(dir).join(program)).find(|path| path.is_file())
 }
 
 fn answers(addr: SocketAddr) -> bool {

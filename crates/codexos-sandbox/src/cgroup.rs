@@ -1,8 +1,17 @@
 //! A cgroup per sandbox: hard limits on the whole process tree (memory,
 //! processes) and its accounting (CPU time, peak memory), on cgroup v2 where
 //! it has the controllers, on the v1 controller hierarchies otherwise.
+//!
+//! Cgroups are reused: the kernel makes the first process that joins a
+//! freshly created memory cgroup wait several milliseconds, which would
+//! dominate a short tool call. An emptied cgroup goes back to a pool with its
+//! counters reset (or, for counters that cannot be reset, with a baseline).
+//! Pooled cgroups are named after our pid; those of dead processes are
+//! removed when the pool first fills.
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::policy::Limits;
@@ -13,7 +22,14 @@ use crate::probe::{CgroupMounts, cgroup_dir, parse_cgroup_mounts, parse_proc_cgr
 #[derive(Debug)]
 pub(crate) struct SandboxCgroup {
     layout: Layout,
+    /// Counters that cannot be reset, as they were when this run began.
+    baseline_oom_kills: u64,
+    baseline_pids_refusals: u64,
 }
+
+const NAME_PREFIX: &str = "codexos-sandbox-";
+static POOL: Mutex<Vec<SandboxCgroup>> = Mutex::new(Vec::new());
+static CREATED: AtomicU64 = AtomicU64::new(0);
 
 #[derive(Debug)]
 enum Layout {
@@ -22,9 +38,77 @@ enum Layout {
 }
 
 impl SandboxCgroup {
-    /// Creates the cgroup(s) named `name` below our own and writes `limits`.
+    /// A cgroup with `limits` written and its counters at zero: a pooled one
+    /// when there is one, a new one otherwise.
+    pub(crate) fn acquire(limits: &Limits) -> Result<Self, String> {
+        let pooled = POOL.lock().map(|mut pool| pool.pop()).unwrap_or(None);
+        if let Some(mut cgroup) = pooled {
+            if cgroup.reset(limits).is_ok() {
+                return Ok(cgroup);
+            }
+            // Dropping removes it; a fresh one follows.
+        }
+        let sequence = CREATED.fetch_add(1, Ordering::Relaxed);
+        if sequence == 0 {
+            sweep_stale();
+        }
+        let mut cgroup = Self::create(&format!("{NAME_PREFIX}{}-{sequence}", std::process::id()))?;
+        cgroup.reset(limits)?;
+        Ok(cgroup)
+    }
+
+    /// Returns an emptied cgroup to the pool (or removes it if it will not empty).
+    pub(crate) fn release(self) {
+        if self.kill_all()
+            && let Ok(mut pool) = POOL.lock()
+        {
+            pool.push(self);
+        }
+    }
+
+    /// Writes the limits and zeroes what can be zeroed.
+    fn reset(&mut self, limits: &Limits) -> Result<(), String> {
+        let unlimited = |value: Option<u64>| value.map_or_else(|| "max".to_owned(), |value| value.to_string());
+        match &self.layout {
+            Layout::V2 { dir } => {
+                write(&dir.join("memory.max"), &unlimited(limits.memory_bytes))?;
+                // Without swap limited too, the limit only moves memory to swap.
+                let _ = write(&dir.join("memory.swap.max"), "0");
+                let _ = write(&dir.join("memory.peak"), "0");
+                write(&dir.join("pids.max"), &unlimited(limits.pids))?;
+            }
+            Layout::V1 { memory, pids, cpuacct } => {
+                match (memory, limits.memory_bytes) {
+                    (Some(dir), bytes) => {
+                        let value = bytes.map_or_else(|| "-1".to_owned(), |bytes| bytes.to_string());
+                        // memsw must stay at least the plain limit: raise in
+                        // the order that keeps that true.
+                        let _ = write(&dir.join("memory.memsw.limit_in_bytes"), "-1");
+                        write(&dir.join("memory.limit_in_bytes"), &value)?;
+                        let _ = write(&dir.join("memory.memsw.limit_in_bytes"), &value);
+                        let _ = write(&dir.join("memory.max_usage_in_bytes"), "0");
+                    }
+                    (None, Some(_)) => return Err("no memory controller is available".to_owned()),
+                    (None, None) => {}
+                }
+                match (pids, limits.pids) {
+                    (Some(dir), count) => write(&dir.join("pids.max"), &unlimited(count))?,
+                    (None, Some(_)) => return Err("no pids controller is available".to_owned()),
+                    (None, None) => {}
+                }
+                if let Some(dir) = cpuacct {
+                    let _ = write(&dir.join("cpuacct.usage"), "0");
+                }
+            }
+        }
+        self.baseline_oom_kills = self.oom_kills();
+        self.baseline_pids_refusals = self.pids_refusals();
+        Ok(())
+    }
+
+    /// Creates the cgroup(s) named `name` below our own, without limits.
     /// Fails when no usable controller can be set up.
-    pub(crate) fn create(name: &str, limits: &Limits) -> Result<Self, String> {
+    fn create(name: &str) -> Result<Self, String> {
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").map_err(|err| format!("mountinfo: {err}"))?;
         let own = std::fs::read_to_string("/proc/self/cgroup").map_err(|err| format!("/proc/self/cgroup: {err}"))?;
         let mounts = parse_cgroup_mounts(&mountinfo);
@@ -32,16 +116,7 @@ impl SandboxCgroup {
         if let Some(dir) = v2_parent(&mounts, &memberships) {
             let dir = dir.join(name);
             std::fs::create_dir(&dir).map_err(|err| format!("cannot create {}: {err}", dir.display()))?;
-            let cgroup = Self { layout: Layout::V2 { dir: dir.clone() } };
-            if let Some(bytes) = limits.memory_bytes {
-                write(&dir.join("memory.max"), &bytes.to_string())?;
-                // Without swap limited too, the limit only moves memory to swap.
-                let _ = write(&dir.join("memory.swap.max"), "0");
-            }
-            if let Some(pids) = limits.pids {
-                write(&dir.join("pids.max"), &pids.to_string())?;
-            }
-            return Ok(cgroup);
+            return Ok(Self { layout: Layout::V2 { dir }, baseline_oom_kills: 0, baseline_pids_refusals: 0 });
         }
         let v1_dir = |controller: &str| -> Result<Option<PathBuf>, String> {
             let Some(mount) = mounts.v1_with(controller) else { return Ok(None) };
@@ -55,24 +130,24 @@ impl SandboxCgroup {
                 Err(err) => Err(format!("cannot create {}: {err}", dir.display())),
             }
         };
+        // Built as soon as a directory exists, so that an error below still
+        // removes what was created.
+        let mut cgroup = Self {
+            layout: Layout::V1 { memory: None, pids: None, cpuacct: None },
+            baseline_oom_kills: 0,
+            baseline_pids_refusals: 0,
+        };
         let memory = v1_dir("memory")?;
-        let pids = v1_dir("pids")?;
-        let cpuacct = v1_dir("cpuacct")?;
-        // Built first so that a failed write below still removes the directories.
-        let cgroup = Self { layout: Layout::V1 { memory: memory.clone(), pids: pids.clone(), cpuacct } };
-        match (&memory, limits.memory_bytes) {
-            (Some(dir), Some(bytes)) => {
-                write(&dir.join("memory.limit_in_bytes"), &bytes.to_string())?;
-                // memsw exists only with swap accounting; where it does, swap counts too.
-                let _ = write(&dir.join("memory.memsw.limit_in_bytes"), &bytes.to_string());
-            }
-            (None, Some(_)) => return Err("no memory controller is available".to_owned()),
-            _ => {}
+        if let Layout::V1 { memory: slot, .. } = &mut cgroup.layout {
+            *slot = memory;
         }
-        match (&pids, limits.pids) {
-            (Some(dir), Some(count)) => write(&dir.join("pids.max"), &count.to_string())?,
-            (None, Some(_)) => return Err("no pids controller is available".to_owned()),
-            _ => {}
+        let pids = v1_dir("pids")?;
+        if let Layout::V1 { pids: slot, .. } = &mut cgroup.layout {
+            *slot = pids;
+        }
+        let cpuacct = v1_dir("cpuacct")?;
+        if let Layout::V1 { cpuacct: slot, .. } = &mut cgroup.layout {
+            *slot = cpuacct;
         }
         Ok(cgroup)
     }
@@ -114,27 +189,32 @@ impl SandboxCgroup {
         }
     }
 
-    /// Whether the kernel's OOM killer struck inside the cgroup.
+    /// Whether the kernel's OOM killer struck inside the cgroup this run.
     pub(crate) fn oom_killed(&self) -> bool {
-        let (file, key) = match &self.layout {
-            Layout::V2 { dir } => (dir.join("memory.events"), "oom_kill"),
-            Layout::V1 { memory: Some(dir), .. } => (dir.join("memory.oom_control"), "oom_kill"),
-            Layout::V1 { memory: None, .. } => return false,
-        };
-        std::fs::read_to_string(file).ok().and_then(|text| keyed_value(&text, key)).is_some_and(|count| count > 0)
+        self.oom_kills() > self.baseline_oom_kills
     }
 
-    /// Whether a fork was refused for hitting the process limit.
+    /// Whether a fork was refused for hitting the process limit this run.
     pub(crate) fn pids_limited(&self) -> bool {
+        self.pids_refusals() > self.baseline_pids_refusals
+    }
+
+    fn oom_kills(&self) -> u64 {
+        let file = match &self.layout {
+            Layout::V2 { dir } => dir.join("memory.events"),
+            Layout::V1 { memory: Some(dir), .. } => dir.join("memory.oom_control"),
+            Layout::V1 { memory: None, .. } => return 0,
+        };
+        std::fs::read_to_string(file).ok().and_then(|text| keyed_value(&text, "oom_kill")).unwrap_or(0)
+    }
+
+    fn pids_refusals(&self) -> u64 {
         let dir = match &self.layout {
             Layout::V2 { dir } => dir,
             Layout::V1 { pids: Some(dir), .. } => dir,
-            Layout::V1 { pids: None, .. } => return false,
+            Layout::V1 { pids: None, .. } => return 0,
         };
-        std::fs::read_to_string(dir.join("pids.events"))
-            .ok()
-            .and_then(|text| keyed_value(&text, "max"))
-            .is_some_and(|count| count > 0)
+        std::fs::read_to_string(dir.join("pids.events")).ok().and_then(|text| keyed_value(&text, "max")).unwrap_or(0)
     }
 
     /// Kills every process still in the cgroup; true if it is now empty.
@@ -162,13 +242,47 @@ impl SandboxCgroup {
 impl Drop for SandboxCgroup {
     fn drop(&mut self) {
         self.kill_all();
-        for dir in self.dirs() {
-            // A cgroup can be removed once empty; dying processes may take a moment.
-            for _ in 0..50 {
-                if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
-                    break;
+        // The kernel releases an emptied cgroup asynchronously, so removal
+        // may need retries; they happen off the caller's path.
+        let dirs: Vec<PathBuf> = self.dirs().into_iter().map(Path::to_owned).collect();
+        let remove = move || {
+            for dir in &dirs {
+                for _ in 0..500 {
+                    if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
                 }
-                std::thread::sleep(Duration::from_millis(2));
+            }
+        };
+        if std::thread::Builder::new().name("cgroup-cleanup".into()).spawn(remove.clone()).is_err() {
+            remove();
+        }
+    }
+}
+
+/// Removes pooled cgroups left by processes that no longer exist.
+fn sweep_stale() {
+    let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else { return };
+    let Ok(own) = std::fs::read_to_string("/proc/self/cgroup") else { return };
+    let mounts = parse_cgroup_mounts(&mountinfo);
+    let memberships = parse_proc_cgroup(&own);
+    let mut parents: Vec<PathBuf> = mounts
+        .v1
+        .iter()
+        .filter_map(|mount| {
+            let membership = memberships.iter().find(|m| m.controllers.iter().any(|c| mount.controllers.contains(c)))?;
+            cgroup_dir(mount, &membership.path)
+        })
+        .collect();
+    parents.extend(v2_parent(&mounts, &memberships));
+    for parent in parents {
+        let Ok(entries) = std::fs::read_dir(&parent) else { continue };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name.strip_prefix(NAME_PREFIX).and_then(|rest| rest.split('-').next()) else { continue };
+            if !Path::new("/proc").join(pid).exists() {
+                let _ = std::fs::remove_dir(entry.path());
             }
         }
     }

@@ -188,7 +188,7 @@ pub fn run(policy: &SandboxPolicy, command: &SandboxCommand) -> Result<SandboxOu
     static SEQUENCE: AtomicU64 = AtomicU64::new(0);
     let name = format!("codexos-sandbox-{}-{}", std::process::id(), SEQUENCE.fetch_add(1, Ordering::Relaxed));
     let cgroup = if host.cgroups.writable {
-        match SandboxCgroup::create(&name, &policy.limits) {
+        match SandboxCgroup::acquire(&policy.limits) {
             Ok(cgroup) => Some(cgroup),
             Err(_) if policy.allow_missing_protections => {
                 absent.push("cgroups".to_owned());
@@ -442,8 +442,10 @@ pub fn run(policy: &SandboxPolicy, command: &SandboxCommand) -> Result<SandboxOu
         }
     }
     // Nothing may outlive the sandbox: the namespace died with its init,
-    // and the cgroup is emptied and removed on drop.
-    drop(cgroup);
+    // and the cgroup is emptied before it is reused.
+    if let Some(cgroup) = cgroup {
+        cgroup.release();
+    }
     Ok(SandboxOutcome {
         exit_code,
         signal,
