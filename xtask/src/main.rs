@@ -147,7 +147,18 @@ fn bench_sandbox() -> anyhow::Result<()> {
             Some(bwrap) => {
                 let started = Instant::now();
                 let status = Command::new(bwrap)
-                    .args(["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-all", "--die-with-parent", "true"])
+                    .args([
+                        "--ro-bind",
+                        "/",
+                        "/",
+                        "--dev",
+                        "/dev",
+                        "--proc",
+                        "/proc",
+                        "--unshare-all",
+                        "--die-with-parent",
+                        "true",
+                    ])
                     .status()?;
                 anyhow::ensure!(status.success(), "bwrap true failed");
                 Some(started.elapsed())
@@ -167,7 +178,11 @@ fn bench_sandbox() -> anyhow::Result<()> {
     println!("start-to-exit of `true`, {ROUNDS} rounds each, interleaved; {cpus} CPUs, kernel {}", kernel.trim());
     println!("{:<34} {:>9} {:>9} {:>9} {:>9}", "", "median", "mean", "p95", "vs bare");
     let bare_median = percentile(&mut bare, 50);
-    for (name, samples) in [("bare spawn", &mut bare), ("codexos sandbox (full policy)", &mut ours), ("bubblewrap (--unshare-all)", &mut theirs)] {
+    for (name, samples) in [
+        ("bare spawn", &mut bare),
+        ("codexos sandbox (full policy)", &mut ours),
+        ("bubblewrap (--unshare-all)", &mut theirs),
+    ] {
         if samples.is_empty() {
             continue;
         }
@@ -182,7 +197,10 @@ fn bench_sandbox() -> anyhow::Result<()> {
         );
     }
     if !theirs.is_empty() {
-        println!("codexos / bubblewrap (median): {:.2}", ms(percentile(&mut ours, 50)) / ms(percentile(&mut theirs, 50)));
+        println!(
+            "codexos / bubblewrap (median): {:.2}",
+            ms(percentile(&mut ours, 50)) / ms(percentile(&mut theirs, 50))
+        );
     }
     Ok(())
 }
@@ -197,7 +215,11 @@ fn ms(duration: Duration) -> f64 {
 }
 
 fn which(program: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH")?.to_str()?.split(':').map(|dir| std::path::Path::new(dir).join(program)).find(|path| path.is_file())
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|dir| std::path::Path::new(dir).join(program))
+        .find(|path| path.is_file())
 }
 
 fn answers(addr: SocketAddr) -> bool {

@@ -271,7 +271,8 @@ fn sweep_stale() {
         .v1
         .iter()
         .filter_map(|mount| {
-            let membership = memberships.iter().find(|m| m.controllers.iter().any(|c| mount.controllers.contains(c)))?;
+            let membership =
+                memberships.iter().find(|m| m.controllers.iter().any(|c| mount.controllers.contains(c)))?;
             cgroup_dir(mount, &membership.path)
         })
         .collect();

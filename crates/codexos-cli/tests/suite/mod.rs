@@ -2,6 +2,7 @@ mod bad_input;
 mod cli;
 mod http;
 mod lifecycle;
+mod sandbox;
 
 use std::path::Path;
 

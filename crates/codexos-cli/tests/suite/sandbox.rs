@@ -1,0 +1,60 @@
+//! `codexos sandbox exec`, as a user runs it.
+
+use std::process::Command;
+
+use codexos_test_support::{clear_client_env, run};
+
+use super::bin;
+
+fn exec(workspace: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let mut command = Command::new(bin());
+    clear_client_env(&mut command);
+    command.env("CODEXOS_HOME", workspace.join(".codexos")).args(["sandbox", "exec", "--workspace"]).arg(workspace);
+    run(command.args(args))
+}
+
+#[test]
+fn the_commands_status_and_output_pass_through() {
+    let ws = tempfile::tempdir().unwrap();
+    let (code, stdout, stderr) = exec(ws.path(), &["--", "sh", "-c", "echo out; echo err >&2; exit 7"]);
+    assert_eq!((code, stdout.as_str(), stderr.as_str()), (7, "out\n", "err\n"));
+    let (code, _, stderr) = exec(ws.path(), &["--", "no-such-command"]);
+    assert_eq!(code, 127, "{stderr}");
+}
+
+#[test]
+fn a_violation_exits_125_and_names_itself() {
+    let ws = tempfile::tempdir().unwrap();
+    let (code, _, stderr) = exec(ws.path(), &["--timeout", "300ms", "--", "sleep", "10"]);
+    assert_eq!(code, 125);
+    assert!(stderr.contains("codexos sandbox: timeout: still running after 300ms; killed"), "{stderr}");
+    let (code, _, stderr) = exec(ws.path(), &["--memory", "32M", "--", "python3", "-c", "b = bytearray(128 << 20)"]);
+    assert_eq!(code, 125);
+    assert!(stderr.contains("codexos sandbox: memory_limit:"), "{stderr}");
+}
+
+#[test]
+fn the_platforms_data_directory_is_hidden() {
+    let ws = tempfile::tempdir().unwrap();
+    std::fs::create_dir(ws.path().join(".codexos")).unwrap();
+    std::fs::write(ws.path().join(".codexos/owner.key"), "cxo_secret").unwrap();
+    let (code, stdout, stderr) = exec(ws.path(), &["--", "sh", "-c", "cat .codexos/owner.key; echo end"]);
+    assert_eq!((code, stdout.as_str()), (0, "end\n"), "{stderr}");
+}
+
+#[test]
+fn bad_flags_are_named() {
+    let ws = tempfile::tempdir().unwrap();
+    let (code, _, stderr) = exec(ws.path(), &["--memory", "lots", "--", "true"]);
+    assert_eq!(code, 1);
+    assert!(stderr.starts_with("error: --memory: 'lots' is not a size like 512M or 2G"), "{stderr}");
+    let (code, _, stderr) = exec(ws.path(), &["--net", "everything", "--", "true"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("--net 'everything' must be none or allow=HOST:PORT"), "{stderr}");
+    let (code, _, stderr) = exec(ws.path(), &["--cpu-seconds", "0", "--", "true"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("the cpu_seconds limit must be greater than zero"), "{stderr}");
+    let (code, _, stderr) = exec(&ws.path().join("missing"), &["--", "true"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("does not exist"), "{stderr}");
+}
