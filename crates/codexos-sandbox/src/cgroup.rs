@@ -42,11 +42,11 @@ impl SandboxCgroup {
     /// when there is one, a new one otherwise.
     pub(crate) fn acquire(limits: &Limits) -> Result<Self, String> {
         let pooled = POOL.lock().map(|mut pool| pool.pop()).unwrap_or(None);
-        if let Some(mut cgroup) = pooled {
-            if cgroup.reset(limits).is_ok() {
-                return Ok(cgroup);
-            }
-            // Dropping removes it; a fresh one follows.
+        // A pooled cgroup that cannot be reset is dropped (removed); a fresh one follows.
+        if let Some(mut cgroup) = pooled
+            && cgroup.reset(limits).is_ok()
+        {
+            return Ok(cgroup);
         }
         let sequence = CREATED.fetch_add(1, Ordering::Relaxed);
         if sequence == 0 {
