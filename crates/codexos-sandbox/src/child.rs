@@ -52,6 +52,7 @@ pub(crate) mod step {
     pub const LANDLOCK: u32 = 16;
     pub const CAPABILITIES: u32 = 17;
     pub const SECCOMP: u32 = 18;
+    pub const NETWORK: u32 = 19;
     pub const MOUNT_OPS: u32 = 100;
 
     pub fn describe(step: u32) -> &'static str {
@@ -74,6 +75,7 @@ pub(crate) mod step {
             LANDLOCK => "applying Landlock rules",
             CAPABILITIES => "dropping capabilities",
             SECCOMP => "installing the seccomp filter",
+            NETWORK => "setting up the proxy relay",
             _ => "building the filesystem view",
         }
     }
@@ -143,7 +145,18 @@ pub(crate) struct LandlockPlan {
     pub handled_net: u64,
     pub scoped: u64,
     pub rules: Vec<(CString, u64)>,
+    /// TCP ports that may be connected to.
+    pub connect_ports: Vec<u64>,
 }
+
+#[repr(C)]
+struct NetPortAttr {
+    allowed_access: u64,
+    port: u64,
+}
+
+const LANDLOCK_RULE_NET_PORT: libc::c_int = 2;
+const LANDLOCK_ACCESS_NET_CONNECT_TCP: u64 = 1 << 1;
 
 #[repr(C)]
 struct RulesetAttr {
@@ -176,6 +189,8 @@ pub(crate) struct ChildPlan {
     pub rlimits: Vec<(libc::__rlimit_resource_t, u64, u64)>,
     pub landlock: Option<LandlockPlan>,
     pub seccomp: Option<Filter>,
+    /// Whether the init relays 127.0.0.1:3128 to the egress proxy.
+    pub egress: bool,
 }
 
 /// Runs in std's child after `fork`; returns only in the command process,
@@ -274,13 +289,40 @@ pub(crate) unsafe fn enter(plan: &ChildPlan) -> std::io::Result<()> {
         )?;
         check(fd, step::CHDIR, libc::chdir(plan.cwd.as_ptr()))?;
 
+        // With an allow-listed network, the init also relays the proxy port;
+        // SIGCHLD then arrives through a signalfd in its poll loop.
+        let mut relay = None;
+        if plan.egress {
+            let listener = match crate::relay::listen() {
+                Ok(listener) => listener,
+                Err(()) => return fail(fd, step::NETWORK),
+            };
+            let mut mask: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut mask);
+            libc::sigaddset(&mut mask, libc::SIGCHLD);
+            check(fd, step::NETWORK, libc::sigprocmask(libc::SIG_BLOCK, &mask, std::ptr::null_mut()))?;
+            let signals = check(fd, step::NETWORK, libc::signalfd(-1, &mask, libc::SFD_CLOEXEC))?;
+            relay = Some((listener, signals, mask));
+        }
+
         let command = check(fd, step::FORK_COMMAND, libc::fork())?;
         if command > 0 {
-            close_all_except(fd);
-            reap_until(command, fd);
+            match relay {
+                Some((listener, signals, _)) => {
+                    close_all_except_sorted(&sorted3(fd, listener, signals));
+                    crate::relay::serve_until(command, fd, listener, signals);
+                }
+                None => {
+                    close_all_except(fd);
+                    reap_until(command, fd);
+                }
+            }
         }
 
         // The command.
+        if let Some((_, _, mask)) = &relay {
+            libc::sigprocmask(libc::SIG_UNBLOCK, mask, std::ptr::null_mut());
+        }
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
         for (resource, soft, hard) in &plan.rlimits {
             let limit = libc::rlimit { rlim_cur: *soft, rlim_max: *hard };
@@ -427,6 +469,17 @@ unsafe fn apply_landlock(fd: RawFd, plan: &LandlockPlan) -> std::io::Result<()> 
             libc::close(parent);
             check(fd, step::LANDLOCK, res as libc::c_int)?;
         }
+        for port in &plan.connect_ports {
+            let rule = NetPortAttr { allowed_access: LANDLOCK_ACCESS_NET_CONNECT_TCP, port: *port };
+            let res = libc::syscall(
+                libc::SYS_landlock_add_rule,
+                ruleset,
+                LANDLOCK_RULE_NET_PORT,
+                &rule as *const NetPortAttr,
+                0,
+            );
+            check(fd, step::LANDLOCK, res as libc::c_int)?;
+        }
         let res = libc::syscall(libc::SYS_landlock_restrict_self, ruleset, 0) as libc::c_int;
         libc::close(ruleset);
         check(fd, step::LANDLOCK, res).map(|_| ())
@@ -487,13 +540,28 @@ unsafe fn write_file(fd: RawFd, step: u32, path: &CStr, data: &[u8]) -> std::io:
 }
 
 unsafe fn close_all_except(keep: RawFd) {
-    // SAFETY: close_range on our own descriptor table.
-    unsafe {
-        if keep > 0 {
-            libc::syscall(libc::SYS_close_range, 0u32, (keep - 1) as u32, 0u32);
+    // SAFETY: forwarded.
+    unsafe { close_all_except_sorted(&[keep]) }
+}
+
+/// Closes every descriptor but `keep` (ascending, non-negative).
+unsafe fn close_all_except_sorted(keep: &[RawFd]) {
+    let mut next = 0u32;
+    for fd in keep.iter().map(|fd| *fd as u32) {
+        if fd > next {
+            // SAFETY: close_range on our own descriptor table.
+            unsafe { libc::syscall(libc::SYS_close_range, next, fd - 1, 0u32) };
         }
-        libc::syscall(libc::SYS_close_range, (keep + 1) as u32, u32::MAX, 0u32);
+        next = fd + 1;
     }
+    // SAFETY: as above.
+    unsafe { libc::syscall(libc::SYS_close_range, next, u32::MAX, 0u32) };
+}
+
+fn sorted3(a: RawFd, b: RawFd, c: RawFd) -> [RawFd; 3] {
+    let mut fds = [a, b, c];
+    fds.sort_unstable();
+    fds
 }
 
 /// Passes a successful result through; on failure reports the step and errno.
@@ -518,7 +586,7 @@ unsafe fn fail<T>(fd: RawFd, step: u32) -> std::io::Result<T> {
 /// The exit code of a child whose setup failed (the report says why).
 pub(crate) const SETUP_FAILED_EXIT: libc::c_int = 125;
 
-unsafe fn report(fd: RawFd, kind: u32, step: u32, value: i32) {
+pub(crate) unsafe fn report(fd: RawFd, kind: u32, step: u32, value: i32) {
     let record = Report { kind, step, value };
     // SAFETY: writes a local POD struct to a pipe.
     unsafe {

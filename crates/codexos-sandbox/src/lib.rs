@@ -20,12 +20,15 @@ compile_error!("codexos-sandbox only supports Linux");
 
 mod cgroup;
 mod child;
+mod egress;
 mod plan;
 pub mod policy;
 pub mod probe;
+mod relay;
 mod run;
 mod seccomp;
 
+pub use egress::NetworkDecision;
 pub use policy::{Destination, Limits, NetworkPolicy, PolicyError, SandboxPolicy};
 pub use probe::{
     Capability, CgroupController, CgroupSupport, CgroupVersion, HostCapabilities, LandlockSupport, NamespaceSupport,

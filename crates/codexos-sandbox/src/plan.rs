@@ -39,7 +39,14 @@ pub(crate) struct View {
 
 /// Builds the view below `new_root` (a host directory the child mounts a
 /// tmpfs on). Paths inside the sandbox equal the host paths they show.
-pub(crate) fn view(policy: &SandboxPolicy, new_root: &Path, tmp_size_bytes: u64) -> Result<View, String> {
+/// `egress_socket`: the host path of the egress proxy's socket, bound into
+/// the view when the network is allow-listed.
+pub(crate) fn view(
+    policy: &SandboxPolicy,
+    new_root: &Path,
+    tmp_size_bytes: u64,
+    egress_socket: Option<&Path>,
+) -> Result<View, String> {
     let mut builder =
         ViewBuilder { new_root: new_root.to_owned(), ops: Vec::new(), rules: Vec::new(), mounted: Vec::new() };
     let read = FS_EXECUTE | FS_READ_FILE | FS_READ_DIR;
@@ -119,6 +126,11 @@ pub(crate) fn view(policy: &SandboxPolicy, new_root: &Path, tmp_size_bytes: u64)
                 recursive: true,
             });
         }
+    }
+    if let Some(socket) = egress_socket {
+        let inside = Path::new(crate::relay::SOCKET_INSIDE.to_str().map_err(|err| err.to_string())?);
+        builder.ops.push(MountOp::Touch(builder.inside(inside)?));
+        builder.ops.push(MountOp::Bind { source: cstring(socket)?, target: builder.inside(inside)? });
     }
     let hidden =
         HOST_SECRETS.iter().map(PathBuf::from).chain(policy.hidden_paths.iter().cloned()).chain(ssh_host_keys());
@@ -200,7 +212,9 @@ fn ssh_host_keys() -> Vec<PathBuf> {
 }
 
 /// Landlock rights and scopes this kernel's ABI knows, applied to our rules.
-pub(crate) fn landlock_plan(abi: u32, rules: &[(PathBuf, u64)], network_off: bool) -> Result<LandlockPlan, String> {
+/// `connect_ports`: the only TCP ports that may be connected to (none: no
+/// TCP at all).
+pub(crate) fn landlock_plan(abi: u32, rules: &[(PathBuf, u64)], connect_ports: &[u16]) -> Result<LandlockPlan, String> {
     let mut handled_fs = FS_ABI1_ALL;
     if abi >= 2 {
         handled_fs |= FS_REFER;
@@ -211,8 +225,8 @@ pub(crate) fn landlock_plan(abi: u32, rules: &[(PathBuf, u64)], network_off: boo
     if abi >= 5 {
         handled_fs |= FS_IOCTL_DEV;
     }
-    // No TCP rule at all: with the network off, every bind and connect is denied.
-    let handled_net = if abi >= 4 && network_off { NET_BIND_TCP | NET_CONNECT_TCP } else { 0 };
+    // TCP bind is never allowed; connect only to the listed ports.
+    let handled_net = if abi >= 4 { NET_BIND_TCP | NET_CONNECT_TCP } else { 0 };
     let scoped = if abi >= 6 { SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL } else { 0 };
     let file_rights = FS_EXECUTE | FS_WRITE_FILE | FS_READ_FILE | FS_TRUNCATE | FS_IOCTL_DEV;
     let mut planned = Vec::with_capacity(rules.len());
@@ -222,7 +236,9 @@ pub(crate) fn landlock_plan(abi: u32, rules: &[(PathBuf, u64)], network_off: boo
         let allowed = if is_dir { *access & handled_fs } else { *access & handled_fs & file_rights };
         planned.push((cstring(path)?, allowed));
     }
-    Ok(LandlockPlan { handled_fs, handled_net, scoped, rules: planned })
+    let connect_ports =
+        if handled_net == 0 { Vec::new() } else { connect_ports.iter().map(|port| u64::from(*port)).collect() };
+    Ok(LandlockPlan { handled_fs, handled_net, scoped, rules: planned, connect_ports })
 }
 
 /// rlimits (resource, soft, hard) for the command: always, even where

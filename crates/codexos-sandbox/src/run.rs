@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::cgroup::SandboxCgroup;
 use crate::child::{self, ChildPlan, REPORT_EXIT_STATUS, REPORT_SETUP_FAILED, Report};
+use crate::egress::{EgressProxy, NetworkDecision};
 use crate::plan;
 use crate::policy::{NetworkPolicy, PolicyError, SandboxPolicy};
 use crate::probe::HostCapabilities;
@@ -44,6 +45,8 @@ pub struct SandboxOutcome {
     pub usage: Usage,
     /// Limits hit and protections that intervened, in the order noticed.
     pub violations: Vec<Violation>,
+    /// Every connection attempted through the egress proxy, allowed or not.
+    pub network: Vec<NetworkDecision>,
     /// Protections this host lacked, when the policy allowed running without them.
     pub absent_protections: Vec<String>,
 }
@@ -111,6 +114,7 @@ pub enum ViolationKind {
     PidsLimit,
     FileSizeLimit,
     OutputLimit,
+    NetworkBlocked,
 }
 
 impl std::fmt::Display for ViolationKind {
@@ -122,6 +126,7 @@ impl std::fmt::Display for ViolationKind {
             ViolationKind::PidsLimit => "pids_limit",
             ViolationKind::FileSizeLimit => "file_size_limit",
             ViolationKind::OutputLimit => "output_limit",
+            ViolationKind::NetworkBlocked => "network_blocked",
         })
     }
 }
@@ -139,8 +144,6 @@ pub enum SandboxError {
     MissingProtections(Vec<String>),
     #[error("this host cannot create the sandbox's namespaces: {0}")]
     NoNamespaces(String),
-    #[error("network allow-lists need the egress proxy, which is not built yet")]
-    NetworkAllowUnsupported,
     #[error("cannot set up the sandbox's cgroup: {0}")]
     Cgroup(String),
     #[error("sandbox setup failed while {step}: {source}")]
@@ -165,9 +168,6 @@ pub fn run(policy: &SandboxPolicy, command: &SandboxCommand) -> Result<SandboxOu
     policy.validate()?;
     let argv = command_argv(command)?;
     let cwd = working_directory(policy, command)?;
-    if let NetworkPolicy::Allow(_) = policy.network {
-        return Err(SandboxError::NetworkAllowUnsupported);
-    }
     let host = host_capabilities();
     let namespaces = &host.namespaces;
     for (name, capability) in
@@ -201,13 +201,20 @@ pub fn run(policy: &SandboxPolicy, command: &SandboxCommand) -> Result<SandboxOu
     };
     let scratch = Scratch::create(&name)?;
 
+    let egress = match &policy.network {
+        NetworkPolicy::None => None,
+        NetworkPolicy::Allow(destinations) => Some(EgressProxy::start(&scratch.egress_socket(), destinations)?),
+    };
     let (report_read, report_write) = pipe()?;
     let tmp_size = policy.limits.memory_bytes.unwrap_or(512 * 1024 * 1024);
-    let view = plan::view(policy, scratch.root(), tmp_size).map_err(SandboxError::InvalidCommand)?;
+    let egress_socket = egress.as_ref().map(|_| scratch.egress_socket());
+    let view =
+        plan::view(policy, scratch.root(), tmp_size, egress_socket.as_deref()).map_err(SandboxError::InvalidCommand)?;
+    let connect_ports: &[u16] = if egress.is_some() { &[crate::relay::PROXY_PORT] } else { &[] };
     let op_descriptions: Vec<String> = view.mount_ops.iter().map(child::MountOp::describe).collect();
     let landlock = match (host.landlock.available, host.landlock.abi) {
         (true, Some(abi)) => {
-            Some(plan::landlock_plan(abi, &view.landlock_rules, true).map_err(SandboxError::InvalidCommand)?)
+            Some(plan::landlock_plan(abi, &view.landlock_rules, connect_ports).map_err(SandboxError::InvalidCommand)?)
         }
         _ => None,
     };
@@ -242,6 +249,7 @@ pub fn run(policy: &SandboxPolicy, command: &SandboxCommand) -> Result<SandboxOu
         rlimits: plan::rlimits(&policy.limits, cgroup.is_some()),
         landlock,
         seccomp: host.seccomp.available.then(Filter::build),
+        egress: egress.is_some(),
     };
 
     let mut process = Command::new(&argv[0]);
@@ -251,7 +259,14 @@ pub fn run(policy: &SandboxPolicy, command: &SandboxCommand) -> Result<SandboxOu
         .env("PATH", DEFAULT_PATH)
         .env("HOME", "/tmp")
         .env("TMPDIR", "/tmp")
-        .env("LANG", "C.UTF-8")
+        .env("LANG", "C.UTF-8");
+    if egress.is_some() {
+        let proxy = format!("http://127.0.0.1:{}", crate::relay::PROXY_PORT);
+        for name in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+            process.env(name, &proxy);
+        }
+    }
+    process
         .envs(command.env.iter().map(|(key, value)| (key, value)))
         .stdin(if command.stdin.is_empty() { Stdio::null() } else { Stdio::piped() })
         .stdout(Stdio::piped())
@@ -291,6 +306,7 @@ pub fn run(policy: &SandboxPolicy, command: &SandboxCommand) -> Result<SandboxOu
                 },
                 usage: Usage { cpu_time: Duration::ZERO, peak_memory_bytes: 0, wall_time: started.elapsed() },
                 violations: Vec::new(),
+                network: Vec::new(),
                 absent_protections: absent,
             });
         }
@@ -441,6 +457,13 @@ pub fn run(policy: &SandboxPolicy, command: &SandboxCommand) -> Result<SandboxOu
             });
         }
     }
+    let network = egress.map(EgressProxy::finish).unwrap_or_default();
+    for decision in network.iter().filter(|decision| !decision.allowed) {
+        violations.push(Violation {
+            kind: ViolationKind::NetworkBlocked,
+            detail: format!("egress to {} refused by the policy", decision.destination),
+        });
+    }
     // Nothing may outlive the sandbox: the namespace died with its init,
     // and the cgroup is emptied before it is reused.
     if let Some(cgroup) = cgroup {
@@ -453,6 +476,7 @@ pub fn run(policy: &SandboxPolicy, command: &SandboxCommand) -> Result<SandboxOu
         stderr: stderr.finish(),
         usage: Usage { cpu_time, peak_memory_bytes, wall_time },
         violations,
+        network,
         absent_protections: absent,
     })
 }
@@ -665,6 +689,10 @@ impl Scratch {
     fn root(&self) -> &Path {
         &self.root
     }
+
+    fn egress_socket(&self) -> PathBuf {
+        self.dir.join("egress.sock")
+    }
 }
 
 impl Drop for Scratch {
@@ -672,6 +700,7 @@ impl Drop for Scratch {
         // Only empty directories: the tmpfs was mounted in the child's
         // namespace, never on the host.
         let _ = std::fs::remove_dir(&self.root);
+        let _ = std::fs::remove_file(self.egress_socket());
         let _ = std::fs::remove_dir(&self.dir);
     }
 }

@@ -63,6 +63,10 @@ pub async fn exec(global: &GlobalArgs, args: SandboxExecArgs) -> anyhow::Result<
     for absent in &outcome.absent_protections {
         eprintln!("codexos sandbox: warning: ran without {absent}");
     }
+    for decision in &outcome.network {
+        let verdict = if decision.allowed { "allowed" } else { "blocked" };
+        eprintln!("codexos sandbox: network: {verdict} {}", decision.destination);
+    }
     for violation in &outcome.violations {
         eprintln!("codexos sandbox: {}: {}", violation.kind, violation.detail);
     }

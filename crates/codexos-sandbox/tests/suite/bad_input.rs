@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use codexos_sandbox::{Destination, NetworkPolicy, SandboxCommand, SandboxError, SandboxPolicy};
+use codexos_sandbox::{Destination, SandboxCommand, SandboxError, SandboxPolicy};
 
 use super::{policy, workspace};
 
@@ -42,11 +42,6 @@ fn bad_policies_are_refused_before_running() {
         assert_eq!(err.to_string(), expected);
     }
     assert!(Destination::parse("pypi.org").is_err());
-    let allow = SandboxPolicy {
-        network: NetworkPolicy::Allow(vec![Destination::parse("pypi.org:443").unwrap()]),
-        ..policy(ws.path())
-    };
-    assert!(matches!(codexos_sandbox::run(&allow, &touch), Err(SandboxError::NetworkAllowUnsupported)));
     assert!(!marker.exists(), "something ran");
 }
 

@@ -1,6 +1,7 @@
 mod bad_input;
 mod escape;
 mod limits;
+mod network;
 mod tools;
 
 use std::path::Path;
