@@ -191,6 +191,9 @@ pub(crate) struct ChildPlan {
     pub seccomp: Option<Filter>,
     /// Whether the init relays 127.0.0.1:3128 to the egress proxy.
     pub egress: bool,
+    /// Where the command sends the seccomp notification descriptor, if
+    /// denied calls are to be reported.
+    pub monitor_socket: Option<RawFd>,
 }
 
 /// Runs in std's child after `fork`; returns only in the command process,
@@ -335,9 +338,22 @@ pub(crate) unsafe fn enter(plan: &ChildPlan) -> std::io::Result<()> {
         drop_capabilities(fd)?;
         if let Some(filter) = &plan.seccomp {
             let program = filter.as_fprog();
-            let res =
-                libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0, &program as *const libc::sock_fprog);
-            check(fd, step::SECCOMP, res as libc::c_int)?;
+            let flags = if plan.monitor_socket.is_some() { libc::SECCOMP_FILTER_FLAG_NEW_LISTENER } else { 0 };
+            let res = libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                flags,
+                &program as *const libc::sock_fprog,
+            );
+            let listener = check(fd, step::SECCOMP, res as libc::c_int)?;
+            if let Some(socket) = plan.monitor_socket {
+                let sent = crate::monitor::send_fd(socket, listener);
+                libc::close(listener);
+                libc::close(socket);
+                if !sent {
+                    return fail(fd, step::SECCOMP);
+                }
+            }
         }
         Ok(())
     }

@@ -21,6 +21,7 @@ compile_error!("codexos-sandbox only supports Linux");
 mod cgroup;
 mod child;
 mod egress;
+mod monitor;
 mod plan;
 pub mod policy;
 pub mod probe;

@@ -15,6 +15,7 @@ use serde::Serialize;
 use crate::cgroup::SandboxCgroup;
 use crate::child::{self, ChildPlan, REPORT_EXIT_STATUS, REPORT_SETUP_FAILED, Report};
 use crate::egress::{EgressProxy, NetworkDecision};
+use crate::monitor::SyscallMonitor;
 use crate::plan;
 use crate::policy::{NetworkPolicy, PolicyError, SandboxPolicy};
 use crate::probe::HostCapabilities;
@@ -115,6 +116,7 @@ pub enum ViolationKind {
     FileSizeLimit,
     OutputLimit,
     NetworkBlocked,
+    SyscallDenied,
 }
 
 impl std::fmt::Display for ViolationKind {
@@ -127,6 +129,7 @@ impl std::fmt::Display for ViolationKind {
             ViolationKind::FileSizeLimit => "file_size_limit",
             ViolationKind::OutputLimit => "output_limit",
             ViolationKind::NetworkBlocked => "network_blocked",
+            ViolationKind::SyscallDenied => "syscall_denied",
         })
     }
 }
@@ -206,6 +209,9 @@ pub fn run(policy: &SandboxPolicy, command: &SandboxCommand) -> Result<SandboxOu
         NetworkPolicy::Allow(destinations) => Some(EgressProxy::start(&scratch.egress_socket(), destinations)?),
     };
     let (report_read, report_write) = pipe()?;
+    // Denied system calls are reported through the supervisor when the
+    // kernel can notify it (and the filter is there at all).
+    let monitor_ends = if host.seccomp.available { Some(socket_pair()?) } else { None };
     let tmp_size = policy.limits.memory_bytes.unwrap_or(512 * 1024 * 1024);
     let egress_socket = egress.as_ref().map(|_| scratch.egress_socket());
     let view =
@@ -248,8 +254,9 @@ pub fn run(policy: &SandboxPolicy, command: &SandboxCommand) -> Result<SandboxOu
         cwd: plan::cstring(&cwd).map_err(SandboxError::InvalidCommand)?,
         rlimits: plan::rlimits(&policy.limits, cgroup.is_some()),
         landlock,
-        seccomp: host.seccomp.available.then(Filter::build),
+        seccomp: host.seccomp.available.then(|| Filter::build(monitor_ends.is_some())),
         egress: egress.is_some(),
+        monitor_socket: monitor_ends.as_ref().map(|(_, child_end)| child_end.as_raw_fd()),
     };
 
     let mut process = Command::new(&argv[0]);
@@ -279,6 +286,7 @@ pub fn run(policy: &SandboxPolicy, command: &SandboxCommand) -> Result<SandboxOu
     let started = Instant::now();
     let spawned = process.spawn();
     drop(report_write);
+    let mut monitor = monitor_ends.map(|(parent_end, _child_end)| SyscallMonitor::new(parent_end));
     let mut child = match spawned {
         Ok(child) => child,
         Err(err) => {
@@ -367,6 +375,7 @@ pub fn run(policy: &SandboxPolicy, command: &SandboxCommand) -> Result<SandboxOu
             libc::pollfd { fd: pidfd.0, events: libc::POLLIN, revents: 0 },
             libc::pollfd { fd: stdout.fd(), events: libc::POLLIN, revents: 0 },
             libc::pollfd { fd: stderr.fd(), events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: monitor.as_ref().map_or(-1, SyscallMonitor::fd), events: libc::POLLIN, revents: 0 },
         ];
         let timeout_ms = libc::c_int::try_from(wait.as_millis().max(1)).unwrap_or(libc::c_int::MAX);
         // SAFETY: polls three descriptors we own (a negative fd is ignored).
@@ -386,6 +395,11 @@ pub fn run(policy: &SandboxPolicy, command: &SandboxCommand) -> Result<SandboxOu
         }
         if fds[2].revents != 0 {
             stderr.read_available()?;
+        }
+        if fds[3].revents != 0
+            && let Some(monitor) = monitor.as_mut()
+        {
+            monitor.on_ready(fds[3].revents);
         }
     }
     let wall_time = started.elapsed();
@@ -456,6 +470,10 @@ pub fn run(policy: &SandboxPolicy, command: &SandboxCommand) -> Result<SandboxOu
                 detail: format!("{name}: kept {} of {} bytes", output.kept.len(), output.total),
             });
         }
+    }
+    for (name, count) in monitor.map(|monitor| monitor.denied).unwrap_or_default() {
+        let times = if count == 1 { String::new() } else { format!(" ({count} times)") };
+        violations.push(Violation { kind: ViolationKind::SyscallDenied, detail: format!("{name} denied{times}") });
     }
     let network = egress.map(EgressProxy::finish).unwrap_or_default();
     for decision in network.iter().filter(|decision| !decision.allowed) {
@@ -562,6 +580,17 @@ fn pipe() -> std::io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
     let mut fds = [0; 2];
     // SAFETY: pipe2 writes two descriptors into the array.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just created and are owned by nobody else.
+    Ok(unsafe { (std::os::fd::FromRawFd::from_raw_fd(fds[0]), std::os::fd::FromRawFd::from_raw_fd(fds[1])) })
+}
+
+/// A connected pair of Unix sockets (close-on-exec), for passing a descriptor.
+fn socket_pair() -> std::io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: socketpair writes two descriptors into the array.
+    if unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) } < 0 {
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: both descriptors were just created and are owned by nobody else.

@@ -115,10 +115,14 @@ impl std::fmt::Debug for Filter {
 }
 
 impl Filter {
-    pub fn build() -> Self {
+    /// With `notify`, denied calls wait for the supervisor, which records
+    /// them and answers the error (see `monitor.rs`); without, the kernel
+    /// answers EPERM itself.
+    pub fn build(notify: bool) -> Self {
         use Insn::*;
         let errno = |code: i32| libc::SECCOMP_RET_ERRNO | (code as u32 & libc::SECCOMP_RET_DATA);
         let allow = libc::SECCOMP_RET_ALLOW;
+        let deny = if notify { libc::SECCOMP_RET_USER_NOTIF } else { errno(libc::EPERM) };
         let mut insns = vec![
             Load(ARCH),
             JumpIfEqual(AUDIT_ARCH, Label::Body),
@@ -153,7 +157,7 @@ impl Filter {
             JumpIfEqual(libc::AF_UNIX as u32, Label::SocketAllow),
             JumpIfEqual(libc::AF_INET as u32, Label::SocketAllow),
             JumpIfEqual(libc::AF_INET6 as u32, Label::SocketAllow),
-            Return(errno(libc::EAFNOSUPPORT)),
+            Return(if notify { deny } else { errno(libc::EAFNOSUPPORT) }),
             Mark(Label::SocketAllow),
             Return(allow),
             Mark(Label::IoctlCheck),
@@ -162,7 +166,7 @@ impl Filter {
             JumpIfEqual(libc::TIOCLINUX as u32, Label::Deny),
             Return(allow),
             Mark(Label::Deny),
-            Return(errno(libc::EPERM)),
+            Return(deny),
             Mark(Label::NotImplemented),
             Return(errno(libc::ENOSYS)),
         ]);
@@ -222,7 +226,7 @@ mod tests {
 
     #[test]
     fn every_jump_lands_inside_the_program() {
-        let filter = Filter::build();
+        let filter = Filter::build(false);
         let len = filter.program.len();
         assert!(len > DENIED.len() + 10 && len < 256);
         for (pc, insn) in filter.program.iter().enumerate() {

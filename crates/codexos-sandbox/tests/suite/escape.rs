@@ -107,6 +107,11 @@ fn raw_and_packet_sockets_are_refused() {
          \x20       print('refused')",
     );
     assert_eq!(stdout(&outcome), "refused\nrefused\nrefused\n", "{}", stderr(&outcome));
+    assert!(
+        outcome.violations.iter().any(|violation| violation.detail.starts_with("socket (address family) denied")),
+        "{:?}",
+        outcome.violations
+    );
 }
 
 #[test]
@@ -151,6 +156,14 @@ fn dangerous_syscalls_are_denied() {
         "{}",
         stderr(&outcome)
     );
+    // ...and each attempt is reported by name.
+    let denied: Vec<&str> = outcome
+        .violations
+        .iter()
+        .filter(|violation| violation.kind == codexos_sandbox::ViolationKind::SyscallDenied)
+        .map(|violation| violation.detail.as_str())
+        .collect();
+    assert_eq!(denied, ["mount denied", "ptrace denied", "unshare denied", "keyctl denied", "bpf denied"]);
 }
 
 #[test]
