@@ -113,20 +113,7 @@ pub(crate) fn view(
         builder.bind(path, path.is_dir(), MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)?;
         builder.rules.push((path.clone(), u64::MAX));
     }
-    // Code that later runs outside the sandbox (git hooks, config with
-    // core.fsmonitor or aliases) must not be writable from inside.
-    for protected in [".git/hooks", ".git/config"] {
-        let path = policy.workspace.join(protected);
-        if path.exists() {
-            let inside = builder.inside(&path)?;
-            builder.ops.push(MountOp::Bind { source: inside.clone(), target: inside.clone() });
-            builder.ops.push(MountOp::Restrict {
-                target: inside,
-                attributes: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-                recursive: true,
-            });
-        }
-    }
+    protect_git(&mut builder, &policy.workspace)?;
     if let Some(socket) = egress_socket {
         let inside = Path::new(crate::relay::SOCKET_INSIDE.to_str().map_err(|err| err.to_string())?);
         builder.ops.push(MountOp::Touch(builder.inside(inside)?));
@@ -147,6 +134,48 @@ pub(crate) fn view(
         }
     }
     Ok(View { mount_ops: builder.ops, landlock_rules: builder.rules })
+}
+
+/// Code that later runs outside the sandbox (git hooks, a config with
+/// `core.fsmonitor`, `core.hooksPath` or aliases) must not be writable from
+/// inside. `.git` itself becomes a mount point, so it cannot be renamed away
+/// and replaced by a fresh one; its `hooks` and `config` are read-only.
+fn protect_git(builder: &mut ViewBuilder, workspace: &Path) -> Result<(), String> {
+    let git_dir = workspace.join(".git");
+    match std::fs::symlink_metadata(&git_dir) {
+        Ok(meta) if meta.is_dir() => {}
+        // No repository, or a `.git` file pointing elsewhere (worktrees,
+        // submodules): nothing here for git to run.
+        _ => return Ok(()),
+    }
+    let hooks = git_dir.join("hooks");
+    if std::fs::symlink_metadata(&hooks).is_err() {
+        // Git's own layout; without it an agent could create the directory.
+        std::fs::create_dir(&hooks).map_err(|err| format!("cannot create {}: {err}", hooks.display()))?;
+    }
+    let inside = builder.inside(&git_dir)?;
+    builder.ops.push(MountOp::Bind { source: inside.clone(), target: inside });
+    for protected in [hooks, git_dir.join("config")] {
+        match std::fs::symlink_metadata(&protected) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(format!(
+                    "{} is a symbolic link; the sandbox protects git hooks and config only where they really are",
+                    protected.display()
+                ));
+            }
+            Ok(_) => {
+                let inside = builder.inside(&protected)?;
+                builder.ops.push(MountOp::Bind { source: inside.clone(), target: inside.clone() });
+                builder.ops.push(MountOp::Restrict {
+                    target: inside,
+                    attributes: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+                    recursive: true,
+                });
+            }
+            Err(_) => {}
+        }
+    }
+    Ok(())
 }
 
 struct ViewBuilder {

@@ -59,6 +59,36 @@ fn git_hooks_and_config_are_read_only() {
     assert_eq!(stdout(&outcome), "HEAD\n", "{}", stderr(&outcome));
     assert!(!ws.path().join(".git/hooks/pre-commit").exists());
     assert_eq!(std::fs::read_to_string(ws.path().join(".git/config")).unwrap(), "[core]\n");
+    // Nor can .git be swapped for a fresh one with hooks of its own.
+    let outcome = sh(
+        &policy(ws.path()),
+        "mv .git .git-old && echo MOVED; rm -rf .git 2>/dev/null; mkdir -p .git/hooks 2>/dev/null; \
+         echo evil > .git/hooks/post-checkout 2>/dev/null && echo PLANTED; echo done",
+    );
+    assert_eq!(stdout(&outcome), "done\n", "{}", stderr(&outcome));
+    assert!(ws.path().join(".git/config").exists() && !ws.path().join(".git-old").exists());
+    assert!(!ws.path().join(".git/hooks/post-checkout").exists());
+}
+
+#[test]
+fn a_repository_without_hooks_gets_a_read_only_hooks_directory() {
+    let ws = workspace();
+    std::fs::create_dir_all(ws.path().join(".git")).unwrap();
+    let outcome = sh(&policy(ws.path()), "echo evil > .git/hooks/pre-commit && echo PLANTED; echo done");
+    assert_eq!(stdout(&outcome), "done\n", "{}", stderr(&outcome));
+    assert!(ws.path().join(".git/hooks").is_dir());
+    assert!(!ws.path().join(".git/hooks/pre-commit").exists());
+}
+
+#[test]
+fn symlinked_git_hooks_are_refused() {
+    let ws = workspace();
+    std::fs::create_dir_all(ws.path().join(".git")).unwrap();
+    std::fs::create_dir_all(ws.path().join("tools/hooks")).unwrap();
+    std::os::unix::fs::symlink("../tools/hooks", ws.path().join(".git/hooks")).unwrap();
+    let command = codexos_sandbox::SandboxCommand { argv: vec!["true".into()], ..Default::default() };
+    let err = codexos_sandbox::run(&policy(ws.path()), &command).unwrap_err();
+    assert!(err.to_string().contains(".git/hooks is a symbolic link"), "{err}");
 }
 
 #[test]
