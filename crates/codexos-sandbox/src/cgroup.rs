@@ -25,6 +25,7 @@ pub(crate) struct SandboxCgroup {
     /// Counters that cannot be reset, as they were when this run began.
     baseline_oom_kills: u64,
     baseline_pids_refusals: u64,
+    baseline_cpu: Duration,
 }
 
 const NAME_PREFIX: &str = "codexos-sandbox-";
@@ -57,9 +58,11 @@ impl SandboxCgroup {
         Ok(cgroup)
     }
 
-    /// Returns an emptied cgroup to the pool (or removes it if it will not empty).
+    /// Returns an emptied cgroup to the pool (or removes it if it will not
+    /// empty). v2 cgroups are not pooled: their peak memory cannot be reset.
     pub(crate) fn release(self) {
-        if self.kill_all()
+        if matches!(self.layout, Layout::V1 { .. })
+            && self.kill_all()
             && let Ok(mut pool) = POOL.lock()
         {
             pool.push(self);
@@ -74,7 +77,6 @@ impl SandboxCgroup {
                 write(&dir.join("memory.max"), &unlimited(limits.memory_bytes))?;
                 // Without swap limited too, the limit only moves memory to swap.
                 let _ = write(&dir.join("memory.swap.max"), "0");
-                let _ = write(&dir.join("memory.peak"), "0");
                 write(&dir.join("pids.max"), &unlimited(limits.pids))?;
             }
             Layout::V1 { memory, pids, cpuacct } => {
@@ -103,6 +105,7 @@ impl SandboxCgroup {
         }
         self.baseline_oom_kills = self.oom_kills();
         self.baseline_pids_refusals = self.pids_refusals();
+        self.baseline_cpu = self.total_cpu().unwrap_or_default();
         Ok(())
     }
 
@@ -116,7 +119,12 @@ impl SandboxCgroup {
         if let Some(dir) = v2_parent(&mounts, &memberships) {
             let dir = dir.join(name);
             std::fs::create_dir(&dir).map_err(|err| format!("cannot create {}: {err}", dir.display()))?;
-            return Ok(Self { layout: Layout::V2 { dir }, baseline_oom_kills: 0, baseline_pids_refusals: 0 });
+            return Ok(Self {
+                layout: Layout::V2 { dir },
+                baseline_oom_kills: 0,
+                baseline_pids_refusals: 0,
+                baseline_cpu: Duration::ZERO,
+            });
         }
         let v1_dir = |controller: &str| -> Result<Option<PathBuf>, String> {
             let Some(mount) = mounts.v1_with(controller) else { return Ok(None) };
@@ -136,6 +144,7 @@ impl SandboxCgroup {
             layout: Layout::V1 { memory: None, pids: None, cpuacct: None },
             baseline_oom_kills: 0,
             baseline_pids_refusals: 0,
+            baseline_cpu: Duration::ZERO,
         };
         let memory = v1_dir("memory")?;
         if let Layout::V1 { memory: slot, .. } = &mut cgroup.layout {
@@ -166,8 +175,13 @@ impl SandboxCgroup {
         }
     }
 
-    /// CPU time of every process that ever ran in the cgroup.
+    /// CPU time used in this run.
     pub(crate) fn cpu_usage(&self) -> Option<Duration> {
+        Some(self.total_cpu()?.saturating_sub(self.baseline_cpu))
+    }
+
+    /// CPU time of every process that ever ran in the cgroup.
+    fn total_cpu(&self) -> Option<Duration> {
         match &self.layout {
             Layout::V2 { dir } => {
                 let stat = std::fs::read_to_string(dir.join("cpu.stat")).ok()?;

@@ -221,7 +221,7 @@ pub(crate) unsafe fn enter(plan: &ChildPlan) -> std::io::Result<()> {
         write_file(fd, step::ID_MAPS, c"/proc/self/uid_map", &plan.uid_map)?;
         write_file(fd, step::ID_MAPS, c"/proc/self/gid_map", &plan.gid_map)?;
 
-        let init = check(fd, step::FORK_INIT, libc::fork())?;
+        let init = check(fd, step::FORK_INIT, raw_fork())?;
         if init > 0 {
             // The outer child only waits: the init reports the real status.
             close_all_except(fd);
@@ -308,7 +308,7 @@ pub(crate) unsafe fn enter(plan: &ChildPlan) -> std::io::Result<()> {
             relay = Some((listener, signals, mask));
         }
 
-        let command = check(fd, step::FORK_COMMAND, libc::fork())?;
+        let command = check(fd, step::FORK_COMMAND, raw_fork())?;
         if command > 0 {
             match relay {
                 Some((listener, signals, _)) => {
@@ -336,6 +336,14 @@ pub(crate) unsafe fn enter(plan: &ChildPlan) -> std::io::Result<()> {
             apply_landlock(fd, landlock)?;
         }
         drop_capabilities(fd)?;
+        // Whatever descriptors the platform had open without close-on-exec
+        // when it forked must not reach the command: only stdio does.
+        const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+        check(
+            fd,
+            step::CAPABILITIES,
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) as libc::c_int,
+        )?;
         if let Some(filter) = &plan.seccomp {
             let program = filter.as_fprog();
             let flags = if plan.monitor_socket.is_some() { libc::SECCOMP_FILTER_FLAG_NEW_LISTENER } else { 0 };
@@ -401,7 +409,7 @@ unsafe fn apply(fd: RawFd, step: u32, op: &MountOp) -> std::io::Result<()> {
                 }
             }
             MountOp::Touch(path) => {
-                let file = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_CLOEXEC, 0o644);
+                let file = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CREAT | libc::O_CLOEXEC, 0o644);
                 if file < 0 && errno() != libc::EEXIST {
                     return fail(fd, step);
                 }
@@ -538,6 +546,15 @@ unsafe fn drop_capabilities(fd: RawFd) -> std::io::Result<()> {
         let data = [CapData { effective: 0, permitted: 0, inheritable: 0 }; 2];
         let res = libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr());
         check(fd, step::CAPABILITIES, res as libc::c_int).map(|_| ())
+    }
+}
+
+/// fork(2) as a bare system call: glibc's `fork` would run atfork
+/// handlers, which may allocate or lock.
+unsafe fn raw_fork() -> libc::c_int {
+    // SAFETY: clone with only SIGCHLD and no new stack is fork.
+    unsafe {
+        libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_ulong, 0usize, 0usize, 0usize, 0usize) as libc::c_int
     }
 }
 

@@ -36,6 +36,12 @@ pub(crate) struct EgressProxy {
 }
 
 const MAX_HEAD: usize = 16 * 1024;
+/// Connections served at once; more get 503 (each one is a host thread).
+const MAX_CONNECTIONS: usize = 64;
+/// A tunnel idle this long is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Decisions kept per run; a flood of attempts is summarised, not stored.
+const MAX_DECISIONS: usize = 1000;
 
 impl EgressProxy {
     pub(crate) fn start(path: &Path, allow: &[Destination]) -> std::io::Result<Self> {
@@ -46,15 +52,30 @@ impl EgressProxy {
             let (listener, stopping, decisions, allow) =
                 (Arc::clone(&listener), Arc::clone(&stopping), Arc::clone(&decisions), allow.to_vec());
             std::thread::Builder::new().name("egress-proxy".into()).spawn(move || {
+                let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
                 for client in listener.incoming() {
                     if stopping.load(Ordering::Relaxed) {
                         break;
                     }
-                    let Ok(client) = client else { continue };
-                    let (allow, decisions) = (allow.clone(), Arc::clone(&decisions));
-                    let _ = std::thread::Builder::new()
-                        .name("egress-connection".into())
-                        .spawn(move || serve(client, &allow, &decisions));
+                    let Ok(mut client) = client else { continue };
+                    if active.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+                        active.fetch_sub(1, Ordering::AcqRel);
+                        respond(
+                            &mut client,
+                            "503 Service Unavailable",
+                            "codexos sandbox: too many proxy connections\n",
+                        );
+                        continue;
+                    }
+                    let (allow, decisions, finished) = (allow.clone(), Arc::clone(&decisions), Arc::clone(&active));
+                    let spawned = std::thread::Builder::new().name("egress-connection".into()).spawn(move || {
+                        serve(client, &allow, &decisions);
+                        finished.fetch_sub(1, Ordering::AcqRel);
+                    });
+                    if spawned.is_err() {
+                        // The thread never ran, so neither did its decrement.
+                        active.fetch_sub(1, Ordering::AcqRel);
+                    }
                 }
             })?
         };
@@ -98,7 +119,9 @@ fn serve(mut client: UnixStream, allow: &[Destination], decisions: &Mutex<Vec<Ne
     let destination = format!("{}:{}", request.host, request.port);
     let allowed =
         allow.iter().any(|entry| entry.host.eq_ignore_ascii_case(&request.host) && entry.port == request.port);
-    if let Ok(mut decisions) = decisions.lock() {
+    if let Ok(mut decisions) = decisions.lock()
+        && decisions.len() < MAX_DECISIONS
+    {
         decisions.push(NetworkDecision { destination: destination.clone(), allowed });
     }
     if !allowed {
@@ -109,27 +132,50 @@ fn serve(mut client: UnixStream, allow: &[Destination], decisions: &Mutex<Vec<Ne
         );
         return;
     }
+    // A name on the allow-list must not become a way into the host or its
+    // network's metadata service through what it resolves to; an address
+    // listed literally is taken as meant.
+    let listed_literally = request.host.parse::<std::net::IpAddr>().is_ok();
     let upstream = (request.host.as_str(), request.port).to_socket_addrs().ok().and_then(|mut addresses| {
-        addresses.find_map(|address| TcpStream::connect_timeout(&address, Duration::from_secs(10)).ok())
+        addresses.find_map(|address| {
+            if !listed_literally && is_internal(address.ip()) {
+                return None;
+            }
+            TcpStream::connect_timeout(&address, Duration::from_secs(10)).ok()
+        })
     });
     let Some(mut upstream) = upstream else {
         respond(&mut client, "502 Bad Gateway", &format!("codexos sandbox: cannot reach {destination}\n"));
         return;
     };
-    let _ = client.set_read_timeout(None);
+    let _ = client.set_read_timeout(Some(IDLE_TIMEOUT));
+    let _ = upstream.set_read_timeout(Some(IDLE_TIMEOUT));
+    // Plain HTTP carries exactly one request per connection ("Connection:
+    // close"): a second request could name another host and must be
+    // checked on its own connection.
+    let mut upload_left: Option<u64> = None;
     let forwarded = match &request.origin_form {
         // CONNECT: the tunnel is open; what follows is the client's TLS.
         None => client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n"),
-        Some(first_line) => upstream
-            .write_all(first_line.as_bytes())
-            .and_then(|()| upstream.write_all(&head[request.head_rest..]))
-            .and_then(|()| upstream.write_all(&rest)),
+        Some(first_line) => {
+            let (headers, body_length) = single_request_headers(&head[request.head_rest..]);
+            let body_sent = u64::try_from(rest.len()).unwrap_or(u64::MAX).min(body_length);
+            upload_left = Some(body_length - body_sent);
+            upstream
+                .write_all(first_line.as_bytes())
+                .and_then(|()| upstream.write_all(headers.as_bytes()))
+                .and_then(|()| upstream.write_all(&rest[..usize::try_from(body_sent).unwrap_or(0)]))
+        }
     };
     if forwarded.is_err() {
         return;
     }
-    let (Ok(mut client_reader), Ok(mut upstream_reader)) = (client.try_clone(), upstream.try_clone()) else { return };
+    let (Ok(client_reader), Ok(mut upstream_reader)) = (client.try_clone(), upstream.try_clone()) else { return };
     let upload = std::thread::spawn(move || {
+        let mut client_reader: Box<dyn Read + Send> = match upload_left {
+            Some(left) => Box::new(client_reader.take(left)),
+            None => Box::new(client_reader),
+        };
         let _ = std::io::copy(&mut client_reader, &mut upstream);
         let _ = upstream.shutdown(Shutdown::Write);
     });
@@ -201,6 +247,38 @@ fn parse_request(head: &[u8]) -> Option<ProxyRequest> {
     })
 }
 
+/// The request's header lines with hop-by-hop connection headers replaced
+/// by `Connection: close`, and its declared body length.
+fn single_request_headers(headers: &[u8]) -> (String, u64) {
+    let text = String::from_utf8_lossy(headers);
+    let mut kept = String::with_capacity(text.len() + 32);
+    let mut body_length = 0u64;
+    for line in text.split("\r\n").filter(|line| !line.is_empty()) {
+        let name = line.split(':').next().unwrap_or_default().trim().to_ascii_lowercase();
+        if name == "content-length" {
+            body_length = line.split_once(':').and_then(|(_, value)| value.trim().parse().ok()).unwrap_or(0);
+        }
+        if matches!(name.as_str(), "connection" | "proxy-connection" | "keep-alive") {
+            continue;
+        }
+        kept.push_str(line);
+        kept.push_str("\r\n");
+    }
+    kept.push_str("Connection: close\r\n\r\n");
+    (kept, body_length)
+}
+
+/// Loopback, link-local (cloud metadata lives there), unspecified and
+/// multicast addresses: not reachable through a name.
+fn is_internal(address: std::net::IpAddr) -> bool {
+    match address {
+        std::net::IpAddr::V4(v4) => v4.is_loopback() || v4.is_link_local() || v4.is_unspecified() || v4.is_multicast(),
+        std::net::IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.is_unspecified() || v6.is_multicast() || (v6.segments()[0] & 0xffc0) == 0xfe80
+        }
+    }
+}
+
 fn respond(client: &mut UnixStream, status: &str, body: &str) {
     let response = format!(
         "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -212,6 +290,17 @@ fn respond(client: &mut UnixStream, status: &str, body: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_requests_are_limited_to_one() {
+        let (headers, length) =
+            single_request_headers(b"Host: a\r\nConnection: keep-alive\r\nContent-Length: 5\r\n\r\n");
+        assert_eq!(headers, "Host: a\r\nContent-Length: 5\r\nConnection: close\r\n\r\n");
+        assert_eq!(length, 5);
+        assert!(is_internal("169.254.169.254".parse().unwrap()));
+        assert!(is_internal("127.0.0.1".parse().unwrap()) && is_internal("fe80::1".parse().unwrap()));
+        assert!(!is_internal("93.184.216.34".parse().unwrap()));
+    }
 
     #[test]
     fn proxy_requests_parse() {

@@ -38,7 +38,9 @@ impl SyscallMonitor {
         match &self.listener {
             None if revents & libc::POLLIN != 0 => {
                 self.listener = receive_fd(self.socket.as_raw_fd());
-                self.finished = self.listener.is_none();
+                if self.listener.is_none() {
+                    self.finish();
+                }
             }
             Some(listener) if revents & libc::POLLIN != 0 => {
                 let raw = listener.as_raw_fd();
@@ -46,8 +48,16 @@ impl SyscallMonitor {
             }
             // Hung up: the command never sent a listener, or every
             // filtered process has exited.
-            _ => self.finished = true,
+            _ => self.finish(),
         }
+    }
+
+    /// Stops listening. Closing the listener matters: while it is open, a
+    /// denied call would wait for an answer that never comes; once closed,
+    /// the kernel fails such calls at once.
+    fn finish(&mut self) {
+        self.finished = true;
+        self.listener = None;
     }
 
     fn answer(&mut self, listener: RawFd) {
@@ -59,7 +69,7 @@ impl SyscallMonitor {
             // ENOENT: the caller died before its notification was read;
             // anything else means the channel is broken.
             if std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOENT) {
-                self.finished = true;
+                self.finish();
             }
             return;
         }
@@ -135,6 +145,6 @@ pub(crate) unsafe fn send_fd(socket: RawFd, fd: RawFd) -> bool {
         (*header).cmsg_type = libc::SCM_RIGHTS;
         (*header).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
         std::ptr::write_unaligned(libc::CMSG_DATA(header).cast::<RawFd>(), fd);
-        libc::sendmsg(socket, &message, 0) == 1
+        libc::sendmsg(socket, &message, libc::MSG_NOSIGNAL) == 1
     }
 }

@@ -75,6 +75,13 @@ pub(crate) fn view(
     for device in DEVICES.iter().map(Path::new).filter(|device| device.exists()) {
         builder.ops.push(MountOp::Touch(builder.inside(device)?));
         builder.ops.push(MountOp::Bind { source: cstring(device)?, target: builder.inside(device)? });
+        // Read-only mounts still allow writing to a device, but not changing
+        // the host's inode (chmod, chown) through it.
+        builder.ops.push(MountOp::Restrict {
+            target: builder.inside(device)?,
+            attributes: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID,
+            recursive: false,
+        });
         builder.rules.push((device.to_owned(), FS_READ_FILE | FS_WRITE_FILE | FS_TRUNCATE | FS_IOCTL_DEV));
     }
     for (name, target) in [
@@ -130,7 +137,12 @@ pub(crate) fn view(
             builder.ops.push(MountOp::Tmpfs { target: inside.clone(), options: c"mode=0,size=4k".to_owned() });
             builder.ops.push(MountOp::Restrict { target: inside, attributes: MOUNT_ATTR_RDONLY, recursive: false });
         } else {
-            builder.ops.push(MountOp::Bind { source: c"/dev/null".to_owned(), target: inside });
+            builder.ops.push(MountOp::Bind { source: c"/dev/null".to_owned(), target: inside.clone() });
+            builder.ops.push(MountOp::Restrict {
+                target: inside,
+                attributes: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID,
+                recursive: false,
+            });
         }
     }
     Ok(View { mount_ops: builder.ops, landlock_rules: builder.rules })

@@ -115,6 +115,51 @@ impl SandboxPolicy {
         }
     }
 
+    /// The same policy with every path resolved (symlinks followed,
+    /// `..` removed), so that what is mounted, masked and compared is what
+    /// the kernel will actually see. Validates first.
+    pub fn resolved(&self) -> Result<SandboxPolicy, PolicyError> {
+        self.validate()?;
+        let resolve = |role: &'static str, path: &PathBuf| {
+            std::fs::canonicalize(path).map_err(|_| PolicyError::Path {
+                role,
+                path: path.clone(),
+                reason: "cannot be resolved",
+            })
+        };
+        let mut resolved = self.clone();
+        resolved.workspace = resolve("workspace", &self.workspace)?;
+        resolved.read_only_paths =
+            self.read_only_paths.iter().map(|path| resolve("read-only path", path)).collect::<Result<_, _>>()?;
+        resolved.read_write_paths =
+            self.read_write_paths.iter().map(|path| resolve("read-write path", path)).collect::<Result<_, _>>()?;
+        // A hidden path that does not exist (yet) is kept as written.
+        resolved.hidden_paths =
+            self.hidden_paths.iter().map(|path| std::fs::canonicalize(path).unwrap_or_else(|_| path.clone())).collect();
+        if resolved.workspace == Path::new("/") {
+            return Err(PolicyError::Path {
+                role: "workspace",
+                path: self.workspace.clone(),
+                reason: "the whole filesystem cannot be a workspace",
+            });
+        }
+        for read_only in &resolved.read_only_paths {
+            let writable = resolved.read_write_paths.iter().chain(std::iter::once(&resolved.workspace));
+            if let Some(outer) = writable.into_iter().find(|outer| read_only.starts_with(outer)) {
+                return Err(PolicyError::Path {
+                    role: "read-only path",
+                    path: read_only.clone(),
+                    reason: if outer == &resolved.workspace {
+                        "lies inside the workspace, which is writable"
+                    } else {
+                        "lies inside a read-write path"
+                    },
+                });
+            }
+        }
+        Ok(resolved)
+    }
+
     /// Checks everything that can be checked before running: absolute,
     /// existing paths; positive limits.
     pub fn validate(&self) -> Result<(), PolicyError> {
@@ -131,6 +176,13 @@ impl SandboxPolicy {
         }
         for path in &self.read_write_paths {
             check_exists("read-write path", path)?;
+        }
+        if let Some(path) = self.hidden_paths.iter().find(|path| !path.is_absolute()) {
+            return Err(PolicyError::Path {
+                role: "hidden path",
+                path: path.clone(),
+                reason: "must be an absolute path",
+            });
         }
         let limits = &self.limits;
         for (name, value) in [

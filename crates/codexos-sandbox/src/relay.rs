@@ -103,7 +103,8 @@ pub(crate) unsafe fn serve_until(command: libc::pid_t, report_fd: RawFd, listene
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
             -1,
             0,
-        ) as *mut u8;
+        );
+        let buffers = if buffers == libc::MAP_FAILED { std::ptr::null_mut() } else { buffers as *mut u8 };
         let mut connections = [EMPTY; MAX_CONNECTIONS];
         let mut fds = [libc::pollfd { fd: -1, events: 0, revents: 0 }; 2 + 2 * MAX_CONNECTIONS];
         loop {
@@ -147,7 +148,10 @@ pub(crate) unsafe fn serve_until(command: libc::pid_t, report_fd: RawFd, listene
                 }
                 let to_upstream = buffers.add(index * 2 * BUFFER);
                 let to_client = to_upstream.add(BUFFER);
-                if fds[2 + 2 * index].revents != 0 || fds[3 + 2 * index].revents != 0 {
+                let revents = fds[2 + 2 * index].revents | fds[3 + 2 * index].revents;
+                if revents & (libc::POLLERR | libc::POLLNVAL) != 0 {
+                    close(connection);
+                } else if revents != 0 {
                     pump(connection, to_upstream, to_client);
                 }
             }
@@ -233,11 +237,18 @@ unsafe fn pump(connection: &mut Connection, to_upstream: *mut u8, to_client: *mu
         );
         let drained = connection.to_upstream.1 == 0 && connection.to_client.1 == 0;
         if failed || (connection.client_eof && connection.upstream_eof && drained) {
-            libc::close(connection.client);
-            libc::close(connection.upstream);
-            *connection = EMPTY;
+            close(connection);
         }
     }
+}
+
+unsafe fn close(connection: &mut Connection) {
+    // SAFETY: closes the connection's own two descriptors.
+    unsafe {
+        libc::close(connection.client);
+        libc::close(connection.upstream);
+    }
+    *connection = EMPTY;
 }
 
 /// One direction: read from `from` into the buffer when it is empty, write

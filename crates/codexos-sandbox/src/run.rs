@@ -168,7 +168,7 @@ const CPU_CHECK_INTERVAL: Duration = Duration::from_millis(20);
 /// Runs `command` under `policy` and waits for it. Blocking: call it from a
 /// thread that lives until it returns (the sandbox dies with that thread).
 pub fn run(policy: &SandboxPolicy, command: &SandboxCommand) -> Result<SandboxOutcome, SandboxError> {
-    policy.validate()?;
+    let policy = &policy.resolved()?;
     let argv = command_argv(command)?;
     let cwd = working_directory(policy, command)?;
     let host = host_capabilities();
@@ -320,6 +320,7 @@ pub fn run(policy: &SandboxPolicy, command: &SandboxCommand) -> Result<SandboxOu
         }
     };
     let pid = child.id() as libc::pid_t;
+    let mut reaper = Reaper { pid, armed: true };
 
     // Small inputs fit the pipe; larger ones are written by a helper thread
     // so that reading the output cannot deadlock against them.
@@ -334,7 +335,9 @@ pub fn run(policy: &SandboxPolicy, command: &SandboxCommand) -> Result<SandboxOu
     let pidfd = PidFd::open(pid)?;
 
     let mut violations = Vec::new();
-    let deadline = started + policy.limits.timeout;
+    // A timeout too large to represent means "as long as the host lasts".
+    let deadline =
+        started.checked_add(policy.limits.timeout).unwrap_or(started + Duration::from_secs(100 * 365 * 86_400));
     let cpu_limit = policy.limits.cpu_seconds.map(Duration::from_secs);
     let mut exited_at: Option<Instant> = None;
     let mut killed = false;
@@ -372,7 +375,8 @@ pub fn run(policy: &SandboxPolicy, command: &SandboxCommand) -> Result<SandboxOu
             wait = wait.min(Duration::from_millis(50));
         }
         let mut fds = [
-            libc::pollfd { fd: pidfd.0, events: libc::POLLIN, revents: 0 },
+            // Once the child has exited its pidfd stays readable: stop polling it.
+            libc::pollfd { fd: if exited_at.is_some() { -1 } else { pidfd.0 }, events: libc::POLLIN, revents: 0 },
             libc::pollfd { fd: stdout.fd(), events: libc::POLLIN, revents: 0 },
             libc::pollfd { fd: stderr.fd(), events: libc::POLLIN, revents: 0 },
             libc::pollfd { fd: monitor.as_ref().map_or(-1, SyscallMonitor::fd), events: libc::POLLIN, revents: 0 },
@@ -403,6 +407,7 @@ pub fn run(policy: &SandboxPolicy, command: &SandboxCommand) -> Result<SandboxOu
         }
     }
     let wall_time = started.elapsed();
+    reaper.armed = false;
     let (outer_status, rusage) = wait4(pid)?;
     if let Some(writer) = stdin_writer {
         let _ = writer.join();
@@ -433,7 +438,8 @@ pub fn run(policy: &SandboxPolicy, command: &SandboxCommand) -> Result<SandboxOu
     let died_of = |wanted: i32| signal == Some(wanted) || exit_code == Some(128 + wanted);
     if let Some(limit) = cpu_limit
         && !violations.iter().any(|v| v.kind == ViolationKind::CpuLimit)
-        && (died_of(libc::SIGXCPU) || (cpu_time >= limit && signal.is_some()))
+        // An exit code of 152 alone could be anything: the CPU must be spent too.
+        && (signal == Some(libc::SIGXCPU) || (died_of(libc::SIGXCPU) && cpu_time * 10 >= limit * 9) || (cpu_time >= limit && signal.is_some()))
     {
         violations.push(Violation {
             kind: ViolationKind::CpuLimit,
@@ -597,8 +603,15 @@ fn socket_pair() -> std::io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)
     Ok(unsafe { (std::os::fd::FromRawFd::from_raw_fd(fds[0]), std::os::fd::FromRawFd::from_raw_fd(fds[1])) })
 }
 
-/// Reads every record from the report pipe (all writers are gone by now).
+/// Reads the records in the report pipe. Never blocks: the records were
+/// written before the processes that wrote them exited, and another
+/// sandbox's setup may briefly hold an inherited copy of the write end.
 fn read_report(read_end: &std::os::fd::OwnedFd) -> std::io::Result<Vec<Report>> {
+    // SAFETY: fcntl on a descriptor we own.
+    unsafe {
+        let flags = libc::fcntl(read_end.as_raw_fd(), libc::F_GETFL);
+        libc::fcntl(read_end.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
+    }
     let mut reports = Vec::new();
     let size = std::mem::size_of::<Report>();
     loop {
@@ -607,15 +620,32 @@ fn read_report(read_end: &std::os::fd::OwnedFd) -> std::io::Result<Vec<Report>> 
         let n = unsafe { libc::read(read_end.as_raw_fd(), (&mut record as *mut Report).cast(), size) };
         if n < 0 {
             let err = std::io::Error::last_os_error();
-            if err.kind() == std::io::ErrorKind::Interrupted {
-                continue;
+            match err.kind() {
+                std::io::ErrorKind::Interrupted => continue,
+                std::io::ErrorKind::WouldBlock => return Ok(reports),
+                _ => return Err(err),
             }
-            return Err(err);
         }
         if n as usize != size {
             return Ok(reports);
         }
         reports.push(record);
+    }
+}
+
+/// Kills and reaps the sandbox if `run` returns early with an error.
+struct Reaper {
+    pid: libc::pid_t,
+    armed: bool,
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if self.armed {
+            // SAFETY: our own unreaped child; killing it takes the namespace down.
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+            let _ = wait4(self.pid);
+        }
     }
 }
 
@@ -671,7 +701,9 @@ impl OutputReader {
         use std::io::Read;
         let Some(source) = self.source.as_mut() else { return Ok(()) };
         let mut buffer = [0u8; 64 * 1024];
-        loop {
+        // A bounded amount per wakeup, so that a flood of output cannot keep
+        // the supervisor from checking the deadline and the CPU limit.
+        for _ in 0..16 {
             match source.read(&mut buffer) {
                 Ok(0) => {
                     self.done = true;
@@ -687,6 +719,7 @@ impl OutputReader {
                 Err(err) => return Err(err),
             }
         }
+        Ok(())
     }
 
     fn truncated(&self) -> bool {

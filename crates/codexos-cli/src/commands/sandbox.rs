@@ -70,9 +70,14 @@ pub async fn exec(global: &GlobalArgs, args: SandboxExecArgs) -> anyhow::Result<
     for violation in &outcome.violations {
         eprintln!("codexos sandbox: {}: {}", violation.kind, violation.detail);
     }
-    // Truncated output is reported, but it is not why a command ended.
-    let decided_by_sandbox =
-        outcome.violations.iter().any(|violation| violation.kind != codexos_sandbox::ViolationKind::OutputLimit);
+    // A limit that ended the command decides the exit status; a denied call
+    // or connection, or truncated output, is reported, and the command's
+    // own status says whether it coped.
+    use codexos_sandbox::ViolationKind::{CpuLimit, FileSizeLimit, MemoryLimit, PidsLimit, Timeout};
+    let decided_by_sandbox = outcome
+        .violations
+        .iter()
+        .any(|violation| matches!(violation.kind, Timeout | CpuLimit | MemoryLimit | PidsLimit | FileSizeLimit));
     if decided_by_sandbox {
         return Ok(ExitCode::from(VIOLATION_EXIT));
     }

@@ -20,6 +20,11 @@ fn the_commands_status_and_output_pass_through() {
     assert_eq!((code, stdout.as_str(), stderr.as_str()), (7, "out\n", "err\n"));
     let (code, _, stderr) = exec(ws.path(), &["--", "no-such-command"]);
     assert_eq!(code, 127, "{stderr}");
+    // A denied call the command copes with is reported, not a failure.
+    let script = "import socket\ntry:\n    socket.socket(socket.AF_PACKET, socket.SOCK_RAW)\nexcept OSError:\n    print('coped')";
+    let (code, stdout, stderr) = exec(ws.path(), &["--", "python3", "-c", script]);
+    assert_eq!((code, stdout.as_str()), (0, "coped\n"), "{stderr}");
+    assert!(stderr.contains("codexos sandbox: syscall_denied: socket (address family) denied"), "{stderr}");
 }
 
 #[test]

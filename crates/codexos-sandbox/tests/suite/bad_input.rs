@@ -42,6 +42,11 @@ fn bad_policies_are_refused_before_running() {
         assert_eq!(err.to_string(), expected);
     }
     assert!(Destination::parse("pypi.org").is_err());
+    // Landlock cannot take back write access inside a writable tree.
+    std::fs::create_dir(ws.path().join("vendor")).unwrap();
+    let nested = SandboxPolicy { read_only_paths: vec![ws.path().join("vendor")], ..policy(ws.path()) };
+    let err = codexos_sandbox::run(&nested, &touch).unwrap_err();
+    assert!(err.to_string().ends_with("lies inside the workspace, which is writable"), "{err}");
     assert!(!marker.exists(), "something ran");
 }
 

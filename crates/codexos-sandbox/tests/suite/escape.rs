@@ -164,21 +164,24 @@ fn host_processes_are_invisible_and_untouchable() {
 fn dangerous_syscalls_are_denied() {
     let ws = workspace();
     // errno 1 is EPERM: the seccomp filter's answer.
+    // The raw syscall numbers are this architecture's, given by the libc crate.
+    let prelude = format!("KEYCTL = {}\nBPF = {}\n", libc::SYS_keyctl, libc::SYS_bpf);
     let outcome = python(
         &policy(ws.path()),
-        "import ctypes, os\n\
+        &(prelude
+            + "import ctypes, os\n\
          libc = ctypes.CDLL(None, use_errno=True)\n\
          os.mkdir('/tmp/m')\n\
          checks = [\n\
          \x20   ('mount', lambda: libc.mount(b'none', b'/tmp/m', b'tmpfs', 0, None)),\n\
          \x20   ('ptrace', lambda: libc.ptrace(16, 1, 0, 0)),\n\
          \x20   ('unshare', lambda: libc.unshare(0x10000000)),\n\
-         \x20   ('keyctl', lambda: libc.syscall(250, 0, 0, 0, 0)),\n\
-         \x20   ('bpf', lambda: libc.syscall(321, 0, 0, 0)),\n\
+         \x20   ('keyctl', lambda: libc.syscall(KEYCTL, 0, 0, 0, 0)),\n\
+         \x20   ('bpf', lambda: libc.syscall(BPF, 0, 0, 0)),\n\
          ]\n\
          for name, call in checks:\n\
          \x20   result = call()\n\
-         \x20   print(name, result, ctypes.get_errno())",
+         \x20   print(name, result, ctypes.get_errno())"),
     );
     assert_eq!(
         stdout(&outcome),
@@ -201,6 +204,8 @@ fn nested_user_namespaces_cannot_be_created() {
     let ws = workspace();
     let outcome = sh(&policy(ws.path()), "unshare -U true && echo NESTED; unshare -r true && echo NESTED; echo done");
     assert_eq!(stdout(&outcome), "done\n", "{}", stderr(&outcome));
+    // Refused, not merely missing.
+    assert_eq!(stderr(&outcome).matches("Operation not permitted").count(), 2, "{}", stderr(&outcome));
 }
 
 #[test]
@@ -233,4 +238,35 @@ fn daemons_and_double_forks_die_with_the_sandbox() {
         .filter(|cmdline| cmdline == &format!("sleep\0{marker}\0"))
         .collect();
     assert!(survivors.is_empty(), "left behind: {survivors:?}");
+}
+
+#[test]
+fn the_platforms_open_descriptors_do_not_leak_in() {
+    let ws = workspace();
+    // A descriptor without close-on-exec, as a careless library would leave.
+    let secret = ws.path().join("secret");
+    std::fs::write(&secret, "x").unwrap();
+    let path = std::ffi::CString::new(secret.to_str().unwrap()).unwrap();
+    // SAFETY: opens a file; the descriptor is closed below.
+    let leaked = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY) };
+    assert!(leaked > 2);
+    let outcome = sh(&policy(ws.path()), "ls /proc/self/fd | sort -n | tr '\\n' ' '");
+    // SAFETY: closes the descriptor opened above.
+    unsafe { libc::close(leaked) };
+    // 0-2 are stdio; 3 is ls's own handle on the directory it lists.
+    assert_eq!(stdout(&outcome), "0 1 2 3 ", "{}", stderr(&outcome));
+}
+
+#[test]
+fn hidden_paths_are_masked_whatever_path_names_them() {
+    let ws = workspace();
+    std::fs::create_dir(ws.path().join("data")).unwrap();
+    std::fs::write(ws.path().join("data/owner.key"), "cxo_secret").unwrap();
+    let alias = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(ws.path(), alias.path().join("ws")).unwrap();
+    let mut policy = policy(ws.path());
+    // Named through a symlink, as a home directory under /var/home would be.
+    policy.hidden_paths.push(alias.path().join("ws/data"));
+    let outcome = sh(&policy, "cat data/owner.key; echo done");
+    assert_eq!(stdout(&outcome), "done\n", "{}", stderr(&outcome));
 }

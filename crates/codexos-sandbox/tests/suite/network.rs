@@ -75,3 +75,28 @@ fn tls_tunnels_are_only_opened_to_allowed_destinations() {
     assert_eq!(stdout(&outcome), "HTTP/1.1 403 Forbidden\n", "{}", stderr(&outcome));
     assert_eq!(outcome.network, vec![NetworkDecision { destination: "example.com:443".into(), allowed: false }]);
 }
+
+#[test]
+fn a_tunnel_to_an_allowed_destination_carries_traffic() {
+    let port = http_server("tunnelled");
+    let ws = workspace();
+    let mut policy = policy(ws.path());
+    policy.network = NetworkPolicy::Allow(vec![Destination::parse(&format!("127.0.0.1:{port}")).unwrap()]);
+    let outcome = python(
+        &policy,
+        &format!(
+            "import socket\n\
+             s = socket.create_connection(('127.0.0.1', 3128), timeout=5)\n\
+             s.sendall(b'CONNECT 127.0.0.1:{port} HTTP/1.1\\r\\n\\r\\n')\n\
+             print(s.recv(100).split(b'\\r\\n')[0].decode())\n\
+             s.sendall(b'GET / HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n')\n\
+             data = b''\n\
+             while not data.endswith(b'tunnelled'):\n\
+             \x20   chunk = s.recv(1000)\n\
+             \x20   if not chunk: break\n\
+             \x20   data += chunk\n\
+             print(data.split(b'\\r\\n\\r\\n')[1].decode())"
+        ),
+    );
+    assert_eq!(stdout(&outcome), "HTTP/1.1 200 Connection established\ntunnelled\n", "{}", stderr(&outcome));
+}
