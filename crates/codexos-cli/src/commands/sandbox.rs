@@ -18,6 +18,13 @@ pub async fn exec(global: &GlobalArgs, args: SandboxExecArgs) -> anyhow::Result<
         None => std::env::current_dir().context("cannot read the current directory")?,
     };
     let workspace = std::path::absolute(&workspace).context("cannot resolve the workspace path")?;
+    // A home directory as the workspace would hand the command ~/.ssh and
+    // ~/.bashrc read-write: code planted there runs outside the sandbox.
+    if let Some(home) = std::env::var_os("HOME").filter(|home| !home.is_empty())
+        && std::fs::canonicalize(&workspace).ok() == std::fs::canonicalize(&home).ok()
+    {
+        bail!("refusing to use your home directory {} as the workspace; pass --workspace DIR", workspace.display());
+    }
     let network = parse_network(&args.net)?;
     let limits = Limits {
         cpu_seconds: Some(args.cpu_seconds),

@@ -59,6 +59,12 @@ fn bad_flags_are_named() {
     let (code, _, stderr) = exec(ws.path(), &["--cpu-seconds", "0", "--", "true"]);
     assert_eq!(code, 1);
     assert!(stderr.contains("the cpu_seconds limit must be greater than zero"), "{stderr}");
+    let mut command = Command::new(bin());
+    clear_client_env(&mut command);
+    let (code, _, stderr) =
+        run(command.env("HOME", ws.path()).current_dir(ws.path()).args(["sandbox", "exec", "--", "true"]));
+    assert_eq!(code, 1);
+    assert!(stderr.contains("refusing to use your home directory"), "{stderr}");
     let (code, _, stderr) = exec(&ws.path().join("missing"), &["--", "true"]);
     assert_eq!(code, 1);
     assert!(stderr.contains("does not exist"), "{stderr}");
