@@ -154,14 +154,9 @@ impl Store {
     /// One key of this tenant; `NotFound` for a key of another tenant.
     pub async fn api_key(&self, tenant: TenantId, key: ApiKeyId) -> Result<ApiKey> {
         let mut tx = self.tenant_tx(tenant, Intent::Read).await?;
-        let row = sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 AND id = $2"))
-            .bind(tenant.to_string())
-            .bind(key.to_string())
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(StoreError::NotFound(Entity::ApiKey))?;
+        let found = fetch_key(&mut tx, tenant, key).await?;
         tx.commit().await?;
-        key_from_row(&row)
+        Ok(found)
     }
 
     /// Revokes a key of this tenant; `NotFound` for a key of another tenant
@@ -174,15 +169,20 @@ impl Store {
             .bind(key.to_string())
             .execute(&mut *tx)
             .await?;
-        let row = sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 AND id = $2"))
-            .bind(tenant.to_string())
-            .bind(key.to_string())
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(StoreError::NotFound(Entity::ApiKey))?;
+        let found = fetch_key(&mut tx, tenant, key).await?;
         tx.commit().await?;
-        key_from_row(&row)
+        Ok(found)
     }
+}
+
+async fn fetch_key(tx: &mut sqlx::Transaction<'static, sqlx::Any>, tenant: TenantId, key: ApiKeyId) -> Result<ApiKey> {
+    let row = sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 AND id = $2"))
+        .bind(tenant.to_string())
+        .bind(key.to_string())
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or(StoreError::NotFound(Entity::ApiKey))?;
+    key_from_row(&row)
 }
 
 fn key_from_row(row: &sqlx::any::AnyRow) -> Result<ApiKey> {
