@@ -71,7 +71,6 @@ pub(crate) fn view(
     builder
         .ops
         .push(MountOp::Tmpfs { target: builder.inside(Path::new("/dev"))?, options: c"mode=0755,size=64k".to_owned() });
-    builder.mounted.push(PathBuf::from("/dev"));
     for device in DEVICES.iter().map(Path::new).filter(|device| device.exists()) {
         builder.ops.push(MountOp::Touch(builder.inside(device)?));
         builder.ops.push(MountOp::Bind { source: cstring(device)?, target: builder.inside(device)? });
@@ -104,12 +103,10 @@ pub(crate) fn view(
     // /proc of the new PID namespace: only the sandbox's processes.
     builder.mkdirs(Path::new("/proc"))?;
     builder.ops.push(MountOp::Proc { target: builder.inside(Path::new("/proc"))? });
-    builder.mounted.push(PathBuf::from("/proc"));
     builder.rules.push((PathBuf::from("/proc"), FS_READ_FILE | FS_READ_DIR));
     // A private /tmp, counted against the memory limit.
     builder.mkdirs(Path::new("/tmp"))?;
     builder.ops.push(MountOp::Tmpfs { target: builder.inside(Path::new("/tmp"))?, options: scratch_options("1777")? });
-    builder.mounted.push(PathBuf::from("/tmp"));
     builder.rules.push((PathBuf::from("/tmp"), u64::MAX));
 
     for path in &policy.read_only_paths {
@@ -194,7 +191,9 @@ struct ViewBuilder {
     new_root: PathBuf,
     ops: Vec<MountOp>,
     rules: Vec<(PathBuf, u64)>,
-    /// Host paths mounted into the view (their subtrees are visible).
+    /// Host trees bound into the view (their subtrees are visible). Fresh
+    /// file systems (/tmp, /dev, /proc) show nothing of the host's and are
+    /// not listed.
     mounted: Vec<PathBuf>,
 }
 

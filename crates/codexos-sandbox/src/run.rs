@@ -149,8 +149,8 @@ pub enum SandboxError {
     NoNamespaces(String),
     #[error("cannot set up the sandbox's cgroup: {0}")]
     Cgroup(String),
-    #[error("sandbox setup failed while {step}: {source}")]
-    Setup { step: String, source: std::io::Error },
+    #[error("sandbox setup failed while {step}: {error}")]
+    Setup { step: String, error: std::io::Error },
     #[error("sandbox i/o error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -547,7 +547,7 @@ fn setup_error(report: Report, op_descriptions: &[String]) -> SandboxError {
     } else {
         child::step::describe(report.step).to_owned()
     };
-    SandboxError::Setup { step, source: std::io::Error::from_raw_os_error(report.value) }
+    SandboxError::Setup { step, error: std::io::Error::from_raw_os_error(report.value) }
 }
 
 fn kill_tree(pid: libc::pid_t, cgroup: Option<&SandboxCgroup>) {

@@ -270,3 +270,17 @@ fn hidden_paths_are_masked_whatever_path_names_them() {
     let outcome = sh(&policy, "cat data/owner.key; echo done");
     assert_eq!(stdout(&outcome), "done\n", "{}", stderr(&outcome));
 }
+
+/// Regression: a hidden path outside the workspace under /tmp (the CLI hides
+/// its data directory, wherever it is) failed the setup, because /tmp inside
+/// is a fresh file system where the host's path does not exist.
+#[test]
+fn hidden_paths_outside_the_view_are_simply_absent() {
+    let ws = workspace();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let mut policy = policy(ws.path());
+    policy.hidden_paths.push(elsewhere.path().join(".codexos"));
+    std::fs::create_dir(elsewhere.path().join(".codexos")).unwrap();
+    let outcome = sh(&policy, &format!("ls {} 2>/dev/null; echo done", elsewhere.path().display()));
+    assert_eq!(stdout(&outcome), "done\n", "{}", stderr(&outcome));
+}
