@@ -101,18 +101,27 @@ fn describe(number: libc::c_long) -> (&'static str, i32) {
     (name.map_or("a foreign system call", |(name, _)| *name), libc::EPERM)
 }
 
+/// A one-byte message with room for one descriptor, over the caller's
+/// buffers (which must outlive its use). Allocation-free, for `send_fd`.
+fn fd_message(iov: &mut libc::iovec, control: &mut [u64; 4]) -> libc::msghdr {
+    // SAFETY: msghdr is plain data; all-zero is a valid (empty) value.
+    let mut message: libc::msghdr = unsafe { std::mem::zeroed() };
+    message.msg_iov = iov;
+    message.msg_iovlen = 1;
+    message.msg_control = control.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE is arithmetic.
+    message.msg_controllen = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as _;
+    message
+}
+
 /// Receives one descriptor sent with SCM_RIGHTS.
 fn receive_fd(socket: RawFd) -> Option<OwnedFd> {
     let mut byte = [0u8; 1];
     let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
     let mut control = [0u64; 4];
-    // SAFETY: msghdr is plain data; we point it at locals that outlive the call.
+    let mut message = fd_message(&mut iov, &mut control);
+    // SAFETY: the message points at locals that outlive the call.
     unsafe {
-        let mut message: libc::msghdr = std::mem::zeroed();
-        message.msg_iov = &mut iov;
-        message.msg_iovlen = 1;
-        message.msg_control = control.as_mut_ptr().cast();
-        message.msg_controllen = std::mem::size_of_val(&control) as _;
         if libc::recvmsg(socket, &mut message, libc::MSG_CMSG_CLOEXEC) <= 0 {
             return None;
         }
@@ -133,13 +142,9 @@ pub(crate) unsafe fn send_fd(socket: RawFd, fd: RawFd) -> bool {
     let mut byte = [0u8; 1];
     let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
     let mut control = [0u64; 4];
+    let message = fd_message(&mut iov, &mut control);
     // SAFETY: as in receive_fd; the control buffer has room for one descriptor.
     unsafe {
-        let mut message: libc::msghdr = std::mem::zeroed();
-        message.msg_iov = &mut iov;
-        message.msg_iovlen = 1;
-        message.msg_control = control.as_mut_ptr().cast();
-        message.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as _;
         let header = libc::CMSG_FIRSTHDR(&message);
         (*header).cmsg_level = libc::SOL_SOCKET;
         (*header).cmsg_type = libc::SCM_RIGHTS;
