@@ -284,3 +284,23 @@ fn hidden_paths_outside_the_view_are_simply_absent() {
     let outcome = sh(&policy, &format!("ls {} 2>/dev/null; echo done", elsewhere.path().display()));
     assert_eq!(stdout(&outcome), "done\n", "{}", stderr(&outcome));
 }
+
+#[test]
+fn a_setuid_binary_grants_nothing() {
+    let ws = workspace();
+    // A setuid-root copy of an interpreter, as an attacker would plant one.
+    let planted = ws.path().join("suid-python");
+    std::fs::copy("/usr/bin/python3", &planted).unwrap();
+    std::fs::set_permissions(&planted, std::os::unix::fs::PermissionsExt::from_mode(0o4755)).unwrap();
+    let outcome = sh(
+        &policy(ws.path()),
+        "./suid-python -c \"import os; s = open('/proc/self/status').read(); \
+         print([l for l in s.splitlines() if l.startswith(('CapEff', 'CapPrm'))], os.geteuid() == os.getuid())\"",
+    );
+    assert_eq!(
+        stdout(&outcome),
+        "['CapPrm:\\t0000000000000000', 'CapEff:\\t0000000000000000'] True\n",
+        "{}",
+        stderr(&outcome)
+    );
+}
