@@ -24,7 +24,7 @@ struct Report<'a> {
 
 pub async fn run(global: &GlobalArgs, json: bool) -> anyhow::Result<ExitCode> {
     let settings = load_settings(global, None, None)?;
-    let sandbox = tokio::task::spawn_blocking(codexos_sandbox::probe).await?;
+    let sandbox = tokio::task::spawn_blocking(|| codexos_sandbox::host_capabilities().clone()).await?;
     let database = Store::inspect(settings.database_url().expose_secret()).await.map_err(anyhow::Error::msg)?;
 
     let mut problems: Vec<String> =

@@ -70,7 +70,10 @@ pub async fn run(
         (Mode::Worker, false) => None,
     };
 
-    let capabilities = tokio::task::spawn_blocking(codexos_sandbox::probe).await.context("sandbox probe failed")?;
+    // The same cached probe the sandbox itself consults: one per process.
+    let capabilities = tokio::task::spawn_blocking(|| codexos_sandbox::host_capabilities().clone())
+        .await
+        .context("sandbox probe failed")?;
     if !capabilities.missing.is_empty() {
         tracing::warn!(missing = ?capabilities.missing, "sandbox protections unavailable on this host");
     }
