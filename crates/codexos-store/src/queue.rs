@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use codexos_core::now_millis;
 use sqlx::Row;
 
@@ -22,7 +24,7 @@ pub struct QueueStats {
 }
 
 impl Store {
-    pub async fn queue_stats(&self, lease_timeout_ms: i64) -> Result<QueueStats> {
+    pub async fn queue_stats(&self, lease_timeout: Duration) -> Result<QueueStats> {
         let now = now_millis();
         let row = sqlx::query(
             "SELECT \
@@ -31,7 +33,7 @@ impl Store {
                (SELECT MIN(created_at) FROM executions WHERE status = 'queued') AS oldest, \
                (SELECT COUNT(*) FROM workers WHERE heartbeat_at > $1) AS alive",
         )
-        .bind(now - lease_timeout_ms)
+        .bind(alive_since(now, lease_timeout))
         .fetch_one(&self.pool)
         .await?;
         let oldest: Option<i64> = row.try_get("oldest")?;
@@ -85,11 +87,16 @@ impl Store {
     }
 
     /// Live workers' ids, oldest first.
-    pub async fn live_workers(&self, lease_timeout_ms: i64) -> Result<Vec<String>> {
+    pub async fn live_workers(&self, lease_timeout: Duration) -> Result<Vec<String>> {
         let rows = sqlx::query("SELECT id FROM workers WHERE heartbeat_at > $1 ORDER BY started_at")
-            .bind(now_millis() - lease_timeout_ms)
+            .bind(alive_since(now_millis(), lease_timeout))
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(|row| Ok(row.try_get("id")?)).collect()
     }
+}
+
+/// The oldest heartbeat that still counts as alive.
+fn alive_since(now: i64, lease_timeout: Duration) -> i64 {
+    now.saturating_sub(i64::try_from(lease_timeout.as_millis()).unwrap_or(i64::MAX))
 }

@@ -95,8 +95,7 @@ pub async fn health_detailed(State(state): State<AppState>, caller: Caller) -> A
             }
         }
     };
-    let lease_ms = i64::try_from(state.lease_timeout.as_millis()).unwrap_or(i64::MAX);
-    let worker = match state.store.queue_stats(lease_ms).await {
+    let worker = match state.store.queue_stats(state.lease_timeout).await {
         Ok(stats) => {
             if stats.workers_alive == 0 {
                 problems.push("no worker is alive: queued executions will not run".to_owned());
@@ -143,8 +142,7 @@ fn backend_name(state: &AppState) -> String {
 /// tenant, the execution queue, and process figures (CPU, memory, open files).
 #[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, content_type = "text/plain", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let lease_ms = i64::try_from(state.lease_timeout.as_millis()).unwrap_or(i64::MAX);
-    match state.store.queue_stats(lease_ms).await {
+    match state.store.queue_stats(state.lease_timeout).await {
         Ok(stats) => {
             metrics::gauge!("codexos_executions_queued").set(stats.queued as f64);
             metrics::gauge!("codexos_executions_running").set(stats.running as f64);
