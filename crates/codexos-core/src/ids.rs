@@ -60,6 +60,14 @@ uuid_id!(
     ApiKeyId
 );
 uuid_id!(
+    /// A registered agent (all its versions).
+    AgentId
+);
+uuid_id!(
+    /// One version of an agent: an immutable manifest.
+    AgentVersionId
+);
+uuid_id!(
     /// One execution of an agent on a task.
     ExecutionId
 );

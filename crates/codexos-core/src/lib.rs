@@ -4,11 +4,13 @@
 //! This crate holds no I/O beyond reading the settings file, so every other
 //! crate can depend on it without pulling in a runtime, a database or HTTP.
 
+pub mod execution;
 pub mod ids;
 pub mod role;
 pub mod settings;
 
-pub use ids::{ApiKeyId, ExecutionId, TenantId, TenantSlug, UserId};
+pub use execution::ExecutionStatus;
+pub use ids::{AgentId, AgentVersionId, ApiKeyId, ExecutionId, TenantId, TenantSlug, UserId};
 pub use role::{Permission, Role};
 pub use settings::{DatabaseBackend, LogFormat, Settings, SettingsError};
 

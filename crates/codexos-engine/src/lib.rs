@@ -1,0 +1,14 @@
+//! The agent engine: what an agent is (its manifest), how it talks to a
+//! model, which tools it may call and how each call runs in the sandbox,
+//! and the loop that ties them together step by step.
+//!
+//! No SQL and no HTTP server here: the engine records its timeline through
+//! the `Journal` trait that the worker implements over the store, so the
+//! loop can be driven and measured on its own.
+
+pub mod conversation;
+pub mod manifest;
+pub mod model;
+pub mod tools;
+
+pub use conversation::{Message, ModelReply, TokenUsage, ToolCall, ToolSpec};

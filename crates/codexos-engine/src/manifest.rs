@@ -1,0 +1,1 @@
+//! Agent manifests (filled in next).

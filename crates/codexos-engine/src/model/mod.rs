@@ -1,0 +1,1 @@
+//! Model providers (filled in next).

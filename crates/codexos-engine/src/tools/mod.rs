@@ -1,0 +1,1 @@
+//! Built-in tools (filled in next).

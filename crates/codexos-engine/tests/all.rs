@@ -1,0 +1,3 @@
+//! The engine's integration tests: one binary, modules under `suite/`.
+
+mod suite;

@@ -1,0 +1,1 @@
+//! Model providers against a fake model server speaking their wire formats.
