@@ -52,11 +52,13 @@ pub enum Command {
     #[command(subcommand)]
     Sandbox(SandboxCommand),
     /// Register and inspect agents
-    Agent(NotBuilt),
+    #[command(subcommand)]
+    Agent(AgentCommand),
     /// Start an execution and follow its timeline
-    Run(NotBuilt),
-    /// Control executions: list, show, events, pause, resume, cancel, approve, rollback, fork
-    Exec(NotBuilt),
+    Run(RunArgs),
+    /// Inspect executions: list, show, events
+    #[command(subcommand)]
+    Exec(ExecCommand),
     /// Verify and export the audit log
     Audit(NotBuilt),
     /// Manage tenants
@@ -138,7 +140,91 @@ pub enum KeyCommand {
 #[derive(Debug, Subcommand)]
 pub enum SandboxCommand {
     /// Run one command in the sandbox; exit with its status, or 125 naming the violation
-    Exec(SandboxExecArgs),
+    Exec(Box<SandboxExecArgs>),
+    /// Inside a sandbox: run one built-in tool call read from standard input (used by workers)
+    #[command(hide = true)]
+    ToolRunner,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Register an agent, or a new version of one, from its TOML manifest
+    Create {
+        /// The manifest file (see docs/manifest.md)
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: std::path::PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the tenant's agents
+    List(JsonFlag),
+    /// Show an agent: its manifest and versions
+    Show {
+        name: String,
+        /// A version other than the newest
+        #[arg(long)]
+        version: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The agent to run
+    #[arg(long, value_name = "NAME")]
+    pub agent: String,
+    /// A version of the agent [default: the newest]
+    #[arg(long)]
+    pub version: Option<String>,
+    /// The directory the agent works on [default: the current directory]
+    #[arg(long, value_name = "DIR")]
+    pub workspace: Option<std::path::PathBuf>,
+    /// Print the execution's id and return at once
+    #[arg(long)]
+    pub detach: bool,
+    /// Print the final execution record as JSON instead of the live timeline
+    #[arg(long)]
+    pub json: bool,
+    /// What the agent should do
+    #[arg(value_name = "TASK")]
+    pub task: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExecCommand {
+    /// List executions, newest first
+    List {
+        /// Only this status (queued, running, succeeded, failed, ...)
+        #[arg(long)]
+        status: Option<String>,
+        /// Only this agent
+        #[arg(long)]
+        agent: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one execution
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print an execution's timeline; with --follow, keep printing until it ends
+    Events {
+        id: String,
+        /// Keep following the live timeline
+        #[arg(long)]
+        follow: bool,
+        /// Start after this sequence number
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        /// One JSON object per event
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]

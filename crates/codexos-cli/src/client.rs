@@ -72,6 +72,29 @@ impl Client {
         self.send(Method::DELETE, path, None::<&()>, &[StatusCode::OK]).await
     }
 
+    /// Opens a server-sent event stream, resuming after `last_event_id`.
+    /// The response is checked like any other; the stream itself has no
+    /// overall timeout (it lasts as long as the execution).
+    pub async fn event_stream(&self, path: &str, last_event_id: i64) -> anyhow::Result<reqwest::Response> {
+        let url = format!("{}{path}", self.base_url);
+        let response = self
+            .http
+            .get(&url)
+            .bearer_auth(&self.api_key)
+            .header("accept", "text/event-stream")
+            .header("last-event-id", last_event_id.to_string())
+            .timeout(std::time::Duration::from_secs(24 * 3600))
+            .send()
+            .await
+            .map_err(|err| anyhow::anyhow!("GET {url}: cannot connect: {}", innermost(&err)))?;
+        let status = response.status();
+        if status != StatusCode::OK {
+            let text = response.text().await.unwrap_or_default();
+            bail!("{}", describe_error(status, &text));
+        }
+        Ok(response)
+    }
+
     async fn send<B: Serialize, T: DeserializeOwned>(
         &self,
         method: Method,
@@ -103,12 +126,21 @@ fn describe_error(status: StatusCode, body: &str) -> String {
     let envelope: Option<Value> = serde_json::from_str(body).ok();
     let error = envelope.as_ref().and_then(|value| value.get("error"));
     match error {
-        Some(error) => format!(
-            "{} ({}): {}",
-            error.get("code").and_then(Value::as_str).unwrap_or("error"),
-            status.as_u16(),
-            error.get("message").and_then(Value::as_str).unwrap_or("no message")
-        ),
+        Some(error) => {
+            let mut line = format!(
+                "{} ({}): {}",
+                error.get("code").and_then(Value::as_str).unwrap_or("error"),
+                status.as_u16(),
+                error.get("message").and_then(Value::as_str).unwrap_or("no message")
+            );
+            // Invalid documents list every problem, one per line.
+            for problem in error.get("problems").and_then(Value::as_array).into_iter().flatten() {
+                let key = problem.get("key").and_then(Value::as_str).unwrap_or("?");
+                let reason = problem.get("reason").and_then(Value::as_str).unwrap_or("?");
+                line.push_str(&format!("\n  {key}: {reason}"));
+            }
+            line
+        }
         None => format!("the server answered {status}"),
     }
 }

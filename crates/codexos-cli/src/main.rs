@@ -14,6 +14,11 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    // The tool runner starts once per tool call inside a sandbox: it needs
+    // no async runtime of ours, and starting one would only cost time.
+    if let cli::Command::Sandbox(cli::SandboxCommand::ToolRunner) = cli.command {
+        return codexos_engine::tools::runner_main();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {

@@ -10,3 +10,14 @@ pub fn text(value: &Value) -> String {
         other => other.to_string(),
     }
 }
+
+/// Keeps a user-typed name or id from changing the request's path.
+pub fn urlencode(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|byte| match byte {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (byte as char).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}

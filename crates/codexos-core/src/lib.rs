@@ -8,11 +8,13 @@ pub mod execution;
 pub mod ids;
 pub mod role;
 pub mod settings;
+pub mod size;
 
 pub use execution::ExecutionStatus;
 pub use ids::{AgentId, AgentVersionId, ApiKeyId, ExecutionId, TenantId, TenantSlug, UserId};
 pub use role::{Permission, Role};
 pub use settings::{DatabaseBackend, LogFormat, Settings, SettingsError};
+pub use size::parse_size;
 
 /// Milliseconds since the Unix epoch: how every timestamp is stored.
 pub fn now_millis() -> i64 {

@@ -6,6 +6,7 @@
 //! keys are errors wherever they come from: a typo must not silently fall
 //! back to a default.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -29,6 +30,17 @@ pub struct Settings {
     pub log: LogSettings,
     pub server: ServerSettings,
     pub worker: WorkerSettings,
+    /// Model prices in US dollars per million tokens, by model name, for
+    /// the cost accounting of every step. A model without a price costs 0
+    /// and its steps say so.
+    pub prices: BTreeMap<String, ModelPrice>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelPrice {
+    pub input_per_million: f64,
+    pub output_per_million: f64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -67,6 +79,15 @@ pub struct WorkerSettings {
     /// A worker silent for this long is considered dead; its leases expire.
     #[serde(with = "duration_text")]
     pub lease_timeout: Duration,
+    /// How often an idle worker looks for queued executions.
+    #[serde(with = "duration_text")]
+    pub poll_interval: Duration,
+    /// Executions one worker runs at the same time.
+    pub max_concurrent: usize,
+    /// Runs tool calls even where the host lacks a sandbox protection; every
+    /// result then records which protections were absent. Off unless an
+    /// operator turns it on.
+    pub allow_weaker_sandbox: bool,
 }
 
 impl Default for Settings {
@@ -78,6 +99,7 @@ impl Default for Settings {
             log: LogSettings::default(),
             server: ServerSettings::default(),
             worker: WorkerSettings::default(),
+            prices: BTreeMap::new(),
         }
     }
 }
@@ -96,7 +118,13 @@ impl Default for ServerSettings {
 
 impl Default for WorkerSettings {
     fn default() -> Self {
-        Self { heartbeat_interval: Duration::from_secs(5), lease_timeout: Duration::from_secs(30) }
+        Self {
+            heartbeat_interval: Duration::from_secs(5),
+            lease_timeout: Duration::from_secs(30),
+            poll_interval: Duration::from_millis(250),
+            max_concurrent: 4,
+            allow_weaker_sandbox: false,
+        }
     }
 }
 
@@ -160,9 +188,11 @@ impl Settings {
             return Err(SettingsError::Invalid("server.max_body_bytes must be positive".to_owned()));
         }
         let worker = &self.worker;
-        for (key, value) in
-            [("worker.heartbeat_interval", worker.heartbeat_interval), ("worker.lease_timeout", worker.lease_timeout)]
-        {
+        for (key, value) in [
+            ("worker.heartbeat_interval", worker.heartbeat_interval),
+            ("worker.lease_timeout", worker.lease_timeout),
+            ("worker.poll_interval", worker.poll_interval),
+        ] {
             if value.is_zero() {
                 return Err(SettingsError::Invalid(format!("{key} must be longer than zero")));
             }
@@ -171,6 +201,15 @@ impl Settings {
             return Err(SettingsError::Invalid(
                 "worker.lease_timeout must be longer than worker.heartbeat_interval".to_owned(),
             ));
+        }
+        if !(1..=256).contains(&worker.max_concurrent) {
+            return Err(SettingsError::Invalid("worker.max_concurrent must be between 1 and 256".to_owned()));
+        }
+        for (model, price) in &self.prices {
+            let valid = |value: f64| value.is_finite() && value >= 0.0;
+            if !valid(price.input_per_million) || !valid(price.output_per_million) {
+                return Err(SettingsError::Invalid(format!("prices.\"{model}\": prices must be zero or positive")));
+            }
         }
         Ok(())
     }

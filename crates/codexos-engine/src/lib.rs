@@ -6,9 +6,14 @@
 //! the `Journal` trait that the worker implements over the store, so the
 //! loop can be driven and measured on its own.
 
+pub mod agent_loop;
 pub mod conversation;
 pub mod manifest;
 pub mod model;
+pub mod timeline;
 pub mod tools;
 
+pub use agent_loop::{ExecutionOutcome, ExecutionSetup, Interrupted, run_execution};
 pub use conversation::{Message, ModelReply, TokenUsage, ToolCall, ToolSpec};
+pub use manifest::{AgentManifest, ManifestError, Problem};
+pub use timeline::{Journal, JournalError, TimelineEvent, Totals};

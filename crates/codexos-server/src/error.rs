@@ -17,6 +17,16 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// For invalid documents (manifests, policies): each problem found.
+    pub problems: Vec<Problem>,
+}
+
+/// One thing wrong with a submitted document: where, and why.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Problem {
+    /// A dotted key path such as `model.provider` or `steps[1].tool`.
+    pub key: String,
+    pub reason: String,
 }
 
 /// The body of every error response.
@@ -31,11 +41,19 @@ pub struct ErrorBody {
     /// `forbidden`, `not_found`, `conflict`, `payload_too_large`, `internal`, ...
     pub code: String,
     pub message: String,
+    /// Present when a submitted document is invalid: every problem found.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<Problem>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self { status, code, message: message.into(), problems: Vec::new() }
+    }
+
+    /// 422: a document (manifest, policy) that parses but is not valid.
+    pub fn invalid_document(code: &'static str, message: impl Into<String>, problems: Vec<Problem>) -> Self {
+        Self { status: StatusCode::UNPROCESSABLE_ENTITY, code, message: message.into(), problems }
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -64,7 +82,9 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorEnvelope { error: ErrorBody { code: self.code.to_owned(), message: self.message } };
+        let body = ErrorEnvelope {
+            error: ErrorBody { code: self.code.to_owned(), message: self.message, problems: self.problems },
+        };
         (self.status, Json(body)).into_response()
     }
 }

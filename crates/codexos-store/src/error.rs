@@ -14,6 +14,18 @@ pub enum StoreError {
     Conflict(Entity),
     #[error("the database holds a value this version cannot read: {0}")]
     Corrupt(String),
+    /// The worker no longer holds the execution's lease: another worker took
+    /// it over, or it finished. Nothing was written. (A unit variant: the
+    /// caller holds the lease, so it knows which execution.)
+    #[error("this worker no longer holds the execution's lease")]
+    LeaseLost,
+    /// An event's JSON is beyond any sane size; the engine caps what it
+    /// records, so this is a bug upstream rather than something to store.
+    #[error("the '{kind}' event payload is {bytes} bytes, over the {limit}-byte limit")]
+    PayloadTooLarge { kind: String, bytes: usize, limit: usize },
+    /// `finish_execution` was given a status that is not final.
+    #[error("cannot finish an execution as '{0}': not a final status")]
+    NotFinal(codexos_core::ExecutionStatus),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
 }
@@ -23,6 +35,9 @@ pub enum StoreError {
 pub enum Entity {
     Tenant,
     ApiKey,
+    Agent,
+    AgentVersion,
+    Execution,
 }
 
 impl fmt::Display for Entity {
@@ -30,6 +45,9 @@ impl fmt::Display for Entity {
         f.write_str(match self {
             Entity::Tenant => "tenant",
             Entity::ApiKey => "api key",
+            Entity::Agent => "agent",
+            Entity::AgentVersion => "agent version",
+            Entity::Execution => "execution",
         })
     }
 }

@@ -7,15 +7,23 @@
 //! connect. Every function on tenant-owned data takes the `TenantId` and
 //! filters by it.
 
+mod agents;
 mod api_keys;
 mod connect;
 mod error;
+mod events;
+mod executions;
+mod leases;
 mod queue;
 mod tenants;
 
+pub use agents::{AgentSummary, AgentVersion, NewAgentVersion};
 pub use api_keys::{ApiKey, ApiKeySecret, NewApiKey, Principal};
 pub use connect::{Backend, DatabaseReport};
-pub use error::{Result, StoreError};
+pub use error::{Entity, Result, StoreError};
+pub use events::{Event, MAX_EVENT_PAYLOAD_BYTES, NewEvent};
+pub use executions::{Execution, ExecutionFilter, ExecutionTotals, NewExecution};
+pub use leases::{Lease, LeasedExecution};
 pub use queue::{QueueStats, WorkerId};
 pub use tenants::{Bootstrap, Tenant};
 
@@ -67,13 +75,23 @@ impl Store {
         intent: Intent,
     ) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
         let mut tx = self.begin(intent).await?;
+        self.set_tenant(&mut tx, tenant).await?;
+        Ok(tx)
+    }
+
+    /// Binds a transaction to a tenant once it knows which (see `tenant_tx`).
+    async fn set_tenant(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        tenant: codexos_core::TenantId,
+    ) -> Result<()> {
         if self.backend == Backend::Postgres {
             sqlx::query("SELECT set_config('codexos.tenant_id', $1, true)")
                 .bind(tenant.to_string())
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
         }
-        Ok(tx)
+        Ok(())
     }
 
     /// Starts a transaction. On SQLite a transaction that will write takes

@@ -8,6 +8,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod fake_model;
+
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -112,25 +114,39 @@ pub struct TestServer {
     logs: PathBuf,
     http: reqwest::Client,
     database: Option<TestDatabase>,
+    env: Vec<(String, String)>,
     _dir: TempDir,
 }
 
 impl TestServer {
     /// Starts `codexos up` on a fresh data directory (and, on PostgreSQL, database).
     pub async fn start(bin: &Path) -> Self {
+        Self::start_with_env(bin, &[]).await
+    }
+
+    /// Like `start`, with extra environment variables for the server (and
+    /// its worker), such as a model's API key.
+    pub async fn start_with_env(bin: &Path, env: &[(&str, &str)]) -> Self {
         let database = match std::env::var(POSTGRES_ENV) {
             Ok(url) if !url.is_empty() => Some(TestDatabase::create().await),
             _ => None,
         };
-        Self::start_on(bin, "up", tempfile::tempdir().unwrap(), database).await
+        let env = env.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())).collect();
+        Self::start_on(bin, "up", tempfile::tempdir().unwrap(), database, env).await
     }
 
     /// Starts `codexos serve` (the API alone) on `database`.
     pub async fn serve(bin: &Path, database: TestDatabase) -> Self {
-        Self::start_on(bin, "serve", tempfile::tempdir().unwrap(), Some(database)).await
+        Self::start_on(bin, "serve", tempfile::tempdir().unwrap(), Some(database), Vec::new()).await
     }
 
-    async fn start_on(bin: &Path, subcommand: &'static str, dir: TempDir, database: Option<TestDatabase>) -> Self {
+    async fn start_on(
+        bin: &Path,
+        subcommand: &'static str,
+        dir: TempDir,
+        database: Option<TestDatabase>,
+        env: Vec<(String, String)>,
+    ) -> Self {
         let data_dir = dir.path().join("data");
         let logs = dir.path().join(format!("run-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&logs).unwrap();
@@ -142,6 +158,7 @@ impl TestServer {
             .stdout(File::create(logs.join("stdout")).unwrap())
             .stderr(File::create(logs.join("stderr")).unwrap());
         clear_client_env(&mut command);
+        command.envs(env.iter().map(|(name, value)| (name, value)));
         if let Some(database) = &database {
             command.args(["--database-url", database.url()]);
         }
@@ -156,6 +173,7 @@ impl TestServer {
             logs,
             http: reqwest::Client::new(),
             database,
+            env,
             _dir: dir,
         };
         server.url = server.wait_for_file("url").await;
@@ -171,9 +189,10 @@ impl TestServer {
         let bin = self.bin.clone();
         let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().unwrap());
         let database = self.database.take();
+        let env = std::mem::take(&mut self.env);
         let command = self.command;
         drop(self);
-        Self::start_on(&bin, command, dir, database).await
+        Self::start_on(&bin, command, dir, database, env).await
     }
 
     async fn wait_for_file(&mut self, name: &str) -> String {

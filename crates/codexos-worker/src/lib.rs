@@ -1,45 +1,108 @@
 //! The worker: the process side that runs executions.
 //!
 //! A worker registers itself in the store and proves it is alive with
-//! heartbeats; an execution lease held by a worker whose heartbeat stops
-//! expires after the lease timeout, which is how another worker takes over.
-//! Running executions (lease, agent loop, events) arrives with the agent
-//! engine; until then a worker registers and heartbeats, which is what
-//! `/health/detailed` reports as workers alive.
+//! heartbeats. It leases queued executions (at most `max_concurrent` at a
+//! time), keeps each lease fresh while the engine runs it, records the
+//! engine's timeline through the store, and finishes the execution with its
+//! outcome. A lease held by a worker that stops renewing expires after the
+//! lease timeout, which is how another worker takes over.
 
+mod execution;
+mod journal;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use codexos_core::now_millis;
+use codexos_core::settings::ModelPrice;
 use codexos_store::{Store, StoreError, WorkerId};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-/// How a worker paces itself.
+/// How a worker paces itself and what its executions may use.
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
     pub heartbeat_interval: Duration,
     pub lease_timeout: Duration,
+    /// How often an idle worker looks for queued executions.
+    pub poll_interval: Duration,
+    pub max_concurrent: usize,
+    /// The binary that runs file tools inside the sandbox (this one).
+    pub runner: PathBuf,
+    /// Host paths no tool may see, such as the data directory.
+    pub hidden_paths: Vec<PathBuf>,
+    pub allow_weaker_sandbox: bool,
+    /// Dollars per million tokens, by model name.
+    pub prices: BTreeMap<String, ModelPrice>,
 }
 
 /// Runs a worker until `shutdown` is cancelled, then deregisters it.
+/// Executions in flight are interrupted and left leased: their leases
+/// expire and another worker takes them.
 pub async fn run(store: Store, options: WorkerOptions, shutdown: CancellationToken) -> Result<(), StoreError> {
     let hostname = hostname();
     let worker = store.register_worker(&hostname, std::process::id()).await?;
     tracing::info!(worker = %worker.0, %hostname, "worker registered");
+    let options = Arc::new(options);
     let mut heartbeat = tokio::time::interval(options.heartbeat_interval);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let lease_ms = millis(options.lease_timeout);
+    let mut poll = tokio::time::interval(options.poll_interval);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let slots = Arc::new(Semaphore::new(options.max_concurrent));
+    let mut running = JoinSet::new();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
             _ = heartbeat.tick() => beat(&store, &worker, &hostname).await,
+            _ = poll.tick() => lease_while_free(&store, &worker, &options, &slots, &mut running, &shutdown).await,
+            Some(done) = running.join_next(), if !running.is_empty() => {
+                if let Err(err) = done {
+                    tracing::error!(error = %err, "an execution task panicked");
+                }
+                // A slot is free: look for more work at once.
+                lease_while_free(&store, &worker, &options, &slots, &mut running, &shutdown).await;
+            }
         }
     }
+    // The executions notice the shutdown at their next step or tool call.
+    while running.join_next().await.is_some() {}
     // Workers that died without deregistering are removed too, once they have
     // been silent for ten lease timeouts: nothing can still depend on them.
-    let long_dead = now_millis() - 10 * lease_ms;
+    let long_dead = now_millis() - 10 * millis(options.lease_timeout);
     store.deregister_worker(&worker, long_dead).await?;
     tracing::info!(worker = %worker.0, "worker stopped");
     Ok(())
+}
+
+/// Leases queued executions while this worker has free slots.
+async fn lease_while_free(
+    store: &Store,
+    worker: &WorkerId,
+    options: &Arc<WorkerOptions>,
+    slots: &Arc<Semaphore>,
+    running: &mut JoinSet<()>,
+    shutdown: &CancellationToken,
+) {
+    while !shutdown.is_cancelled() {
+        let Ok(slot) = Arc::clone(slots).try_acquire_owned() else { return };
+        match store.lease_next_execution(worker, options.lease_timeout).await {
+            Ok(Some(leased)) => {
+                let (store, options, shutdown) = (store.clone(), Arc::clone(options), shutdown.clone());
+                running.spawn(async move {
+                    execution::run_leased(store, leased, options, shutdown).await;
+                    drop(slot);
+                });
+            }
+            Ok(None) => return,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot lease an execution");
+                return;
+            }
+        }
+    }
 }
 
 async fn beat(store: &Store, worker: &WorkerId, hostname: &str) {

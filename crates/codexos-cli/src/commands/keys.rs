@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::cli::{GlobalArgs, KeyCommand};
 use crate::client::Client;
-use crate::output::text;
+use crate::output::{text, urlencode};
 
 pub async fn run(global: &GlobalArgs, command: KeyCommand) -> anyhow::Result<ExitCode> {
     let client = Client::from_args(global)?;
@@ -57,15 +57,4 @@ pub async fn run(global: &GlobalArgs, command: KeyCommand) -> anyhow::Result<Exi
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Keeps a user-typed id from changing the request's path.
-fn urlencode(segment: &str) -> String {
-    segment
-        .bytes()
-        .map(|byte| match byte {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (byte as char).to_string(),
-            other => format!("%{other:02X}"),
-        })
-        .collect()
 }

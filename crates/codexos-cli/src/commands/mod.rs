@@ -1,6 +1,8 @@
 //! One module per command; `run` dispatches.
 
+mod agents;
 mod doctor;
+mod executions;
 mod keys;
 pub mod platform;
 mod sandbox;
@@ -19,10 +21,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Doctor(flag) => doctor::run(global, flag.json).await,
         Command::Status(flag) => status::run(global, flag.json).await,
         Command::Key(command) => keys::run(global, command).await,
-        Command::Sandbox(crate::cli::SandboxCommand::Exec(args)) => sandbox::exec(global, args).await,
-        Command::Agent(_) => not_built("agent", "the agent engine"),
-        Command::Run(_) => not_built("run", "the agent engine"),
-        Command::Exec(_) => not_built("exec", "durable executions"),
+        Command::Sandbox(crate::cli::SandboxCommand::Exec(args)) => sandbox::exec(global, *args).await,
+        Command::Sandbox(crate::cli::SandboxCommand::ToolRunner) => Ok(codexos_engine::tools::runner_main()),
+        Command::Agent(command) => agents::run(global, command).await,
+        Command::Run(args) => executions::start(global, args).await,
+        Command::Exec(command) => executions::run(global, command).await,
         Command::Audit(_) => not_built("audit", "tenancy and security"),
         Command::Tenant(_) => not_built("tenant", "tenancy and security"),
         Command::User(_) => not_built("user", "tenancy and security"),

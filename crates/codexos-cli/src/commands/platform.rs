@@ -86,10 +86,18 @@ pub async fn run(
 
     // A worker that fails stops the whole process: running on without the
     // worker it was asked for would look healthy and do nothing.
+    let runner = std::env::current_exe().context("cannot find this program's own path (the sandbox's tool runner)")?;
     let worker = mode.runs_worker().then(|| {
         let options = WorkerOptions {
             heartbeat_interval: settings.worker.heartbeat_interval,
             lease_timeout: settings.worker.lease_timeout,
+            poll_interval: settings.worker.poll_interval,
+            max_concurrent: settings.worker.max_concurrent,
+            runner,
+            // Tools never see the platform's own files.
+            hidden_paths: vec![settings.data_dir.clone()],
+            allow_weaker_sandbox: settings.worker.allow_weaker_sandbox,
+            prices: settings.prices.clone(),
         };
         let (store, shutdown) = (store.clone(), shutdown.clone());
         tokio::spawn(async move {

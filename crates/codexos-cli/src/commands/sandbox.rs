@@ -102,35 +102,13 @@ fn parse_network(text: &str) -> anyhow::Result<NetworkPolicy> {
     Ok(NetworkPolicy::Allow(destinations))
 }
 
-/// Sizes like `512M`, `2G`, `1GiB`, `65536` (bytes).
 fn parse_size(text: &str) -> anyhow::Result<u64> {
-    let trimmed = text.trim();
-    let split = trimmed.find(|c: char| !c.is_ascii_digit()).unwrap_or(trimmed.len());
-    let (digits, unit) = trimmed.split_at(split);
-    let number: u64 = digits.parse().map_err(|_| anyhow::anyhow!("'{text}' is not a size like 512M or 2G"))?;
-    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        _ => bail!("'{text}' is not a size like 512M or 2G"),
-    };
-    number.checked_mul(multiplier).ok_or_else(|| anyhow::anyhow!("'{text}' is too large"))
+    Ok(codexos_core::parse_size(text)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_parse() {
-        assert_eq!(parse_size("512M").unwrap(), 512 << 20);
-        assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
-        assert_eq!(parse_size("4096").unwrap(), 4096);
-        assert!(parse_size("lots").is_err());
-        assert!(parse_size("5T").is_err());
-        assert!(parse_size("99999999999999999999G").is_err());
-    }
 
     #[test]
     fn networks_parse() {

@@ -1,5 +1,6 @@
 mod bad_input;
 mod cli;
+mod engine;
 mod http;
 mod lifecycle;
 mod sandbox;

@@ -1,7 +1,9 @@
 //! The routes, each module a resource; `router` assembles them together
 //! with their OpenAPI description.
 
+mod agents;
 mod docs;
+mod executions;
 mod health;
 mod keys;
 mod me;
@@ -29,6 +31,8 @@ use crate::error::{ApiError, ErrorEnvelope};
         (name = "health", description = "Liveness, readiness and metrics"),
         (name = "identity", description = "Who the caller is"),
         (name = "keys", description = "API keys of the caller's tenant"),
+        (name = "agents", description = "Agents registered from manifests, every version kept"),
+        (name = "executions", description = "Runs of agents on tasks, and their timelines"),
     )
 )]
 struct ApiDoc;
@@ -53,6 +57,12 @@ pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(me::me))
         .routes(routes!(keys::list_keys, keys::create_key))
         .routes(routes!(keys::revoke_key))
+        .routes(routes!(agents::list_agents, agents::create_agent))
+        .routes(routes!(agents::show_agent))
+        .routes(routes!(executions::list_executions, executions::create_execution))
+        .routes(routes!(executions::show_execution))
+        .routes(routes!(executions::list_events))
+        .routes(routes!(executions::stream_events))
         .split_for_parts()
 }
 

@@ -1,0 +1,359 @@
+//! `codexos run` and `codexos exec list|show|events`: start executions and
+//! follow their timelines live.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use eventsource_stream::Eventsource;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+use crate::cli::{ExecCommand, GlobalArgs, RunArgs};
+use crate::client::Client;
+use crate::output::{text, urlencode};
+
+/// `codexos run`: start an execution, then follow it to its end.
+pub async fn start(global: &GlobalArgs, args: RunArgs) -> anyhow::Result<ExitCode> {
+    let client = Client::from_args(global)?;
+    let workspace = match &args.workspace {
+        Some(dir) => dir.clone(),
+        None => std::env::current_dir().context("cannot read the current directory")?,
+    };
+    let workspace =
+        workspace.canonicalize().with_context(|| format!("workspace {} cannot be used", workspace.display()))?;
+    anyhow::ensure!(workspace.is_dir(), "workspace {} is not a directory", workspace.display());
+    let workspace = workspace.to_str().context("the workspace path is not valid UTF-8")?.to_owned();
+    let body = json!({ "agent": args.agent, "version": args.version, "task": args.task, "workspace": workspace });
+    let execution: Value = client.post("/v1/executions", &body).await?;
+    let id = text(&execution["id"]);
+    if args.detach {
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&execution)?);
+        } else {
+            println!("{id}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !args.json {
+        println!("Execution {id}: {} {} on {workspace}", text(&execution["agent"]), text(&execution["agent_version"]));
+    }
+    let mut renderer = Renderer::new(!args.json);
+    follow(&client, &id, 0, &mut |event| renderer.event(event)).await?;
+    renderer.clear_spinner();
+    let finished: Value = client.get(&format!("/v1/executions/{}", urlencode(&id))).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&finished)?);
+    } else {
+        print_summary(&finished);
+    }
+    Ok(exit_code_of(&finished))
+}
+
+pub async fn run(global: &GlobalArgs, command: ExecCommand) -> anyhow::Result<ExitCode> {
+    let client = Client::from_args(global)?;
+    match command {
+        ExecCommand::List { status, agent, limit, json } => {
+            let mut path = format!("/v1/executions?limit={}", limit.clamp(1, 200));
+            if let Some(status) = &status {
+                path.push_str(&format!("&status={}", urlencode(status)));
+            }
+            if let Some(agent) = &agent {
+                path.push_str(&format!("&agent={}", urlencode(agent)));
+            }
+            let list: Value = client.get(&path).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                println!("{:<36}  {:<18}  {:<10}  {:>5}  {:<24}  TASK", "ID", "AGENT", "STATUS", "STEPS", "CREATED");
+                for execution in list["executions"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:<36}  {:<18}  {:<10}  {:>5}  {:<24}  {}",
+                        text(&execution["id"]),
+                        format!("{} {}", text(&execution["agent"]), text(&execution["agent_version"])),
+                        text(&execution["status"]),
+                        text(&execution["totals"]["steps"]),
+                        text(&execution["created_at"]),
+                        first_line(&text(&execution["task"]), 60)
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ExecCommand::Show { id, json } => {
+            let execution: Value = client.get(&format!("/v1/executions/{}", urlencode(&id))).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&execution)?);
+            } else {
+                println!("Execution {}", text(&execution["id"]));
+                println!("  agent      {} {}", text(&execution["agent"]), text(&execution["agent_version"]));
+                println!("  task       {}", first_line(&text(&execution["task"]), 100));
+                println!("  workspace  {}", text(&execution["workspace"]));
+                println!("  created    {}", text(&execution["created_at"]));
+                print_summary(&execution);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ExecCommand::Events { id, follow: keep_following, after, json } => {
+            let mut renderer = Renderer::new(!json);
+            let mut print = |event: &Value| {
+                if json {
+                    println!("{event}");
+                } else {
+                    renderer.event(event);
+                }
+            };
+            if keep_following {
+                follow(&client, &id, after, &mut print).await?;
+            } else {
+                let mut after = after;
+                loop {
+                    let page: Value = client
+                        .get(&format!("/v1/executions/{}/events?after={after}&limit=1000", urlencode(&id)))
+                        .await?;
+                    let events = page["events"].as_array().cloned().unwrap_or_default();
+                    events.iter().for_each(&mut print);
+                    match page["next_after"].as_i64() {
+                        Some(next) if !events.is_empty() && next > after => after = next,
+                        _ => break,
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Follows an execution's live stream until it ends, reconnecting after
+/// the last event seen if the connection drops.
+async fn follow(client: &Client, id: &str, after: i64, on_event: &mut dyn FnMut(&Value)) -> anyhow::Result<()> {
+    let path = format!("/v1/executions/{}/stream", urlencode(id));
+    let mut last_seen = after;
+    let mut failures = 0;
+    loop {
+        let response = match client.event_stream(&path, last_seen).await {
+            Ok(response) => response,
+            // The server's answer (404, 403, ...) will not change on retry.
+            Err(err) if failures >= 5 || !err.to_string().contains("cannot connect") => return Err(err),
+            Err(_) => {
+                failures += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let mut stream = response.bytes_stream().eventsource();
+        let mut dropped = false;
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(message) => {
+                    let Ok(event) = serde_json::from_str::<Value>(&message.data) else { continue };
+                    if let Some(seq) = event["seq"].as_i64() {
+                        last_seen = seq;
+                    }
+                    failures = 0;
+                    on_event(&event);
+                }
+                Err(_) => {
+                    dropped = true;
+                    break;
+                }
+            }
+        }
+        if !dropped {
+            // The server ends the stream after the execution's final event.
+            return Ok(());
+        }
+        failures += 1;
+        anyhow::ensure!(failures <= 5, "lost the connection to the server while following {id}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Prints timeline events as lines, with a spinner on a terminal while the
+/// model thinks.
+struct Renderer {
+    text: bool,
+    spinner: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Renderer {
+    fn new(text: bool) -> Self {
+        Self { text, spinner: None }
+    }
+
+    fn event(&mut self, event: &Value) {
+        if !self.text {
+            return;
+        }
+        self.clear_spinner();
+        let payload = &event["payload"];
+        let step = text(&payload["step"]);
+        match event["kind"].as_str().unwrap_or("") {
+            "status" => println!("● {}", status_line(payload)),
+            "model_request" => self.start_spinner(format!("step {step}: the model is thinking")),
+            "model_retry" => println!(
+                "  ↻ model call retried (attempt {}): {} — next try in {} ms",
+                text(&payload["attempt"]),
+                first_line(&text(&payload["reason"]), 100),
+                text(&payload["delay_ms"])
+            ),
+            "model_reply" => {
+                let content = payload["content"].as_str().unwrap_or("");
+                let calls = payload["tool_calls"].as_array().map_or(0, Vec::len);
+                if calls > 0 && !content.trim().is_empty() {
+                    println!("  💬 {}", first_line(content, 120));
+                }
+                println!(
+                    "  step {step}: model replied in {} ms ({} in / {} out tokens){}",
+                    text(&payload["duration_ms"]),
+                    text(&payload["usage"]["input_tokens"]),
+                    text(&payload["usage"]["output_tokens"]),
+                    if calls > 0 {
+                        format!(", {calls} tool call{}", if calls == 1 { "" } else { "s" })
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+            "model_error" => println!("  ✘ model error: {}", first_line(&text(&payload["error"]), 200)),
+            "tool_call" => println!("  $ {}", describe_call(&text(&payload["tool"]), &payload["arguments"])),
+            "tool_denied" => println!("  ✘ denied {}: {}", text(&payload["tool"]), text(&payload["reason"])),
+            "tool_result" => {
+                let mark = if payload["is_error"].as_bool() == Some(true) { "✘" } else { "✔" };
+                let exit = match payload["exit_code"].as_i64() {
+                    Some(code) if payload["tool"] == "shell" => format!("exit {code}, "),
+                    _ => String::new(),
+                };
+                let violations: Vec<String> = payload["violations"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|violation| text(&violation["kind"]))
+                    .collect();
+                let violations = if violations.is_empty() {
+                    String::new()
+                } else {
+                    format!(", violations: {}", violations.join(", "))
+                };
+                println!("    {mark} {exit}{} ms{violations}", text(&payload["wall_ms"]));
+                // The end of the output is where results and errors are.
+                let lines: Vec<&str> = payload["output"]
+                    .as_str()
+                    .unwrap_or("")
+                    .lines()
+                    .filter(|line| {
+                        !line.trim().is_empty() && !line.starts_with("exit code:") && !line.starts_with("--- ")
+                    })
+                    .collect();
+                for line in &lines[lines.len().saturating_sub(3)..] {
+                    println!("      {}", first_line(line, 110));
+                }
+            }
+            "limit_hit" => println!("  ⏹ limit hit ({}): {}", text(&payload["limit"]), text(&payload["detail"])),
+            "compacted" => println!(
+                "  … session compacted: {} earlier results elided ({} → {} tokens)",
+                text(&payload["elided_results"]),
+                text(&payload["estimated_tokens_before"]),
+                text(&payload["estimated_tokens_after"])
+            ),
+            other => println!("  {other}: {}", first_line(&payload.to_string(), 120)),
+        }
+    }
+
+    fn start_spinner(&mut self, label: String) {
+        if !std::io::stderr().is_terminal() {
+            return;
+        }
+        self.spinner = Some(tokio::spawn(async move {
+            let frames = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+            for frame in frames.iter().cycle() {
+                eprint!("\r  {frame} {label}");
+                let _ = std::io::stderr().flush();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }));
+    }
+
+    fn clear_spinner(&mut self) {
+        if let Some(spinner) = self.spinner.take() {
+            spinner.abort();
+            eprint!("\r\x1b[2K");
+            let _ = std::io::stderr().flush();
+        }
+    }
+}
+
+fn status_line(payload: &Value) -> String {
+    let status = text(&payload["status"]);
+    match status.as_str() {
+        "running" if payload["resumed"].as_bool() == Some(true) => "running (resumed by another worker)".to_owned(),
+        "failed" | "cancelled" => match payload["error"].as_str() {
+            Some(error) => format!("{status}: {error}"),
+            None => status,
+        },
+        _ => status,
+    }
+}
+
+/// A tool call in one line: the command for `shell`, the path for file tools.
+fn describe_call(tool: &str, arguments: &Value) -> String {
+    let detail = ["command", "path", "pattern", "url"]
+        .iter()
+        .find_map(|key| arguments[*key].as_str())
+        .map(|value| first_line(value, 100));
+    match detail {
+        Some(detail) if tool == "shell" => detail,
+        Some(detail) => format!("{tool} {detail}"),
+        None => tool.to_owned(),
+    }
+}
+
+fn print_summary(execution: &Value) {
+    let totals = &execution["totals"];
+    let outcome = &execution["outcome"];
+    let status = text(&execution["status"]);
+    let mark = match status.as_str() {
+        "succeeded" => "✔",
+        "failed" | "cancelled" => "✘",
+        _ => "●",
+    };
+    println!();
+    println!("{mark} {status}");
+    if let Some(answer) = outcome["answer"].as_str().filter(|answer| !answer.trim().is_empty()) {
+        println!();
+        println!("{}", answer.trim_end());
+        println!();
+    }
+    if let Some(error) = outcome["error"].as_str() {
+        println!("  error     {error}");
+    }
+    let cost = totals["cost_microdollars"].as_i64().unwrap_or(0) as f64 / 1_000_000.0;
+    println!(
+        "  steps {} · tokens {} in / {} out · cost ${cost:.4} · tool cpu {} ms · peak memory {} · time {} ms",
+        text(&totals["steps"]),
+        text(&totals["input_tokens"]),
+        text(&totals["output_tokens"]),
+        text(&totals["cpu_ms"]),
+        human_bytes(totals["peak_memory_bytes"].as_i64().unwrap_or(0)),
+        text(&totals["wall_ms"]),
+    );
+}
+
+fn exit_code_of(execution: &Value) -> ExitCode {
+    if execution["status"].as_str() == Some("succeeded") { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+fn first_line(text: &str, max_chars: usize) -> String {
+    let line = text.lines().next().unwrap_or("");
+    if line.chars().count() > max_chars || text.lines().nth(1).is_some() {
+        format!("{}…", line.chars().take(max_chars).collect::<String>())
+    } else {
+        line.to_owned()
+    }
+}
+
+fn human_bytes(bytes: i64) -> String {
+    const MIB: f64 = 1024.0 * 1024.0;
+    if bytes <= 0 { "-".to_owned() } else { format!("{:.1} MiB", bytes as f64 / MIB) }
+}

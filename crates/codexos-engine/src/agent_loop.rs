@@ -1,0 +1,498 @@
+//! The loop that runs one execution: model → tool calls → each call checked
+//! against the allow-list and its schema → run in the sandbox → results back
+//! to the model, until the model answers without tool calls, a limit is
+//! hit, or something fails for good. Workflow agents run their declared
+//! steps through the same tool path.
+//!
+//! Every step is appended to the journal before the loop goes on, so what
+//! the timeline shows is what happened.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use codexos_core::ExecutionStatus;
+use codexos_core::settings::ModelPrice;
+use secrecy::SecretString;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::conversation::{Message, TokenUsage, ToolCall, ToolSpec};
+use crate::manifest::{AgentKind, AgentManifest, LlmAgent, ModelSpec, Workflow};
+use crate::model::{ModelClient, ModelConfig, ModelEvent, ModelRequest};
+use crate::timeline::{Journal, JournalError, TimelineEvent, Totals};
+use crate::tools::{self, BuiltinTool, SandboxSettings};
+
+/// Everything an execution needs, resolved by the worker.
+#[derive(Debug)]
+pub struct ExecutionSetup {
+    pub task: String,
+    pub manifest: AgentManifest,
+    pub workspace: PathBuf,
+    /// The binary that runs the file tools inside the sandbox.
+    pub runner: PathBuf,
+    /// Host paths that must never be visible to a tool (the data directory).
+    pub hidden_paths: Vec<PathBuf>,
+    pub allow_missing_protections: bool,
+    /// The model's API key, from the environment or a tenant secret.
+    pub api_key: Option<SecretString>,
+    /// The model's price, when the operator configured one.
+    pub price: Option<ModelPrice>,
+    /// Cancelled when the worker stops: the execution is left to resume.
+    pub shutdown: CancellationToken,
+}
+
+/// How an execution ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecutionOutcome {
+    pub status: ExecutionStatus,
+    /// `answer` (the model's final text), `reason` and `error` as they apply.
+    pub summary: serde_json::Value,
+    pub totals: Totals,
+}
+
+/// Why the loop stopped without an outcome: the execution stays where it
+/// is, for this or another worker to pick up.
+#[derive(Debug, thiserror::Error)]
+pub enum Interrupted {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("the worker is shutting down")]
+    Shutdown,
+}
+
+/// The share of the context window at which the session is compacted.
+const COMPACT_AT: f64 = 0.75;
+/// The cap on what the sandbox keeps of one tool call's output.
+const TOOL_OUTPUT_KEPT_BYTES: usize = 1024 * 1024;
+
+/// Runs an execution to its end.
+pub async fn run_execution<J: Journal>(
+    setup: ExecutionSetup,
+    journal: &mut J,
+) -> Result<ExecutionOutcome, Interrupted> {
+    let mut run = Run { deadline: Instant::now() + setup.manifest.limits.timeout, totals: Totals::default(), setup };
+    let started = Instant::now();
+    let outcome = match run.setup.manifest.kind.clone() {
+        AgentKind::Workflow(workflow) => run.workflow(&workflow, journal).await,
+        AgentKind::Llm(llm) => run.llm(&llm, journal).await,
+    };
+    let (status, summary) = outcome?;
+    run.totals.wall_ms = millis(started.elapsed());
+    Ok(ExecutionOutcome { status, summary, totals: run.totals })
+}
+
+struct Run {
+    setup: ExecutionSetup,
+    deadline: Instant,
+    totals: Totals,
+}
+
+type Ended = Result<(ExecutionStatus, serde_json::Value), Interrupted>;
+
+/// What one tool call came to, for the model and the loop.
+struct Answered {
+    content: String,
+    is_error: bool,
+}
+
+impl Run {
+    async fn workflow<J: Journal>(&mut self, workflow: &Workflow, journal: &mut J) -> Ended {
+        let mut failed_steps = Vec::new();
+        for (index, step) in workflow.steps.iter().enumerate() {
+            let number = index as u32 + 1;
+            if let Some(ended) = self.check_limits(number, journal).await? {
+                return Ok(ended);
+            }
+            self.totals.steps += 1;
+            let call = ToolCall {
+                id: format!("step-{number}"),
+                name: step.tool.clone(),
+                arguments: step.arguments.to_string(),
+            };
+            let answered = self.tool_call(number, &call, journal).await?;
+            if answered.is_error {
+                failed_steps.push(step.name.clone());
+                if !step.continue_on_error {
+                    return Ok((
+                        ExecutionStatus::Failed,
+                        json!({ "reason": "step_failed", "error": format!("step {number} ({}) failed", step.name) }),
+                    ));
+                }
+            }
+        }
+        if failed_steps.is_empty() {
+            Ok((ExecutionStatus::Succeeded, json!({ "reason": "completed", "steps": workflow.steps.len() })))
+        } else {
+            Ok((
+                ExecutionStatus::Failed,
+                json!({ "reason": "steps_failed", "error": format!("steps failed: {}", failed_steps.join(", ")) }),
+            ))
+        }
+    }
+
+    async fn llm<J: Journal>(&mut self, llm: &LlmAgent, journal: &mut J) -> Ended {
+        let client = match ModelClient::new(model_config(&llm.model, self.setup.api_key.clone())) {
+            Ok(client) => client,
+            Err(err) => {
+                let error = format!("cannot set up the model client: {err}");
+                journal.append(&[TimelineEvent::ModelError { step: 1, error: error.clone() }], &self.totals).await?;
+                return Ok((ExecutionStatus::Failed, json!({ "reason": "model_error", "error": error })));
+            }
+        };
+        let specs: Vec<ToolSpec> = self
+            .setup
+            .manifest
+            .tools
+            .iter()
+            .filter_map(|name| BuiltinTool::from_name(name))
+            .map(BuiltinTool::spec)
+            .collect();
+        let system = llm.instructions.clone();
+        let mut messages = vec![Message::User { content: self.setup.task.clone() }];
+        let mut step = 0u32;
+        loop {
+            step += 1;
+            if let Some(ended) = self.check_limits(step, journal).await? {
+                return Ok(ended);
+            }
+            self.totals.steps += 1;
+            self.compact_if_needed(step, &system, &mut messages, &specs, llm.model.context_window, journal).await?;
+            let estimated_tokens = estimate_tokens(&system, &messages, &specs);
+            let request_event = TimelineEvent::ModelRequest {
+                step,
+                model: llm.model.name.clone(),
+                messages: messages.len(),
+                tools: specs.len(),
+                estimated_tokens,
+            };
+            journal.append(&[request_event], &self.totals).await?;
+
+            let called = Instant::now();
+            let mut retries = Vec::new();
+            let request = ModelRequest { system: &system, messages: &messages, tools: &specs };
+            let mut on_event = |event: ModelEvent| {
+                if let ModelEvent::Retry { attempt, reason, delay } = event {
+                    retries.push(TimelineEvent::ModelRetry { step, attempt, reason, delay_ms: millis(delay) });
+                }
+            };
+            let remaining = self.deadline.saturating_duration_since(Instant::now());
+            let reply = tokio::select! {
+                reply = client.complete(&request, &mut on_event) => Some(reply),
+                () = tokio::time::sleep(remaining) => None,
+                () = self.setup.shutdown.cancelled() => return Err(Interrupted::Shutdown),
+            };
+            if !retries.is_empty() {
+                journal.append(&retries, &self.totals).await?;
+            }
+            let reply = match reply {
+                None => {
+                    let detail = "the execution's time ran out waiting for the model";
+                    return self.limit_hit("timeout", detail, journal).await;
+                }
+                Some(Err(err)) => {
+                    let error = err.to_string();
+                    journal.append(&[TimelineEvent::ModelError { step, error: error.clone() }], &self.totals).await?;
+                    return Ok((ExecutionStatus::Failed, json!({ "reason": "model_error", "error": error })));
+                }
+                Some(Ok(reply)) => reply,
+            };
+            let cost = cost_microdollars(self.setup.price, reply.usage);
+            self.totals.input_tokens += reply.usage.input_tokens;
+            self.totals.output_tokens += reply.usage.output_tokens;
+            self.totals.cost_microdollars = self.totals.cost_microdollars.saturating_add(cost);
+            let reply_event = TimelineEvent::ModelReply {
+                step,
+                content: reply.content.clone(),
+                tool_calls: reply.tool_calls.clone(),
+                usage: reply.usage,
+                cost_microdollars: cost,
+                stop_reason: reply.stop_reason.clone(),
+                duration_ms: millis(called.elapsed()),
+            };
+            journal.append(&[reply_event], &self.totals).await?;
+            messages.push(Message::Assistant { content: reply.content.clone(), tool_calls: reply.tool_calls.clone() });
+            if reply.tool_calls.is_empty() {
+                return Ok((
+                    ExecutionStatus::Succeeded,
+                    json!({ "reason": "completed", "answer": reply.content.unwrap_or_default() }),
+                ));
+            }
+            // Every call is answered under its own id, even when an earlier
+            // one in the same turn failed: the model needs all the answers.
+            for call in &reply.tool_calls {
+                let answered = self.tool_call(step, call, journal).await?;
+                messages.push(Message::Tool {
+                    call_id: call.id.clone(),
+                    content: answered.content,
+                    is_error: answered.is_error,
+                });
+            }
+        }
+    }
+
+    /// Checks one call against the allow-list and the tool's schema, runs it
+    /// in the sandbox, records it, and returns what the model is told.
+    async fn tool_call<J: Journal>(
+        &mut self,
+        step: u32,
+        call: &ToolCall,
+        journal: &mut J,
+    ) -> Result<Answered, Interrupted> {
+        let denied = |reason: String| TimelineEvent::ToolDenied {
+            step,
+            call_id: call.id.clone(),
+            tool: call.name.clone(),
+            reason,
+            arguments: call.arguments.chars().take(4096).collect(),
+        };
+        let allowed = &self.setup.manifest.tools;
+        let builtin = match BuiltinTool::from_name(&call.name) {
+            Some(tool) if self.setup.manifest.allows(&call.name) => tool,
+            _ => {
+                let reason =
+                    format!("tool '{}' is not allowed for this agent (allowed: {})", call.name, allowed.join(", "));
+                journal.append(&[denied(reason.clone())], &self.totals).await?;
+                return Ok(Answered { content: format!("error: {reason}"), is_error: true });
+            }
+        };
+        let invocation = match tools::parse_call(builtin, &call.arguments) {
+            Ok(invocation) => invocation,
+            Err(err) => {
+                let reason = format!("invalid arguments for '{}': {err}", call.name);
+                journal.append(&[denied(reason.clone())], &self.totals).await?;
+                return Ok(Answered { content: format!("error: {reason}"), is_error: true });
+            }
+        };
+        let call_event = TimelineEvent::ToolCall {
+            step,
+            call_id: call.id.clone(),
+            tool: call.name.clone(),
+            arguments: invocation.arguments.clone(),
+        };
+        journal.append(&[call_event], &self.totals).await?;
+
+        let sandbox = self.sandbox_settings();
+        let executed = tokio::select! {
+            executed = tools::execute(&invocation, &sandbox) => executed,
+            () = self.setup.shutdown.cancelled() => return Err(Interrupted::Shutdown),
+        };
+        let limits = &self.setup.manifest.limits;
+        let event = match executed {
+            Ok(execution) => {
+                let cpu_ms = millis(execution.usage.cpu_time);
+                self.totals.cpu_ms += cpu_ms;
+                self.totals.peak_memory_bytes = self.totals.peak_memory_bytes.max(execution.usage.peak_memory_bytes);
+                let for_model = tools::for_model(&execution.output, limits.tool_output_bytes);
+                let truncated_for_model = for_model.len() != execution.output.len();
+                let answered = Answered { content: for_model, is_error: execution.is_error };
+                let event = TimelineEvent::ToolResult {
+                    step,
+                    call_id: call.id.clone(),
+                    tool: call.name.clone(),
+                    is_error: execution.is_error,
+                    exit_code: execution.exit_code,
+                    output: execution.output,
+                    truncated_for_model,
+                    cpu_ms,
+                    peak_memory_bytes: execution.usage.peak_memory_bytes,
+                    wall_ms: millis(execution.usage.wall_time),
+                    violations: execution.violations,
+                    network: execution.network,
+                    absent_protections: execution.absent_protections,
+                };
+                journal.append(&[event], &self.totals).await?;
+                return Ok(answered);
+            }
+            Err(err) => err.to_string(),
+        };
+        // The sandbox could not run the call at all (e.g. a protection the
+        // host lacks): recorded as a failed result, answered as an error.
+        let result = TimelineEvent::ToolResult {
+            step,
+            call_id: call.id.clone(),
+            tool: call.name.clone(),
+            is_error: true,
+            exit_code: None,
+            output: format!("the sandbox could not run this call: {event}"),
+            truncated_for_model: false,
+            cpu_ms: 0,
+            peak_memory_bytes: 0,
+            wall_ms: 0,
+            violations: Vec::new(),
+            network: Vec::new(),
+            absent_protections: Vec::new(),
+        };
+        journal.append(&[result], &self.totals).await?;
+        Ok(Answered { content: format!("error: the sandbox could not run this call: {event}"), is_error: true })
+    }
+
+    /// The sandbox for the next tool call: the manifest's limits, with the
+    /// execution's remaining CPU and wall-clock budgets as ceilings.
+    fn sandbox_settings(&self) -> SandboxSettings {
+        let limits = &self.setup.manifest.limits;
+        let cpu_left_ms = (limits.cpu_seconds * 1000).saturating_sub(self.totals.cpu_ms);
+        let wall_left = self.deadline.saturating_duration_since(Instant::now());
+        SandboxSettings {
+            workspace: self.setup.workspace.clone(),
+            runner: self.setup.runner.clone(),
+            limits: codexos_sandbox::Limits {
+                cpu_seconds: Some(cpu_left_ms.div_ceil(1000).max(1)),
+                memory_bytes: Some(limits.memory_bytes),
+                pids: Some(limits.pids),
+                timeout: limits.tool_timeout.min(wall_left).max(Duration::from_secs(1)),
+                ..codexos_sandbox::Limits::default()
+            },
+            network: limits.network.clone(),
+            hidden_paths: self.setup.hidden_paths.clone(),
+            allow_missing_protections: self.setup.allow_missing_protections,
+            output_limit_bytes: TOOL_OUTPUT_KEPT_BYTES,
+        }
+    }
+
+    /// Stops the execution when a limit of the manifest is reached.
+    async fn check_limits<J: Journal>(
+        &mut self,
+        step: u32,
+        journal: &mut J,
+    ) -> Result<Option<(ExecutionStatus, serde_json::Value)>, Interrupted> {
+        if self.setup.shutdown.is_cancelled() {
+            return Err(Interrupted::Shutdown);
+        }
+        let limits = &self.setup.manifest.limits;
+        let hit = if step > limits.max_steps {
+            Some(("max_steps", format!("the agent used all of its {} steps", limits.max_steps)))
+        } else if Instant::now() >= self.deadline {
+            Some((
+                "timeout",
+                format!("the execution ran past its {} limit", humantime::format_duration(limits.timeout)),
+            ))
+        } else if self.totals.cpu_ms >= limits.cpu_seconds * 1000 {
+            Some(("cpu", format!("the tool calls used all of the {} CPU seconds", limits.cpu_seconds)))
+        } else {
+            None
+        };
+        match hit {
+            Some((limit, detail)) => Ok(Some(self.limit_hit(limit, &detail, journal).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn limit_hit<J: Journal>(
+        &mut self,
+        limit: &str,
+        detail: &str,
+        journal: &mut J,
+    ) -> Result<(ExecutionStatus, serde_json::Value), Interrupted> {
+        let event = TimelineEvent::LimitHit { limit: limit.to_owned(), detail: detail.to_owned() };
+        journal.append(&[event], &self.totals).await?;
+        Ok((ExecutionStatus::Failed, json!({ "reason": "limit_hit", "limit": limit, "error": detail })))
+    }
+
+    /// Keeps the session within the model's context: once the estimate
+    /// passes `COMPACT_AT` of the window, the outputs of earlier tool calls
+    /// are replaced by a note (they stay whole in the event log). The last
+    /// turn's results are kept, since the model is about to read them.
+    async fn compact_if_needed<J: Journal>(
+        &mut self,
+        step: u32,
+        system: &str,
+        messages: &mut [Message],
+        specs: &[ToolSpec],
+        context_window: u64,
+        journal: &mut J,
+    ) -> Result<(), Interrupted> {
+        let before = estimate_tokens(system, messages, specs);
+        if (before as f64) < context_window as f64 * COMPACT_AT {
+            return Ok(());
+        }
+        let last_assistant = messages.iter().rposition(|message| matches!(message, Message::Assistant { .. }));
+        let mut elided = 0;
+        for (index, message) in messages.iter_mut().enumerate() {
+            if Some(index) >= last_assistant {
+                break;
+            }
+            if let Message::Tool { content, .. } = message
+                && !content.starts_with("[elided")
+            {
+                *content =
+                    format!("[elided: {} bytes of output from an earlier step, kept in the event log]", content.len());
+                elided += 1;
+            }
+        }
+        if elided > 0 {
+            let after = estimate_tokens(system, messages, specs);
+            let event = TimelineEvent::Compacted {
+                step,
+                elided_results: elided,
+                estimated_tokens_before: before,
+                estimated_tokens_after: after,
+            };
+            journal.append(&[event], &self.totals).await?;
+        }
+        Ok(())
+    }
+}
+
+fn model_config(spec: &ModelSpec, api_key: Option<SecretString>) -> ModelConfig {
+    ModelConfig {
+        provider: spec.provider,
+        model: spec.name.clone(),
+        base_url: spec.base_url.clone(),
+        api_key,
+        stream: spec.stream,
+        max_output_tokens: spec.max_output_tokens,
+        temperature: spec.temperature,
+        request_timeout: spec.request_timeout,
+        max_retries: spec.max_retries,
+        retry_base_delay: Duration::from_millis(500),
+    }
+}
+
+/// Cost in millionths of a dollar: prices are dollars per million tokens,
+/// so a token costs `price` microdollars.
+pub fn cost_microdollars(price: Option<ModelPrice>, usage: TokenUsage) -> i64 {
+    let Some(price) = price else { return 0 };
+    let cost =
+        usage.input_tokens as f64 * price.input_per_million + usage.output_tokens as f64 * price.output_per_million;
+    cost.round() as i64
+}
+
+/// A rough token count (four bytes a token), enough to decide when to compact.
+fn estimate_tokens(system: &str, messages: &[Message], specs: &[ToolSpec]) -> u64 {
+    let message_bytes: usize = messages
+        .iter()
+        .map(|message| match message {
+            Message::User { content } => content.len(),
+            Message::Assistant { content, tool_calls } => {
+                content.as_ref().map_or(0, String::len)
+                    + tool_calls.iter().map(|call| call.name.len() + call.arguments.len()).sum::<usize>()
+            }
+            Message::Tool { content, .. } => content.len(),
+        })
+        .sum();
+    let spec_bytes: usize = specs.iter().map(|spec| spec.description.len() + spec.parameters.to_string().len()).sum();
+    ((system.len() + message_bytes + spec_bytes) / 4) as u64
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cost_follows_the_price_table() {
+        let usage = TokenUsage { input_tokens: 1_000_000, output_tokens: 500_000 };
+        let price = ModelPrice { input_per_million: 0.4, output_per_million: 1.6 };
+        assert_eq!(cost_microdollars(Some(price), usage), 400_000 + 800_000);
+        assert_eq!(cost_microdollars(None, usage), 0);
+    }
+
+    #[test]
+    fn tokens_are_estimated_from_sizes() {
+        let messages = vec![Message::User { content: "x".repeat(400) }];
+        assert_eq!(estimate_tokens("", &messages, &[]), 100);
+    }
+}

@@ -1,0 +1,257 @@
+use pretty_assertions::assert_eq;
+
+use super::*;
+
+const LLM: &str = r#"
+name = "fixer"
+version = "0.1.0"
+kind = "llm"
+description = "Fixes failing tests"
+instructions = "You are a careful engineer."
+
+[model]
+provider = "openai"
+name = "gpt-4.1-mini"
+base_url = "http://127.0.0.1:8080/v1"
+api_key_env = "OPENAI_API_KEY"
+
+[tools]
+allow = ["shell", "read_file", "write_file", "apply_patch", "list_dir", "search"]
+
+[limits]
+max_steps = 30
+timeout = "15m"
+cpu_seconds = 300
+memory = "1GiB"
+network = { allow = ["pypi.org:443"] }
+"#;
+
+const WORKFLOW: &str = r#"
+name = "tester"
+version = "1.2.0-beta.1"
+kind = "workflow"
+
+[tools]
+allow = ["shell"]
+
+[[steps]]
+tool = "shell"
+args = { command = "cargo test" }
+
+[[steps]]
+name = "report"
+tool = "shell"
+args = { command = "git status --short" }
+continue_on_error = true
+"#;
+
+fn problems(text: &str) -> Vec<(String, String)> {
+    AgentManifest::parse(text).unwrap_err().problems.into_iter().map(|p| (p.key, p.reason)).collect()
+}
+
+#[test]
+fn an_llm_manifest_parses_with_its_values() {
+    let manifest = AgentManifest::parse(LLM).unwrap();
+    assert_eq!(manifest.name.as_str(), "fixer");
+    assert_eq!(manifest.version, semver::Version::new(0, 1, 0));
+    assert_eq!(manifest.kind_name(), "llm");
+    let AgentKind::Llm(llm) = &manifest.kind else { panic!("not llm") };
+    assert_eq!(llm.instructions, "You are a careful engineer.");
+    assert_eq!(llm.model.provider, Provider::OpenAi);
+    assert_eq!(llm.model.name, "gpt-4.1-mini");
+    assert_eq!(llm.model.base_url, "http://127.0.0.1:8080/v1");
+    assert_eq!(llm.model.api_key, Some(ApiKeySource::Env("OPENAI_API_KEY".into())));
+    assert!(llm.model.stream);
+    assert_eq!(manifest.tools.len(), 6);
+    assert!(manifest.allows("apply_patch"));
+    assert!(!manifest.allows("http_fetch"));
+    assert_eq!(manifest.limits.max_steps, 30);
+    assert_eq!(manifest.limits.timeout, Duration::from_secs(900));
+    assert_eq!(manifest.limits.memory_bytes, 1 << 30);
+    assert_eq!(manifest.limits.network, NetworkPolicy::Allow(vec![Destination { host: "pypi.org".into(), port: 443 }]));
+}
+
+#[test]
+fn a_workflow_manifest_parses_its_steps() {
+    let manifest = AgentManifest::parse(WORKFLOW).unwrap();
+    let AgentKind::Workflow(workflow) = &manifest.kind else { panic!("not a workflow") };
+    assert_eq!(
+        workflow.steps,
+        vec![
+            WorkflowStep {
+                name: "shell".into(),
+                tool: "shell".into(),
+                arguments: serde_json::json!({"command": "cargo test"}),
+                continue_on_error: false,
+            },
+            WorkflowStep {
+                name: "report".into(),
+                tool: "shell".into(),
+                arguments: serde_json::json!({"command": "git status --short"}),
+                continue_on_error: true,
+            },
+        ]
+    );
+    // Defaults apply where the manifest is silent.
+    assert_eq!(manifest.limits, ManifestLimits::default());
+}
+
+#[test]
+fn every_problem_is_named_with_its_key() {
+    let text = r#"
+name = "Bad Name"
+version = "one"
+kind = "llm"
+colour = "blue"
+
+[model]
+provider = "acme"
+base_url = "ftp://x"
+
+[tools]
+allow = ["shell", "rm_rf", "shell"]
+
+[limits]
+max_steps = 0
+timeout = "soon"
+memory = "lots"
+network = { allow = ["nohost"] }
+"#;
+    let found = problems(text);
+    let keys: Vec<&str> = found.iter().map(|(key, _)| key.as_str()).collect();
+    assert_eq!(
+        keys,
+        vec![
+            "name",
+            "version",
+            "tools.allow[1]",
+            "tools.allow[2]",
+            "limits.max_steps",
+            "limits.timeout",
+            "limits.memory",
+            "limits.network.allow[0]",
+            "model.provider",
+            "model.name",
+            "model.base_url",
+            "colour",
+        ]
+    );
+    assert!(found[2].1.contains("unknown tool 'rm_rf'"), "{found:?}");
+    assert_eq!(found[3].1, "'shell' is listed twice");
+    assert_eq!(found[11].1, "unknown key");
+}
+
+#[test]
+fn kinds_require_their_own_keys() {
+    let llm_without_model = "name = \"a\"\nversion = \"1.0.0\"\nkind = \"llm\"\n";
+    assert_eq!(problems(llm_without_model), vec![("model".into(), "an llm agent needs a [model] table".into())]);
+
+    let workflow_with_model = "name = \"a\"\nversion = \"1.0.0\"\nkind = \"workflow\"\ninstructions = \"x\"\n\
+                               [model]\nprovider = \"openai\"\nname = \"m\"\n";
+    let keys: Vec<String> = problems(workflow_with_model).into_iter().map(|(key, _)| key).collect();
+    assert_eq!(keys, vec!["model", "instructions", "steps"]);
+
+    let robot = "name = \"a\"\nversion = \"1.0.0\"\nkind = \"robot\"\n";
+    assert_eq!(
+        problems(robot),
+        vec![("kind".into(), "'robot' is not a kind of agent (expected \"llm\" or \"workflow\")".into())]
+    );
+}
+
+#[test]
+fn workflow_steps_are_checked_against_the_allow_list_and_schemas() {
+    let text = r#"
+name = "w"
+version = "1.0.0"
+kind = "workflow"
+[tools]
+allow = ["shell"]
+[[steps]]
+tool = "read_file"
+args = { path = "README.md" }
+[[steps]]
+tool = "shell"
+args = { cmd = "ls" }
+[[steps]]
+tool = "teleport"
+"#;
+    let found = problems(text);
+    let keys: Vec<&str> = found.iter().map(|(key, _)| key.as_str()).collect();
+    assert_eq!(keys, vec!["steps[0].tool", "steps[1].args", "steps[2].tool"]);
+    assert_eq!(found[0].1, "'read_file' is not in tools.allow");
+    assert!(found[1].1.contains("cmd"), "{found:?}");
+}
+
+#[test]
+fn syntax_errors_say_where() {
+    let found = problems("name = \"a\"\nversion = \n");
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].0, "(syntax)");
+    assert!(found[0].1.starts_with("line 2, column"), "{found:?}");
+}
+
+#[test]
+fn huge_manifests_are_refused_before_parsing() {
+    let text = format!("description = \"{}\"", "x".repeat(MAX_MANIFEST_BYTES));
+    assert_eq!(problems(&text)[0].0, "(manifest)");
+}
+
+#[test]
+fn both_key_sources_at_once_are_refused() {
+    let text = "name = \"a\"\nversion = \"1.0.0\"\nkind = \"llm\"\n[model]\nprovider = \"anthropic\"\nname = \"c\"\n\
+                api_key_env = \"A\"\napi_key_secret = \"B\"\n";
+    assert_eq!(
+        problems(text),
+        vec![("model.api_key_env".into(), "give api_key_env or api_key_secret, not both".into())]
+    );
+}
+
+#[test]
+fn anthropic_gets_its_default_endpoint() {
+    let text = "name = \"a\"\nversion = \"1.0.0\"\nkind = \"llm\"\n[model]\nprovider = \"anthropic\"\nname = \"c\"\n";
+    let AgentKind::Llm(llm) = AgentManifest::parse(text).unwrap().kind else { panic!("not llm") };
+    assert_eq!(llm.model.base_url, "https://api.anthropic.com");
+    assert_eq!(llm.model.api_key, None);
+}
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::super::*;
+
+    proptest! {
+        /// Whatever the text, parsing answers Ok or a list of problems.
+        #[test]
+        fn parsing_never_panics(text in "\\PC{0,400}") {
+            let _ = AgentManifest::parse(&text);
+        }
+
+        /// Arbitrary values under the known keys are read or reported, never a panic.
+        #[test]
+        fn known_keys_with_any_values(name in "\\PC{0,20}", version in "\\PC{0,12}", steps in 0u32..3, memory in "\\PC{0,8}") {
+            let mut text = format!("name = {name:?}\nversion = {version:?}\nkind = \"workflow\"\n[tools]\nallow = [\"shell\"]\n[limits]\nmemory = {memory:?}\n");
+            for _ in 0..steps {
+                text.push_str("[[steps]]\ntool = \"shell\"\nargs = { command = \"true\" }\n");
+            }
+            if let Err(err) = AgentManifest::parse(&text) {
+                prop_assert!(!err.problems.is_empty());
+            }
+        }
+
+        /// The stored sort key orders versions exactly as semver precedence does
+        /// (for pre-releases made of one identifier of the same kind).
+        #[test]
+        fn version_keys_sort_like_semver(a in (0u64..50, 0u64..50, 0u64..50, proptest::option::of("[a-z]{1,6}")),
+                                         b in (0u64..50, 0u64..50, 0u64..50, proptest::option::of("[a-z]{1,6}"))) {
+            let make = |(major, minor, patch, pre): (u64, u64, u64, Option<String>)| {
+                let mut version = semver::Version::new(major, minor, patch);
+                if let Some(pre) = pre {
+                    version.pre = semver::Prerelease::new(&pre).unwrap();
+                }
+                version
+            };
+            let (a, b) = (make(a), make(b));
+            prop_assert_eq!(a.cmp(&b), version_key(&a).cmp(&version_key(&b)));
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! An incremental parser for server-sent events, as both providers stream
+//! them: bytes arrive in arbitrary pieces (a line, half a line, half a UTF-8
+//! character) and come out as whole events.
+//!
+//! It follows the WHATWG event-stream grammar for the fields we use (`event`,
+//! `data`; comments and `id`/`retry` are skipped), with one leniency: an event
+//! the server did not close with a blank line before the end of the body is
+//! still handed out by [`SseParser::finish`], since some servers end with
+//! `data: [DONE]\n` alone. A truncated event then fails where its JSON is
+//! parsed, not here.
+
+use super::ModelError;
+
+/// No line of a model stream comes near this; a server that sends one is
+/// broken, and holding it would only grow memory.
+const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
+
+/// One dispatched event: its `event:` name, if any, and its `data:` lines
+/// joined with newlines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SseEvent {
+    pub(crate) event: Option<String>,
+    pub(crate) data: String,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct SseParser {
+    /// Bytes of the line being received, without its terminator.
+    line: Vec<u8>,
+    /// The previous piece ended in `\r`: a `\n` starting this one belongs to
+    /// the same line terminator.
+    after_cr: bool,
+    event: Option<String>,
+    data: String,
+    has_data: bool,
+}
+
+impl SseParser {
+    /// Takes the next piece of the body and appends the events it completes.
+    pub(crate) fn feed(&mut self, bytes: &[u8], out: &mut Vec<SseEvent>) -> Result<(), ModelError> {
+        let mut rest = bytes;
+        if self.after_cr && !rest.is_empty() {
+            self.after_cr = false;
+            if let Some(tail) = rest.strip_prefix(b"\n") {
+                rest = tail;
+            }
+        }
+        while let Some(at) = rest.iter().position(|&byte| byte == b'\n' || byte == b'\r') {
+            self.line.extend_from_slice(&rest[..at]);
+            let terminator = rest[at];
+            rest = &rest[at + 1..];
+            if terminator == b'\r' {
+                match rest.first() {
+                    Some(b'\n') => rest = &rest[1..],
+                    Some(_) => {}
+                    None => self.after_cr = true,
+                }
+            }
+            let line = std::mem::take(&mut self.line);
+            self.process_line(&line, out);
+        }
+        if self.line.len() + rest.len() > MAX_LINE_BYTES {
+            return Err(ModelError::Protocol(format!("a stream line exceeds {MAX_LINE_BYTES} bytes")));
+        }
+        self.line.extend_from_slice(rest);
+        Ok(())
+    }
+
+    /// The body ended: hands out an event left open, if it has data.
+    pub(crate) fn finish(&mut self) -> Option<SseEvent> {
+        let line = std::mem::take(&mut self.line);
+        let mut out = Vec::new();
+        if !line.is_empty() {
+            self.process_line(&line, &mut out);
+        }
+        self.process_line(b"", &mut out);
+        out.pop()
+    }
+
+    fn process_line(&mut self, line: &[u8], out: &mut Vec<SseEvent>) {
+        if line.is_empty() {
+            if self.has_data {
+                out.push(SseEvent { event: self.event.take(), data: std::mem::take(&mut self.data) });
+            }
+            self.event = None;
+            self.data.clear();
+            self.has_data = false;
+            return;
+        }
+        if line.starts_with(b":") {
+            return;
+        }
+        let line = String::from_utf8_lossy(line);
+        let (field, value) = match line.split_once(':') {
+            Some((field, value)) => (field, value.strip_prefix(' ').unwrap_or(value)),
+            None => (line.as_ref(), ""),
+        };
+        match field {
+            "event" => self.event = Some(value.to_owned()),
+            "data" => {
+                if self.has_data {
+                    self.data.push('\n');
+                }
+                self.data.push_str(value);
+                self.has_data = true;
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pretty_assertions::assert_eq;
+    use proptest::prelude::*;
+
+    fn parse_in_pieces(pieces: &[&[u8]]) -> Vec<SseEvent> {
+        let mut parser = SseParser::default();
+        let mut events = Vec::new();
+        for piece in pieces {
+            parser.feed(piece, &mut events).unwrap();
+        }
+        events.extend(parser.finish());
+        events
+    }
+
+    fn event(name: Option<&str>, data: &str) -> SseEvent {
+        SseEvent { event: name.map(str::to_owned), data: data.to_owned() }
+    }
+
+    const SAMPLE: &str = concat!(
+        ": a comment\n",
+        "event: message_start\n",
+        "data: {\"type\":\"message_start\"}\n",
+        "\n",
+        "data: first\r\n",
+        "data:second\r\n",
+        "id: 7\r\n",
+        "\r\n",
+        "event: ping\r",
+        "data: {\"é\":\"ü→\"}\r",
+        "\r",
+        "event: empty\n",
+        "\n",
+        "data: [DONE]\n",
+        "\n",
+    );
+
+    fn sample_events() -> Vec<SseEvent> {
+        vec![
+            event(Some("message_start"), "{\"type\":\"message_start\"}"),
+            event(None, "first\nsecond"),
+            event(Some("ping"), "{\"é\":\"ü→\"}"),
+            event(None, "[DONE]"),
+        ]
+    }
+
+    #[test]
+    fn events_are_split_on_blank_lines_with_any_line_ending() {
+        assert_eq!(parse_in_pieces(&[SAMPLE.as_bytes()]), sample_events());
+    }
+
+    #[test]
+    fn every_split_point_gives_the_same_events() {
+        let bytes = SAMPLE.as_bytes();
+        for at in 0..=bytes.len() {
+            assert_eq!(parse_in_pieces(&[&bytes[..at], &bytes[at..]]), sample_events(), "split at {at}");
+        }
+        let one_by_one: Vec<&[u8]> = bytes.chunks(1).collect();
+        assert_eq!(parse_in_pieces(&one_by_one), sample_events());
+    }
+
+    #[test]
+    fn an_unterminated_last_event_is_handed_out_at_the_end() {
+        assert_eq!(
+            parse_in_pieces(&[b"data: {\"a\":1}\n\ndata: [DONE]"]),
+            vec![event(None, "{\"a\":1}"), event(None, "[DONE]")]
+        );
+        assert_eq!(parse_in_pieces(&[b"data: [DONE]\n"]), vec![event(None, "[DONE]")]);
+        assert_eq!(parse_in_pieces(&[b"event: ping\n"]), vec![]);
+    }
+
+    #[test]
+    fn an_overlong_line_is_a_protocol_error() {
+        let mut parser = SseParser::default();
+        let chunk = vec![b'x'; 1024 * 1024];
+        let mut events = Vec::new();
+        let mut failed = false;
+        for _ in 0..20 {
+            if let Err(err) = parser.feed(&chunk, &mut events) {
+                assert!(matches!(err, ModelError::Protocol(_)), "{err:?}");
+                failed = true;
+                break;
+            }
+        }
+        assert!(failed, "20 MiB without a newline was accepted");
+    }
+
+    proptest! {
+        #[test]
+        fn splitting_never_changes_the_events(cuts in proptest::collection::vec(0..SAMPLE.len(), 0..8)) {
+            let bytes = SAMPLE.as_bytes();
+            let mut cuts = cuts;
+            cuts.sort_unstable();
+            let mut pieces = Vec::new();
+            let mut start = 0;
+            for cut in cuts {
+                pieces.push(&bytes[start..cut]);
+                start = cut;
+            }
+            pieces.push(&bytes[start..]);
+            prop_assert_eq!(parse_in_pieces(&pieces), sample_events());
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(pieces in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..16)) {
+            let mut parser = SseParser::default();
+            let mut events = Vec::new();
+            for piece in &pieces {
+                parser.feed(piece, &mut events).unwrap();
+            }
+            parser.finish();
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! What the engine records: the events of an execution's timeline, the
+//! running totals, and the `Journal` that makes them durable.
+
+use std::future::Future;
+
+use serde::{Deserialize, Serialize};
+
+use crate::conversation::{TokenUsage, ToolCall};
+
+/// One entry of the timeline, before the journal gives it a sequence
+/// number. `kind()` names it; the rest is its JSON payload.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TimelineEvent {
+    /// The engine is asking the model for its next turn.
+    ModelRequest { step: u32, model: String, messages: usize, tools: usize, estimated_tokens: u64 },
+    /// A model call failed and will be tried again.
+    ModelRetry { step: u32, attempt: u32, reason: String, delay_ms: u64 },
+    /// The model answered.
+    ModelReply {
+        step: u32,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        content: Option<String>,
+        tool_calls: Vec<ToolCall>,
+        usage: TokenUsage,
+        cost_microdollars: i64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        stop_reason: Option<String>,
+        duration_ms: u64,
+    },
+    /// A model call failed for good.
+    ModelError { step: u32, error: String },
+    /// A tool call is about to run (it passed the allow-list and its schema).
+    ToolCall { step: u32, call_id: String, tool: String, arguments: serde_json::Value },
+    /// A tool call that was refused: not allowed, unknown, or with arguments
+    /// that do not match the tool's schema. The model is told why.
+    ToolDenied { step: u32, call_id: String, tool: String, reason: String, arguments: String },
+    /// What a tool call produced and what it cost.
+    ToolResult {
+        step: u32,
+        call_id: String,
+        tool: String,
+        is_error: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        exit_code: Option<i32>,
+        /// The output as kept for the log (capped by the sandbox's output limit).
+        output: String,
+        /// Whether the model saw less than `output`.
+        truncated_for_model: bool,
+        cpu_ms: u64,
+        peak_memory_bytes: u64,
+        wall_ms: u64,
+        violations: Vec<codexos_sandbox::Violation>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        network: Vec<codexos_sandbox::NetworkDecision>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        absent_protections: Vec<String>,
+    },
+    /// The session was shortened to stay within the model's context.
+    Compacted { step: u32, elided_results: usize, estimated_tokens_before: u64, estimated_tokens_after: u64 },
+    /// A limit of the manifest stopped the execution.
+    LimitHit { limit: String, detail: String },
+}
+
+impl TimelineEvent {
+    /// The event's kind, as stored.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TimelineEvent::ModelRequest { .. } => "model_request",
+            TimelineEvent::ModelRetry { .. } => "model_retry",
+            TimelineEvent::ModelReply { .. } => "model_reply",
+            TimelineEvent::ModelError { .. } => "model_error",
+            TimelineEvent::ToolCall { .. } => "tool_call",
+            TimelineEvent::ToolDenied { .. } => "tool_denied",
+            TimelineEvent::ToolResult { .. } => "tool_result",
+            TimelineEvent::Compacted { .. } => "compacted",
+            TimelineEvent::LimitHit { .. } => "limit_hit",
+        }
+    }
+
+    /// The payload without the kind, as stored.
+    pub fn payload(&self) -> serde_json::Value {
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        if let Some(object) = value.as_object_mut() {
+            object.remove("kind");
+        }
+        value
+    }
+}
+
+/// Running totals of an execution, updated with every step.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    pub steps: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_microdollars: i64,
+    pub cpu_ms: u64,
+    pub peak_memory_bytes: u64,
+    pub wall_ms: u64,
+}
+
+/// Why the journal could not record: the loop stops at once, because an
+/// effect that is not recorded must not be acknowledged.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// Another worker holds the execution now (ours was presumed dead).
+    #[error("the execution's lease was lost to another worker")]
+    LeaseLost,
+    #[error("cannot record the timeline: {0}")]
+    Storage(String),
+}
+
+/// Where the timeline goes. The worker implements it over the store; an
+/// append returns once the events are durable.
+pub trait Journal: Send {
+    fn append(
+        &mut self,
+        events: &[TimelineEvent],
+        totals: &Totals,
+    ) -> impl Future<Output = Result<(), JournalError>> + Send;
+}

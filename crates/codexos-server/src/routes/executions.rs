@@ -1,0 +1,356 @@
+//! Executions: start one, list and inspect them, read and follow their
+//! timelines (paged, or live as server-sent events).
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use codexos_core::{ExecutionId, ExecutionStatus, Permission, format_millis};
+use codexos_store::{Event, Execution, ExecutionFilter, ExecutionTotals, NewExecution};
+use futures_util::Stream;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiJson, ApiResult, ErrorEnvelope};
+
+/// The longest task accepted, in bytes.
+const MAX_TASK_BYTES: usize = 64 * 1024;
+/// How often a live stream looks for new events.
+const STREAM_POLL: Duration = Duration::from_millis(150);
+/// Events read per page of a live stream.
+const STREAM_PAGE: i64 = 200;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateExecution {
+    /// The agent's name.
+    agent: String,
+    /// A version of the agent; the newest when absent.
+    version: Option<String>,
+    /// What the agent is asked to do.
+    task: String,
+    /// The workspace directory, an absolute path on the workers' hosts.
+    workspace: String,
+}
+
+/// An execution as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExecutionView {
+    id: String,
+    agent: String,
+    agent_version: String,
+    /// queued, running, paused, waiting_approval, succeeded, failed or cancelled.
+    status: String,
+    task: String,
+    workspace: String,
+    created_at: String,
+    updated_at: String,
+    started_at: Option<String>,
+    finished_at: Option<String>,
+    #[schema(value_type = Object)]
+    totals: ExecutionTotals,
+    /// How it ended: `reason`, and `answer` or `error`.
+    #[schema(value_type = Option<Object>)]
+    outcome: Option<serde_json::Value>,
+}
+
+impl From<Execution> for ExecutionView {
+    fn from(execution: Execution) -> Self {
+        Self {
+            id: execution.id.to_string(),
+            agent: execution.agent_name,
+            agent_version: execution.agent_version,
+            status: execution.status.to_string(),
+            task: execution.task,
+            workspace: execution.workspace,
+            created_at: format_millis(execution.created_at),
+            updated_at: format_millis(execution.updated_at),
+            started_at: execution.started_at.map(format_millis),
+            finished_at: execution.finished_at.map(format_millis),
+            totals: execution.totals,
+            outcome: execution.outcome,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExecutionList {
+    executions: Vec<ExecutionView>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ListQuery {
+    /// Only executions in this status.
+    status: Option<String>,
+    /// Only executions of this agent.
+    agent: Option<String>,
+    /// At most this many (1 to 200, default 50).
+    limit: Option<i64>,
+    /// The page after this execution id (newest first).
+    before: Option<String>,
+}
+
+/// One event of a timeline.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventView {
+    seq: i64,
+    kind: String,
+    #[schema(value_type = Object)]
+    payload: serde_json::Value,
+    created_at: String,
+}
+
+impl From<Event> for EventView {
+    fn from(event: Event) -> Self {
+        Self { seq: event.seq, kind: event.kind, payload: event.payload, created_at: format_millis(event.created_at) }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventPage {
+    events: Vec<EventView>,
+    /// Pass as `after` for the next page.
+    next_after: i64,
+    /// The execution's status when the page was read.
+    status: String,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct EventsQuery {
+    /// Only events with a larger sequence number (default 0: from the start).
+    after: Option<i64>,
+    /// At most this many (1 to 1000, default 200).
+    limit: Option<i64>,
+}
+
+/// Starts an execution of an agent on a task; a worker picks it up. Needs
+/// `executions:run`.
+#[utoipa::path(
+    post, path = "/v1/executions", tag = "executions", security(("api_key" = [])), request_body = CreateExecution,
+    responses(
+        (status = 201, body = ExecutionView),
+        (status = 400, body = ErrorEnvelope),
+        (status = 401, body = ErrorEnvelope),
+        (status = 403, body = ErrorEnvelope),
+        (status = 404, body = ErrorEnvelope, description = "No such agent or version"),
+    )
+)]
+pub async fn create_execution(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(request): ApiJson<CreateExecution>,
+) -> ApiResult<(StatusCode, ApiJson<ExecutionView>)> {
+    caller.require(Permission::ExecutionsRun)?;
+    let task = request.task.trim();
+    if task.is_empty() || task.len() > MAX_TASK_BYTES {
+        return Err(ApiError::bad_request("invalid_field", format!("task must be 1 to {MAX_TASK_BYTES} bytes")));
+    }
+    let workspace = std::path::Path::new(&request.workspace);
+    if !workspace.is_absolute() || request.workspace.contains('\0') || request.workspace.len() > 4096 {
+        return Err(ApiError::bad_request("invalid_field", "workspace must be an absolute path"));
+    }
+    let version = state.store.agent_version(caller.0.tenant, &request.agent, request.version.as_deref()).await?;
+    let new_execution = NewExecution {
+        agent_version_id: version.id,
+        task: task.to_owned(),
+        workspace: request.workspace.clone(),
+        created_by: caller.0.user,
+    };
+    let execution = state.store.create_execution(caller.0.tenant, &new_execution).await?;
+    tracing::info!(execution = %execution.id, agent = %version.name, version = %version.version, "execution queued");
+    metrics::counter!("codexos_executions_created_total", "tenant" => caller.0.tenant_slug.to_string()).increment(1);
+    Ok((StatusCode::CREATED, ApiJson(execution.into())))
+}
+
+/// The tenant's executions, newest first. Needs `executions:read`.
+#[utoipa::path(
+    get, path = "/v1/executions", tag = "executions", security(("api_key" = [])), params(ListQuery),
+    responses(
+        (status = 200, body = ExecutionList),
+        (status = 400, body = ErrorEnvelope),
+        (status = 401, body = ErrorEnvelope),
+        (status = 403, body = ErrorEnvelope),
+    )
+)]
+pub async fn list_executions(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<ListQuery>,
+) -> ApiResult<ApiJson<ExecutionList>> {
+    caller.require(Permission::ExecutionsRead)?;
+    let status = query
+        .status
+        .as_deref()
+        .map(|text| text.parse::<ExecutionStatus>())
+        .transpose()
+        .map_err(|err| ApiError::bad_request("invalid_field", format!("status: {err}")))?;
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::bad_request("invalid_field", "limit must be between 1 and 200"));
+    }
+    let before = query.before.as_deref().map(parse_execution_id).transpose()?;
+    let filter = ExecutionFilter { status, agent: query.agent, limit, before };
+    let executions = state.store.list_executions(caller.0.tenant, &filter).await?;
+    Ok(ApiJson(ExecutionList { executions: executions.into_iter().map(ExecutionView::from).collect() }))
+}
+
+/// One execution. Needs `executions:read`; another tenant's is 404.
+#[utoipa::path(
+    get, path = "/v1/executions/{id}", tag = "executions", security(("api_key" = [])),
+    params(("id" = String, Path, description = "The execution's id")),
+    responses(
+        (status = 200, body = ExecutionView),
+        (status = 400, body = ErrorEnvelope),
+        (status = 401, body = ErrorEnvelope),
+        (status = 403, body = ErrorEnvelope),
+        (status = 404, body = ErrorEnvelope),
+    )
+)]
+pub async fn show_execution(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<ApiJson<ExecutionView>> {
+    caller.require(Permission::ExecutionsRead)?;
+    let execution = state.store.execution(caller.0.tenant, parse_execution_id(&id)?).await?;
+    Ok(ApiJson(execution.into()))
+}
+
+/// A page of an execution's timeline, after a sequence number. Needs
+/// `executions:read`.
+#[utoipa::path(
+    get, path = "/v1/executions/{id}/events", tag = "executions", security(("api_key" = [])),
+    params(("id" = String, Path, description = "The execution's id"), EventsQuery),
+    responses(
+        (status = 200, body = EventPage),
+        (status = 400, body = ErrorEnvelope),
+        (status = 401, body = ErrorEnvelope),
+        (status = 403, body = ErrorEnvelope),
+        (status = 404, body = ErrorEnvelope),
+    )
+)]
+pub async fn list_events(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(query): Query<EventsQuery>,
+) -> ApiResult<ApiJson<EventPage>> {
+    caller.require(Permission::ExecutionsRead)?;
+    let execution_id = parse_execution_id(&id)?;
+    let after = query.after.unwrap_or(0);
+    if after < 0 {
+        return Err(ApiError::bad_request("invalid_field", "after must be zero or positive"));
+    }
+    let limit = query.limit.unwrap_or(200);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request("invalid_field", "limit must be between 1 and 1000"));
+    }
+    // Status first: a page read after it cannot miss the final event of a
+    // status it reports as final.
+    let status = state.store.execution(caller.0.tenant, execution_id).await?.status;
+    let events = state.store.events(caller.0.tenant, execution_id, after, limit).await?;
+    let next_after = events.last().map_or(after, |event| event.seq);
+    Ok(ApiJson(EventPage {
+        events: events.into_iter().map(EventView::from).collect(),
+        next_after,
+        status: status.to_string(),
+    }))
+}
+
+/// The timeline live, as server-sent events: each event's `id` is its
+/// sequence number and its `event` its kind, with the whole event as JSON
+/// data. Resumes after `Last-Event-ID` (or `?after=`). The stream ends
+/// after the execution's final event. Needs `executions:read`.
+#[utoipa::path(
+    get, path = "/v1/executions/{id}/stream", tag = "executions", security(("api_key" = [])),
+    params(("id" = String, Path, description = "The execution's id"), EventsQuery),
+    responses(
+        (status = 200, content_type = "text/event-stream", description = "The timeline as server-sent events"),
+        (status = 400, body = ErrorEnvelope),
+        (status = 401, body = ErrorEnvelope),
+        (status = 403, body = ErrorEnvelope),
+        (status = 404, body = ErrorEnvelope),
+    )
+)]
+pub async fn stream_events(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(query): Query<EventsQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+    caller.require(Permission::ExecutionsRead)?;
+    let execution_id = parse_execution_id(&id)?;
+    let resume_from = match headers.get("last-event-id") {
+        Some(value) => {
+            value.to_str().ok().and_then(|text| text.trim().parse::<i64>().ok()).filter(|seq| *seq >= 0).ok_or_else(
+                || ApiError::bad_request("invalid_header", "Last-Event-ID must be an event sequence number"),
+            )?
+        }
+        None => query.after.unwrap_or(0).max(0),
+    };
+    // Answer 404 now, before the stream starts, for another tenant's id.
+    state.store.execution(caller.0.tenant, execution_id).await?;
+    let tenant = caller.0.tenant;
+    let store = state.store.clone();
+    let stream = async_stream(move |sender| async move {
+        let mut after = resume_from;
+        loop {
+            // Read the status before the events: if it is final, every event
+            // was written before it, so this page holds the end.
+            let status = match store.execution(tenant, execution_id).await {
+                Ok(execution) => execution.status,
+                Err(err) => {
+                    tracing::warn!(execution = %execution_id, error = %err, "stream stopped: cannot read the execution");
+                    return;
+                }
+            };
+            let events = match store.events(tenant, execution_id, after, STREAM_PAGE).await {
+                Ok(events) => events,
+                Err(err) => {
+                    tracing::warn!(execution = %execution_id, error = %err, "stream stopped: cannot read events");
+                    return;
+                }
+            };
+            let full_page = events.len() as i64 == STREAM_PAGE;
+            for event in events {
+                after = event.seq;
+                let sse = SseEvent::default()
+                    .id(event.seq.to_string())
+                    .event(event.kind.clone())
+                    .json_data(EventView::from(event))
+                    .unwrap_or_else(|_| SseEvent::default().comment("unserializable event"));
+                if sender.send(Ok(sse)).await.is_err() {
+                    return; // the client went away
+                }
+            }
+            if status.is_final() && !full_page {
+                return;
+            }
+            if !full_page {
+                tokio::time::sleep(STREAM_POLL).await;
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// A stream fed by a task through a small channel; the task stops when the
+/// client disconnects (its sends fail).
+fn async_stream<F, Fut>(producer: F) -> impl Stream<Item = Result<SseEvent, Infallible>>
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<SseEvent, Infallible>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (sender, mut receiver) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(producer(sender));
+    futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx))
+}
+
+fn parse_execution_id(text: &str) -> Result<ExecutionId, ApiError> {
+    ExecutionId::parse(text).map_err(|err| ApiError::bad_request("invalid_id", err.to_string()))
+}

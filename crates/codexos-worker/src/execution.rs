@@ -1,0 +1,176 @@
+//! Running one leased execution: resolve what the engine needs, keep the
+//! lease fresh, run the engine, record the outcome.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use codexos_core::ExecutionStatus;
+use codexos_engine::manifest::{AgentKind, ApiKeySource};
+use codexos_engine::{AgentManifest, ExecutionSetup, Interrupted, Totals};
+use codexos_store::{LeasedExecution, Store, StoreError};
+use secrecy::SecretString;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::WorkerOptions;
+use crate::journal::{StoreJournal, store_totals};
+
+/// The events a fresh lease has written: `queued`, then `running`.
+const EVENTS_OF_A_FRESH_START: i64 = 2;
+
+pub async fn run_leased(
+    store: Store,
+    leased: LeasedExecution,
+    options: Arc<WorkerOptions>,
+    shutdown: CancellationToken,
+) {
+    let execution_id = leased.execution.id;
+    let span = tracing::info_span!("execution", execution = %execution_id, tenant = %leased.lease.tenant);
+    tracing::info!(parent: &span, agent = %leased.execution.agent_name, "execution started");
+
+    // The lease is renewed in the background; losing it stops the engine.
+    let stop = shutdown.child_token();
+    let renewer = tokio::spawn(renew_lease(store.clone(), leased.lease.clone(), options.lease_timeout, stop.clone()));
+
+    let lease = leased.lease.clone();
+    let ended = match prepare(&leased, &options, stop.clone()) {
+        Err(failure) => Ok(failure),
+        Ok(setup) => {
+            let mut journal = StoreJournal { store: store.clone(), lease: lease.clone() };
+            codexos_engine::run_execution(setup, &mut journal)
+                .await
+                .map(|outcome| (outcome.status, outcome.summary, outcome.totals))
+        }
+    };
+    stop.cancel();
+    let _ = renewer.await;
+
+    match ended {
+        Ok((status, summary, totals)) => {
+            match store.finish_execution(&lease, status, &summary, &store_totals(&totals)).await {
+                Ok(_) => {
+                    metrics::counter!("codexos_executions_finished_total", "status" => status.as_str()).increment(1);
+                    tracing::info!(parent: &span, %status, steps = totals.steps, "execution finished");
+                }
+                Err(StoreError::LeaseLost) => {
+                    tracing::warn!(parent: &span, "execution finished here, but its lease had passed to another worker")
+                }
+                Err(err) => tracing::error!(parent: &span, error = %err, "cannot record the execution's end"),
+            }
+        }
+        Err(Interrupted::Shutdown) => {
+            tracing::info!(parent: &span, "execution interrupted by shutdown; its lease will expire")
+        }
+        Err(Interrupted::Journal(err)) => tracing::warn!(parent: &span, error = %err, "execution stopped"),
+    }
+}
+
+/// What the engine needs, or the failure to record when it cannot start.
+fn prepare(
+    leased: &LeasedExecution,
+    options: &WorkerOptions,
+    shutdown: CancellationToken,
+) -> Result<ExecutionSetup, (ExecutionStatus, serde_json::Value, Totals)> {
+    let failed = |reason: &str, error: String| {
+        (ExecutionStatus::Failed, json!({ "reason": reason, "error": error }), Totals::default())
+    };
+    if leased.last_seq > EVENTS_OF_A_FRESH_START {
+        // Another worker started this execution and stopped mid-way. Running
+        // it again from the start could repeat side effects; resuming from
+        // the last recorded step arrives with durable executions.
+        return Err(failed(
+            "interrupted",
+            "the worker running this execution stopped before it finished; start it again".to_owned(),
+        ));
+    }
+    let manifest = AgentManifest::parse(&leased.manifest)
+        .map_err(|err| failed("invalid_manifest", format!("the stored manifest no longer parses: {err}")))?;
+    let workspace = check_workspace(Path::new(&leased.execution.workspace), &options.hidden_paths)
+        .map_err(|error| failed("invalid_workspace", error))?;
+    let api_key = match &manifest.kind {
+        AgentKind::Llm(llm) => match &llm.model.api_key {
+            None => None,
+            Some(ApiKeySource::Env(variable)) => match std::env::var(variable) {
+                Ok(key) if !key.is_empty() => Some(SecretString::from(key)),
+                _ => {
+                    return Err(failed(
+                        "missing_api_key",
+                        format!("the model's API key variable {variable} is not set in the worker's environment"),
+                    ));
+                }
+            },
+            Some(ApiKeySource::Secret(name)) => {
+                return Err(failed(
+                    "missing_api_key",
+                    format!(
+                        "the manifest names the tenant secret {name}, and tenant secrets are not available yet; use api_key_env"
+                    ),
+                ));
+            }
+        },
+        AgentKind::Workflow(_) => None,
+    };
+    let price = match &manifest.kind {
+        AgentKind::Llm(llm) => options.prices.get(&llm.model.name).copied(),
+        AgentKind::Workflow(_) => None,
+    };
+    Ok(ExecutionSetup {
+        task: leased.execution.task.clone(),
+        manifest,
+        workspace,
+        runner: options.runner.clone(),
+        hidden_paths: options.hidden_paths.clone(),
+        allow_missing_protections: options.allow_weaker_sandbox,
+        api_key,
+        price,
+        shutdown,
+    })
+}
+
+/// A workspace must be an existing directory, and neither the root nor
+/// anything that contains or lies inside a hidden path (the data directory).
+fn check_workspace(workspace: &Path, hidden: &[PathBuf]) -> Result<PathBuf, String> {
+    let resolved = workspace
+        .canonicalize()
+        .map_err(|err| format!("workspace {} cannot be used on this worker: {err}", workspace.display()))?;
+    if !resolved.is_dir() {
+        return Err(format!("workspace {} is not a directory", workspace.display()));
+    }
+    if resolved == Path::new("/") {
+        return Err("the root directory cannot be a workspace".to_owned());
+    }
+    for hidden in hidden.iter().filter_map(|path| path.canonicalize().ok()) {
+        if hidden.starts_with(&resolved) || resolved.starts_with(&hidden) {
+            return Err(format!(
+                "workspace {} overlaps the platform's data directory {}",
+                workspace.display(),
+                hidden.display()
+            ));
+        }
+    }
+    Ok(resolved)
+}
+
+async fn renew_lease(
+    store: Store,
+    lease: codexos_store::Lease,
+    lease_timeout: std::time::Duration,
+    stop: CancellationToken,
+) {
+    let mut interval = tokio::time::interval(lease_timeout / 3);
+    interval.tick().await;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = interval.tick() => match store.renew_lease(&lease, lease_timeout).await {
+                Ok(()) => {}
+                Err(StoreError::LeaseLost) => {
+                    tracing::warn!(execution = %lease.execution_id, "lease lost; stopping the execution");
+                    stop.cancel();
+                    return;
+                }
+                Err(err) => tracing::warn!(execution = %lease.execution_id, error = %err, "cannot renew the lease"),
+            },
+        }
+    }
+}
