@@ -7,6 +7,7 @@
 //! Every step is appended to the journal before the loop goes on, so what
 //! the timeline shows is what happened.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -16,11 +17,56 @@ use secrecy::SecretString;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::conversation::{Message, TokenUsage, ToolCall, ToolSpec};
+use crate::conversation::{Message, ModelReply, TokenUsage, ToolCall, ToolSpec};
 use crate::manifest::{AgentKind, AgentManifest, LlmAgent, ModelSpec, Workflow};
-use crate::model::{ModelClient, ModelConfig, ModelEvent, ModelRequest};
+use crate::memory::{self, Memory, MemoryTool};
+use crate::model::{ModelClient, ModelConfig, ModelError, ModelEvent, ModelRequest};
 use crate::timeline::{Journal, JournalError, TimelineEvent, Totals};
-use crate::tools::{self, BuiltinTool, SandboxSettings};
+use crate::tools::{self, BuiltinTool, SandboxSettings, ToolError, ToolExecution, ToolInvocation};
+
+/// The model an execution talks to: [`ModelClient`] over HTTP, or anything
+/// that answers a turn the same way (the engine's benchmark uses an instant
+/// one to measure the loop alone).
+pub trait Model: Send + Sync {
+    fn complete(
+        &self,
+        request: &ModelRequest<'_>,
+        events: &mut (dyn FnMut(ModelEvent) + Send),
+    ) -> impl Future<Output = Result<ModelReply, ModelError>> + Send;
+}
+
+impl Model for ModelClient {
+    fn complete(
+        &self,
+        request: &ModelRequest<'_>,
+        events: &mut (dyn FnMut(ModelEvent) + Send),
+    ) -> impl Future<Output = Result<ModelReply, ModelError>> + Send {
+        ModelClient::complete(self, request, events)
+    }
+}
+
+/// Where tool calls run: [`KernelSandbox`] in production.
+pub trait ToolRunner: Send + Sync {
+    fn run(
+        &self,
+        invocation: &ToolInvocation,
+        settings: &SandboxSettings,
+    ) -> impl Future<Output = Result<ToolExecution, ToolError>> + Send;
+}
+
+/// Every tool call in the kernel sandbox (`codexos-sandbox`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KernelSandbox;
+
+impl ToolRunner for KernelSandbox {
+    fn run(
+        &self,
+        invocation: &ToolInvocation,
+        settings: &SandboxSettings,
+    ) -> impl Future<Output = Result<ToolExecution, ToolError>> + Send {
+        tools::execute(invocation, settings)
+    }
+}
 
 /// Everything an execution needs, resolved by the worker.
 #[derive(Debug)]
@@ -65,26 +111,61 @@ const COMPACT_AT: f64 = 0.75;
 /// The cap on what the sandbox keeps of one tool call's output.
 const TOOL_OUTPUT_KEPT_BYTES: usize = 1024 * 1024;
 
-/// Runs an execution to its end.
-pub async fn run_execution<J: Journal>(
+/// Runs an execution to its end with the real model client and the
+/// kernel sandbox.
+pub async fn run_execution<J: Journal, M: Memory>(
     setup: ExecutionSetup,
     journal: &mut J,
+    memory: &M,
 ) -> Result<ExecutionOutcome, Interrupted> {
-    let mut run = Run { deadline: Instant::now() + setup.manifest.limits.timeout, totals: Totals::default(), setup };
-    let started = Instant::now();
-    let outcome = match run.setup.manifest.kind.clone() {
-        AgentKind::Workflow(workflow) => run.workflow(&workflow, journal).await,
-        AgentKind::Llm(llm) => run.llm(&llm, journal).await,
+    let client = match &setup.manifest.kind {
+        AgentKind::Workflow(_) => None,
+        AgentKind::Llm(llm) => match ModelClient::new(model_config(&llm.model, setup.api_key.clone())) {
+            Ok(client) => Some(client),
+            Err(err) => {
+                let error = format!("cannot set up the model client: {err}");
+                journal
+                    .append(&[TimelineEvent::ModelError { step: 1, error: error.clone() }], &Totals::default())
+                    .await?;
+                let summary = json!({ "reason": "model_error", "error": error });
+                return Ok(ExecutionOutcome { status: ExecutionStatus::Failed, summary, totals: Totals::default() });
+            }
+        },
     };
-    let (status, summary) = outcome?;
+    run_with(setup, client.as_ref(), &KernelSandbox, journal, memory).await
+}
+
+/// Runs an execution with the given model (for `llm` agents) and tool runner.
+pub async fn run_with<Mo: Model, T: ToolRunner, J: Journal, M: Memory>(
+    setup: ExecutionSetup,
+    model: Option<&Mo>,
+    tools: &T,
+    journal: &mut J,
+    memory: &M,
+) -> Result<ExecutionOutcome, Interrupted> {
+    let started = Instant::now();
+    let deadline = started + setup.manifest.limits.timeout;
+    let kind = setup.manifest.kind.clone();
+    let mut run = Run { deadline, totals: Totals::default(), setup, tools, memory };
+    let (status, summary) = match (&kind, model) {
+        (AgentKind::Workflow(workflow), _) => run.workflow(workflow, journal).await?,
+        (AgentKind::Llm(llm), Some(model)) => run.llm(llm, model, journal).await?,
+        (AgentKind::Llm(_), None) => {
+            let error = "no model client for an llm agent".to_owned();
+            journal.append(&[TimelineEvent::ModelError { step: 1, error: error.clone() }], &run.totals).await?;
+            (ExecutionStatus::Failed, json!({ "reason": "model_error", "error": error }))
+        }
+    };
     run.totals.wall_ms = millis(started.elapsed());
     Ok(ExecutionOutcome { status, summary, totals: run.totals })
 }
 
-struct Run {
+struct Run<'a, T, M> {
     setup: ExecutionSetup,
     deadline: Instant,
     totals: Totals,
+    tools: &'a T,
+    memory: &'a M,
 }
 
 type Ended = Result<(ExecutionStatus, serde_json::Value), Interrupted>;
@@ -95,7 +176,7 @@ struct Answered {
     is_error: bool,
 }
 
-impl Run {
+impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
     async fn workflow<J: Journal>(&mut self, workflow: &Workflow, journal: &mut J) -> Ended {
         let mut failed_steps = Vec::new();
         for (index, step) in workflow.steps.iter().enumerate() {
@@ -130,23 +211,8 @@ impl Run {
         }
     }
 
-    async fn llm<J: Journal>(&mut self, llm: &LlmAgent, journal: &mut J) -> Ended {
-        let client = match ModelClient::new(model_config(&llm.model, self.setup.api_key.clone())) {
-            Ok(client) => client,
-            Err(err) => {
-                let error = format!("cannot set up the model client: {err}");
-                journal.append(&[TimelineEvent::ModelError { step: 1, error: error.clone() }], &self.totals).await?;
-                return Ok((ExecutionStatus::Failed, json!({ "reason": "model_error", "error": error })));
-            }
-        };
-        let specs: Vec<ToolSpec> = self
-            .setup
-            .manifest
-            .tools
-            .iter()
-            .filter_map(|name| BuiltinTool::from_name(name))
-            .map(BuiltinTool::spec)
-            .collect();
+    async fn llm<Mo: Model, J: Journal>(&mut self, llm: &LlmAgent, client: &Mo, journal: &mut J) -> Ended {
+        let specs: Vec<ToolSpec> = self.setup.manifest.tools.iter().filter_map(|name| tool_spec(name)).collect();
         let system = llm.instructions.clone();
         let mut messages = vec![Message::User { content: self.setup.task.clone() }];
         let mut step = 0u32;
@@ -246,14 +312,19 @@ impl Run {
             arguments: call.arguments.chars().take(4096).collect(),
         };
         let allowed = &self.setup.manifest.tools;
-        let builtin = match BuiltinTool::from_name(&call.name) {
-            Some(tool) if self.setup.manifest.allows(&call.name) => tool,
-            _ => {
-                let reason =
-                    format!("tool '{}' is not allowed for this agent (allowed: {})", call.name, allowed.join(", "));
-                journal.append(&[denied(reason.clone())], &self.totals).await?;
-                return Ok(Answered { content: format!("error: {reason}"), is_error: true });
-            }
+        if !self.setup.manifest.allows(&call.name) || tool_spec(&call.name).is_none() {
+            let reason =
+                format!("tool '{}' is not allowed for this agent (allowed: {})", call.name, allowed.join(", "));
+            journal.append(&[denied(reason.clone())], &self.totals).await?;
+            return Ok(Answered { content: format!("error: {reason}"), is_error: true });
+        }
+        if let Some(memory_tool) = MemoryTool::from_name(&call.name) {
+            return self.memory_call(step, call, memory_tool, journal).await;
+        }
+        let Some(builtin) = BuiltinTool::from_name(&call.name) else {
+            let reason = format!("tool '{}' has no runner", call.name);
+            journal.append(&[denied(reason.clone())], &self.totals).await?;
+            return Ok(Answered { content: format!("error: {reason}"), is_error: true });
         };
         let invocation = match tools::parse_call(builtin, &call.arguments) {
             Ok(invocation) => invocation,
@@ -273,7 +344,7 @@ impl Run {
 
         let sandbox = self.sandbox_settings();
         let executed = tokio::select! {
-            executed = tools::execute(&invocation, &sandbox) => executed,
+            executed = self.tools.run(&invocation, &sandbox) => executed,
             () = self.setup.shutdown.cancelled() => return Err(Interrupted::Shutdown),
         };
         let limits = &self.setup.manifest.limits;
@@ -324,6 +395,53 @@ impl Run {
         };
         journal.append(&[result], &self.totals).await?;
         Ok(Answered { content: format!("error: the sandbox could not run this call: {event}"), is_error: true })
+    }
+
+    /// A call of a memory tool: checked like any call, served by the memory.
+    async fn memory_call<J: Journal>(
+        &mut self,
+        step: u32,
+        call: &ToolCall,
+        tool: MemoryTool,
+        journal: &mut J,
+    ) -> Result<Answered, Interrupted> {
+        let parsed = match memory::parse_call(tool, &call.arguments) {
+            Ok(parsed) => parsed,
+            Err(err) => {
+                let reason = format!("invalid arguments for '{}': {err}", call.name);
+                let event = TimelineEvent::ToolDenied {
+                    step,
+                    call_id: call.id.clone(),
+                    tool: call.name.clone(),
+                    reason: reason.clone(),
+                    arguments: call.arguments.chars().take(4096).collect(),
+                };
+                journal.append(&[event], &self.totals).await?;
+                return Ok(Answered { content: format!("error: {reason}"), is_error: true });
+            }
+        };
+        let arguments = serde_json::from_str(&call.arguments).unwrap_or_default();
+        let call_event = TimelineEvent::ToolCall { step, call_id: call.id.clone(), tool: call.name.clone(), arguments };
+        journal.append(&[call_event], &self.totals).await?;
+        let started = Instant::now();
+        let (output, is_error) = memory::perform(self.memory, &parsed).await;
+        let result = TimelineEvent::ToolResult {
+            step,
+            call_id: call.id.clone(),
+            tool: call.name.clone(),
+            is_error,
+            exit_code: None,
+            output: output.clone(),
+            truncated_for_model: false,
+            cpu_ms: 0,
+            peak_memory_bytes: 0,
+            wall_ms: millis(started.elapsed()),
+            violations: Vec::new(),
+            network: Vec::new(),
+            absent_protections: Vec::new(),
+        };
+        journal.append(&[result], &self.totals).await?;
+        Ok(Answered { content: output, is_error })
     }
 
     /// The sandbox for the next tool call: the manifest's limits, with the
@@ -431,6 +549,11 @@ impl Run {
         }
         Ok(())
     }
+}
+
+/// The spec of a tool by name: built-in or memory.
+fn tool_spec(name: &str) -> Option<ToolSpec> {
+    BuiltinTool::from_name(name).map(BuiltinTool::spec).or_else(|| MemoryTool::from_name(name).map(MemoryTool::spec))
 }
 
 fn model_config(spec: &ModelSpec, api_key: Option<SecretString>) -> ModelConfig {

@@ -9,11 +9,15 @@
 pub mod agent_loop;
 pub mod conversation;
 pub mod manifest;
+pub mod memory;
 pub mod model;
 pub mod timeline;
 pub mod tools;
 
-pub use agent_loop::{ExecutionOutcome, ExecutionSetup, Interrupted, run_execution};
+pub use agent_loop::{
+    ExecutionOutcome, ExecutionSetup, Interrupted, KernelSandbox, Model, ToolRunner, run_execution, run_with,
+};
 pub use conversation::{Message, ModelReply, TokenUsage, ToolCall, ToolSpec};
 pub use manifest::{AgentManifest, ManifestError, Problem};
+pub use memory::{Memory, NoMemory, RecalledNote};
 pub use timeline::{Journal, JournalError, TimelineEvent, Totals};

@@ -12,6 +12,7 @@ use std::time::Duration;
 use codexos_sandbox::{Destination, NetworkPolicy};
 use serde::Serialize;
 
+use crate::memory::MemoryTool;
 use crate::model::Provider;
 use crate::tools::BuiltinTool;
 
@@ -57,7 +58,14 @@ pub struct AgentManifest {
     /// The tools the agent may call; anything else is denied.
     pub tools: Vec<String>,
     pub limits: ManifestLimits,
+    /// How long notes stored with `remember` are kept.
+    pub memory_retention: Duration,
 }
+
+/// Notes are kept this long unless the manifest says otherwise.
+pub const DEFAULT_MEMORY_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
+/// The longest retention a manifest may ask for: ten years.
+const MAX_MEMORY_RETENTION: Duration = Duration::from_secs(3650 * 24 * 3600);
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum AgentKind {
@@ -239,6 +247,7 @@ fn read_manifest(mut fields: Fields<'_, '_>) -> Option<AgentManifest> {
     let tools = fields.table("tools").map_or_else(Vec::new, |tools| read_tools(tools));
     let limits = fields.table("limits").map_or_else(ManifestLimits::default, |limits| read_limits(limits));
     let model = fields.table("model").and_then(|model| read_model(model));
+    let memory_retention = fields.table("memory").map_or(Some(DEFAULT_MEMORY_RETENTION), |memory| read_memory(memory));
     let has_model = fields.has("model");
     let steps = fields.array_of_tables("steps");
 
@@ -276,15 +285,27 @@ fn read_manifest(mut fields: Fields<'_, '_>) -> Option<AgentManifest> {
         None => None,
     };
     fields.finish();
-    Some(AgentManifest { name: name?, version: version?, description, kind: kind?, tools, limits })
+    Some(AgentManifest {
+        name: name?,
+        version: version?,
+        description,
+        kind: kind?,
+        tools,
+        limits,
+        memory_retention: memory_retention?,
+    })
 }
 
 fn read_tools(mut fields: Fields<'_, '_>) -> Vec<String> {
     let allow = fields.string_array("allow").unwrap_or_default();
     let mut seen = BTreeSet::new();
     for (index, tool) in allow.iter().enumerate() {
-        if BuiltinTool::from_name(tool).is_none() {
-            let known: Vec<&str> = BuiltinTool::ALL.iter().map(|tool| tool.name()).collect();
+        if BuiltinTool::from_name(tool).is_none() && MemoryTool::from_name(tool).is_none() {
+            let known: Vec<&str> = BuiltinTool::ALL
+                .iter()
+                .map(|tool| tool.name())
+                .chain(MemoryTool::ALL.iter().map(|tool| tool.name()))
+                .collect();
             fields.problem(&format!("allow[{index}]"), format!("unknown tool '{tool}' (known: {})", known.join(", ")));
         } else if !seen.insert(tool.as_str()) {
             fields.problem(&format!("allow[{index}]"), format!("'{tool}' is listed twice"));
@@ -306,6 +327,25 @@ fn read_limits(mut fields: Fields<'_, '_>) -> ManifestLimits {
     let network = read_network(&mut fields).unwrap_or(NetworkPolicy::None);
     fields.finish();
     ManifestLimits { max_steps, timeout, cpu_seconds, memory_bytes, pids, tool_timeout, tool_output_bytes, network }
+}
+
+fn read_memory(mut fields: Fields<'_, '_>) -> Option<Duration> {
+    let retention = match fields.string("retention", false) {
+        None => Some(DEFAULT_MEMORY_RETENTION),
+        Some(text) => match humantime::parse_duration(&text) {
+            Ok(duration) if duration >= Duration::from_secs(3600) && duration <= MAX_MEMORY_RETENTION => Some(duration),
+            Ok(_) => {
+                fields.problem("retention", format!("'{text}' must be between 1h and 3650d"));
+                None
+            }
+            Err(err) => {
+                fields.problem("retention", format!("'{text}' is not a duration like 30d: {err}"));
+                None
+            }
+        },
+    };
+    fields.finish();
+    retention
 }
 
 fn read_network(fields: &mut Fields<'_, '_>) -> Option<NetworkPolicy> {

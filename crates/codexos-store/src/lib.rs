@@ -14,6 +14,7 @@ mod error;
 mod events;
 mod executions;
 mod leases;
+mod memories;
 mod queue;
 mod tenants;
 
@@ -24,6 +25,7 @@ pub use error::{Entity, Result, StoreError};
 pub use events::{Event, MAX_EVENT_PAYLOAD_BYTES, NewEvent};
 pub use executions::{Execution, ExecutionFilter, ExecutionTotals, NewExecution};
 pub use leases::{Lease, LeasedExecution};
+pub use memories::{MAX_MEMORY_BYTES, Memory, NewMemory};
 pub use queue::{QueueStats, WorkerId};
 pub use tenants::{Bootstrap, Tenant};
 

@@ -840,7 +840,7 @@ fn check_anthropic_request(headers: &HeaderMap, request: &Value) -> Result<(), S
     if string_at(request, "/model").is_none_or(str::is_empty) {
         return Err("`model` must be a non-empty string".to_owned());
     }
-    if !request.get("max_tokens").and_then(Value::as_u64).is_some_and(|max| max > 0) {
+    if request.get("max_tokens").and_then(Value::as_u64).is_none_or(|max| max == 0) {
         return Err("`max_tokens` must be a positive integer".to_owned());
     }
     if request.get("system").is_some_and(|system| !system.is_string() && !system.is_array()) {

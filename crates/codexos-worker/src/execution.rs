@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::WorkerOptions;
 use crate::journal::{StoreJournal, store_totals};
+use crate::memory::StoreMemory;
 
 /// The events a fresh lease has written: `queued`, then `running`.
 const EVENTS_OF_A_FRESH_START: i64 = 2;
@@ -37,7 +38,14 @@ pub async fn run_leased(
         Err(failure) => Ok(failure),
         Ok(setup) => {
             let mut journal = StoreJournal { store: store.clone(), lease: lease.clone() };
-            codexos_engine::run_execution(setup, &mut journal)
+            let memory = StoreMemory {
+                store: store.clone(),
+                tenant: lease.tenant,
+                agent_name: leased.execution.agent_name.clone(),
+                execution_id,
+                retention: setup.manifest.memory_retention,
+            };
+            codexos_engine::run_execution(setup, &mut journal, &memory)
                 .await
                 .map(|outcome| (outcome.status, outcome.summary, outcome.totals))
         }

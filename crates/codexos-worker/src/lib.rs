@@ -9,6 +9,7 @@
 
 mod execution;
 mod journal;
+mod memory;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -51,12 +52,16 @@ pub async fn run(store: Store, options: WorkerOptions, shutdown: CancellationTok
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut poll = tokio::time::interval(options.poll_interval);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Expired notes of the agents' semantic memory are purged on schedule.
+    let mut purge = tokio::time::interval(MEMORY_PURGE_INTERVAL);
+    purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let slots = Arc::new(Semaphore::new(options.max_concurrent));
     let mut running = JoinSet::new();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
             _ = heartbeat.tick() => beat(&store, &worker, &hostname).await,
+            _ = purge.tick() => purge_expired_memories(&store).await,
             _ = poll.tick() => lease_while_free(&store, &worker, &options, &slots, &mut running, &shutdown).await,
             Some(done) = running.join_next(), if !running.is_empty() => {
                 if let Err(err) = done {
@@ -102,6 +107,18 @@ async fn lease_while_free(
                 return;
             }
         }
+    }
+}
+
+/// How often a worker deletes expired memory notes. Every worker does it;
+/// the deletes are idempotent, and recall never returns an expired note.
+const MEMORY_PURGE_INTERVAL: Duration = Duration::from_secs(15 * 60);
+
+async fn purge_expired_memories(store: &Store) {
+    match store.purge_expired_memories().await {
+        Ok(0) => {}
+        Ok(purged) => tracing::info!(purged, "expired memory notes purged"),
+        Err(err) => tracing::warn!(error = %err, "cannot purge expired memory notes"),
     }
 }
 

@@ -470,3 +470,67 @@ async fn executions_refuse_bad_input() {
     let execution = finished(&server, &id).await;
     assert_eq!(execution["outcome"]["reason"], "invalid_workspace", "{execution}");
 }
+
+#[tokio::test]
+async fn notes_remembered_in_one_execution_are_recalled_in_the_next() {
+    let model = FakeModel::start().await;
+    let server = server().await;
+    let manifest = llm_manifest("keeper", "openai", &model.openai_base_url(), true, "")
+        .replace("\"search\"]", "\"search\", \"remember\", \"recall\"]")
+        + "\n[memory]\nretention = \"30d\"\n";
+    let (status, body) = create_agent(&server, &manifest).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let workspace = sample_workspace(true);
+
+    model.push(FakeTurn::Reply {
+        text: None,
+        tool_calls: vec![(
+            "call_m1".into(),
+            "remember".into(),
+            r#"{"note": "The parser tests are flaky when run in parallel; use --test-threads=1", "tags": ["tests"]}"#
+                .into(),
+        )],
+        input_tokens: 10,
+        output_tokens: 5,
+    });
+    model.push(FakeTurn::Reply { text: Some("Noted.".into()), tool_calls: vec![], input_tokens: 10, output_tokens: 1 });
+    let first = start(&server, "keeper", workspace.path(), "learn").await;
+    assert_eq!(finished(&server, &first).await["status"], "succeeded");
+
+    model.push(FakeTurn::Reply {
+        text: None,
+        tool_calls: vec![(
+            "call_m2".into(),
+            "recall".into(),
+            r#"{"query": "why are tests failing in parallel?"}"#.into(),
+        )],
+        input_tokens: 10,
+        output_tokens: 5,
+    });
+    model.push(FakeTurn::Reply {
+        text: Some("Use one thread.".into()),
+        tool_calls: vec![],
+        input_tokens: 10,
+        output_tokens: 1,
+    });
+    let second = start(&server, "keeper", workspace.path(), "fix the flaky tests").await;
+    assert_eq!(finished(&server, &second).await["status"], "succeeded");
+    model.check_tool_calls_answered().unwrap();
+
+    let requests = model.requests();
+    let recall_answer = requests[3].body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|message| message["role"] == "tool")
+        .unwrap()["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(recall_answer.contains("use --test-threads=1"), "{recall_answer}");
+    assert!(recall_answer.contains("[tests]"), "{recall_answer}");
+    let timeline = events(&server, &second).await;
+    let result = timeline.iter().find(|event| event["kind"] == "tool_result").unwrap();
+    assert_eq!(result["payload"]["tool"], "recall");
+    assert_eq!(result["payload"]["is_error"], false);
+}

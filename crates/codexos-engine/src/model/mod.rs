@@ -661,6 +661,16 @@ mod tests {
     }
 
     #[test]
+    fn a_call_can_move_between_threads() {
+        fn assert_send<T: Send>(_: &T) {}
+        let client = ModelClient::new(ModelConfig::new(Provider::OpenAi, "m")).unwrap();
+        let request = ModelRequest { system: "", messages: &[], tools: &[] };
+        let mut events = |_| {};
+        let call = client.complete(&request, &mut events);
+        assert_send(&call);
+    }
+
+    #[test]
     fn invalid_configurations_are_refused() {
         let refused = |change: fn(&mut ModelConfig)| {
             let mut config = ModelConfig::new(Provider::Anthropic, "m");

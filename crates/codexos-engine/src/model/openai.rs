@@ -327,7 +327,8 @@ impl StreamState {
                     self.add_call_fragment(call);
                 }
             }
-            if let Some(reason) = choice.finish_reason {
+            // Some servers send an empty reason, rather than null, until the end.
+            if let Some(reason) = choice.finish_reason.filter(|reason| !reason.is_empty()) {
                 self.finish_reason = Some(reason);
             }
         }
@@ -575,6 +576,8 @@ mod tests {
     fn a_stream_cut_before_its_finish_is_a_protocol_error() {
         let (reply, _) = run_stream(&[delta(json!({"content": "hel"}))], false);
         assert!(matches!(reply, Err(ModelError::Protocol(_))), "{reply:?}");
+        let (reply, _) = run_stream(&[json!({"choices": [{"delta": {"content": "hel"}, "finish_reason": ""}]})], false);
+        assert!(matches!(reply, Err(ModelError::Protocol(_))), "an empty finish reason is none: {reply:?}");
         let (reply, _) = run_stream(&[json!({"error": {"message": "overloaded", "type": "server_error"}})], false);
         assert!(matches!(&reply, Err(err @ ModelError::Api { .. }) if err.is_retryable()), "{reply:?}");
         let (reply, _) = run_stream(

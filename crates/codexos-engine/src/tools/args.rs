@@ -106,17 +106,11 @@ pub(crate) struct HttpFetchArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub(crate) enum HttpMethod {
-    #[serde(alias = "get")]
     Get,
-    #[serde(alias = "head")]
     Head,
-    #[serde(alias = "post")]
     Post,
-    #[serde(alias = "put")]
     Put,
-    #[serde(alias = "patch")]
     Patch,
-    #[serde(alias = "delete")]
     Delete,
 }
 
@@ -250,7 +244,9 @@ fn deserialize<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, Argum
     serde_path_to_error::deserialize(value).map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner().to_string();
-        ArgumentError::Mismatch(if path == "." { inner } else { format!("{path}: {inner}") })
+        // An unknown field's path is the field itself, which the message names already.
+        let named_already = path == "." || inner.starts_with("unknown field");
+        ArgumentError::Mismatch(if named_already { inner } else { format!("{path}: {inner}") })
     })
 }
 
@@ -335,21 +331,25 @@ pub(crate) fn http_url(url: &str) -> Result<reqwest::Url, ArgumentError> {
 /// with optional fields as plain types (not "or null"), which every
 /// provider's schema dialect understands.
 pub(crate) fn schema(tool: BuiltinTool) -> serde_json::Value {
+    match tool {
+        BuiltinTool::Shell => schema_of::<ShellArgs>(),
+        BuiltinTool::ReadFile => schema_of::<ReadFileArgs>(),
+        BuiltinTool::WriteFile => schema_of::<WriteFileArgs>(),
+        BuiltinTool::ApplyPatch => schema_of::<ApplyPatchArgs>(),
+        BuiltinTool::ListDir => schema_of::<ListDirArgs>(),
+        BuiltinTool::Search => schema_of::<SearchArgs>(),
+        BuiltinTool::HttpFetch => schema_of::<HttpFetchArgs>(),
+    }
+}
+
+/// The JSON schema of a tool's argument struct, as offered to models:
+/// inlined, without titles, null types or integer formats.
+pub(crate) fn schema_of<T: schemars::JsonSchema>() -> serde_json::Value {
     let settings = schemars::generate::SchemaSettings::draft2020_12().with(|settings| {
         settings.meta_schema = None;
         settings.inline_subschemas = true;
     });
-    let generator = settings.into_generator();
-    let mut schema = match tool {
-        BuiltinTool::Shell => generator.into_root_schema_for::<ShellArgs>(),
-        BuiltinTool::ReadFile => generator.into_root_schema_for::<ReadFileArgs>(),
-        BuiltinTool::WriteFile => generator.into_root_schema_for::<WriteFileArgs>(),
-        BuiltinTool::ApplyPatch => generator.into_root_schema_for::<ApplyPatchArgs>(),
-        BuiltinTool::ListDir => generator.into_root_schema_for::<ListDirArgs>(),
-        BuiltinTool::Search => generator.into_root_schema_for::<SearchArgs>(),
-        BuiltinTool::HttpFetch => generator.into_root_schema_for::<HttpFetchArgs>(),
-    }
-    .to_value();
+    let mut schema = settings.into_generator().into_root_schema_for::<T>().to_value();
     if let Some(object) = schema.as_object_mut() {
         object.remove("title");
         // The struct's own doc comment; the tool's description says it better.

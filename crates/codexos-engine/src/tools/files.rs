@@ -143,10 +143,11 @@ pub(crate) fn write_file(root: &Path, args: &WriteFileArgs) -> ToolResult {
     if let Err(err) = std::fs::write(&path, &args.content) {
         return ToolResult::error(io_message(&shown, &err));
     }
-    let bytes = args.content.len();
+    let bytes = |n: u64| if n == 1 { "1 byte".to_owned() } else { format!("{n} bytes") };
+    let written = bytes(args.content.len() as u64);
     ToolResult::ok(match previous {
-        Some(old) => format!("wrote {bytes} bytes to {shown} (replaced its {old} bytes)"),
-        None => format!("wrote {bytes} bytes to {shown} (new file)"),
+        Some(old) => format!("wrote {written} to {shown} (replaced its {})", bytes(old)),
+        None => format!("wrote {written} to {shown} (new file)"),
     })
 }
 
@@ -254,4 +255,23 @@ pub(crate) fn io_message(shown: &str, err: &std::io::Error) -> String {
         _ => "",
     };
     format!("{shown}: {err}{hint}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_errors_say_when_the_sandbox_protects_git() {
+        let read_only = std::io::Error::from(std::io::ErrorKind::ReadOnlyFilesystem);
+        assert_eq!(
+            io_message(".git/hooks/pre-commit", &read_only),
+            ".git/hooks/pre-commit: read-only filesystem or storage medium (the sandbox keeps .git/hooks and \
+             .git/config read-only: code there would run outside the sandbox)"
+        );
+        assert_eq!(
+            io_message("src/x", &read_only),
+            "src/x: read-only filesystem or storage medium (this path is read-only in the sandbox)"
+        );
+    }
 }

@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::conversation::ToolSpec;
 
+pub(crate) use args::schema_of;
 pub use output::for_model;
 pub use runner::{RUNNER_SUBCOMMAND, runner_main};
 pub use sandboxed::{SandboxSettings, ToolError, ToolExecution, execute};
@@ -207,11 +208,11 @@ pub struct ToolResult {
 }
 
 impl ToolResult {
-    pub(crate) fn ok(output: impl Into<String>) -> Self {
+    pub fn ok(output: impl Into<String>) -> Self {
         Self { output: output.into(), is_error: false }
     }
 
-    pub(crate) fn error(output: impl Into<String>) -> Self {
+    pub fn error(output: impl Into<String>) -> Self {
         Self { output: output.into(), is_error: true }
     }
 }

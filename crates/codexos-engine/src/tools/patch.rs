@@ -678,15 +678,20 @@ fn diagnose(lines: &[&[u8]], old_lines: &[&str], cursor: usize, expected: usize)
 /// together.
 struct Tree<'a> {
     root: &'a Path,
-    /// Relative path → (what it holds now, what it held on disk); `None`:
-    /// absent.
-    files: BTreeMap<PathBuf, (Option<Vec<u8>>, Option<Vec<u8>>)>,
+    files: BTreeMap<PathBuf, TrackedFile>,
+}
+
+/// A file's content (`None`: absent) as the patch left it so far, and as
+/// it is on disk.
+struct TrackedFile {
+    current: Option<Vec<u8>>,
+    on_disk: Option<Vec<u8>>,
 }
 
 impl Tree<'_> {
     fn content(&mut self, path: &Path) -> Result<Option<Vec<u8>>, String> {
-        if let Some((current, _)) = self.files.get(path) {
-            return Ok(current.clone());
+        if let Some(tracked) = self.files.get(path) {
+            return Ok(tracked.current.clone());
         }
         let full = self.root.join(path);
         let on_disk = match std::fs::metadata(&full) {
@@ -697,13 +702,13 @@ impl Tree<'_> {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
             Err(err) => return Err(io_message(&path.display().to_string(), &err)),
         };
-        self.files.insert(path.to_owned(), (on_disk.clone(), on_disk.clone()));
+        self.files.insert(path.to_owned(), TrackedFile { current: on_disk.clone(), on_disk: on_disk.clone() });
         Ok(on_disk)
     }
 
     fn set(&mut self, path: &Path, content: Option<Vec<u8>>) {
-        if let Some(entry) = self.files.get_mut(path) {
-            entry.0 = content;
+        if let Some(tracked) = self.files.get_mut(path) {
+            tracked.current = content;
         }
     }
 
@@ -716,7 +721,7 @@ impl Tree<'_> {
         let mut created_dirs: Vec<PathBuf> = Vec::new();
         let mut deletions = Vec::new();
         let result = (|| -> Result<(), String> {
-            for (relative, (current, on_disk)) in &self.files {
+            for (relative, TrackedFile { current, on_disk }) in &self.files {
                 if current == on_disk {
                     continue;
                 }
@@ -816,6 +821,57 @@ mod tests {
         let patch = parse(patch)?;
         let applied = apply_hunks("f", original.as_bytes(), &patch.files[0].hunks)?;
         Ok(String::from_utf8(applied.content).unwrap())
+    }
+
+    proptest::proptest! {
+        /// Parsing model output never panics, whatever it is.
+        #[test]
+        fn parsing_never_panics(text in "(--- a/f\n\\+\\+\\+ b/f\n|@@ -1,2 \\+1 @@\n|[ +\\\\-]?[a-c]{0,3}\n|\n|diff --git a/f b/g\n|rename (from|to) [a-z]\n){0,12}") {
+            let _ = parse(&text);
+        }
+
+        /// A hunk made from the file itself applies exactly where it was
+        /// made, whatever line its header claims.
+        #[test]
+        fn a_hunk_applies_at_its_context_despite_drift(
+            lines in 1usize..60,
+            start_fraction in 0.0f64..1.0,
+            removed in 0usize..4,
+            added in proptest::collection::vec("[a-z ]{0,8}", 0..4),
+            context in 0usize..4,
+            drift in -30isize..30,
+        ) {
+            let original: Vec<String> = (1..=lines).map(|n| format!("line {n}")).collect();
+            let start = ((lines as f64) * start_fraction) as usize;
+            let removed = removed.min(lines - start);
+            proptest::prop_assume!(removed + added.len() > 0);
+            let before = start.saturating_sub(context);
+            let after = (start + removed + context).min(lines);
+            let mut hunk = String::new();
+            for line in &original[before..start] {
+                hunk.push_str(&format!(" {line}\n"));
+            }
+            for line in &original[start..start + removed] {
+                hunk.push_str(&format!("-{line}\n"));
+            }
+            for line in &added {
+                hunk.push_str(&format!("+{line}\n"));
+            }
+            for line in &original[start + removed..after] {
+                hunk.push_str(&format!(" {line}\n"));
+            }
+            // The old side's first line, or for a hunk that only adds, the line it adds after.
+            let claimed = if before < after { before + 1 } else { start };
+            let claimed = claimed.saturating_add_signed(drift);
+            let patch = format!("--- a/f\n+++ b/f\n@@ -{claimed},{} +{claimed},{} @@\n{hunk}", after - before, after - before - removed + added.len());
+            let mut expected = original.clone();
+            expected.splice(start..start + removed, added.iter().cloned());
+            let expected: String = expected.iter().map(|line| format!("{line}\n")).collect();
+            let text: String = original.iter().map(|line| format!("{line}\n")).collect();
+            // A hunk without context or removed lines has nothing to find: only its header places it.
+            proptest::prop_assume!(before < after || drift == 0);
+            proptest::prop_assert_eq!(apply_text(&text, &patch), Ok(expected));
+        }
     }
 
     #[test]

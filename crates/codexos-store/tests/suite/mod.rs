@@ -2,6 +2,7 @@ mod agents;
 mod api_keys;
 mod executions;
 mod leases;
+mod memories;
 mod schema;
 mod tenants;
 mod workers;
