@@ -255,3 +255,20 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn the_example_manifests_are_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/agents");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|ext| ext == "toml") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            if let Err(err) = AgentManifest::parse(&text) {
+                panic!("{}: {err}", path.display());
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 3, "only {checked} example manifests in {}", dir.display());
+}

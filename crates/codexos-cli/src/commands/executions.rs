@@ -6,8 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use eventsource_stream::Eventsource;
-use futures_util::StreamExt;
+use codexos_engine::model::sse::{SseEvent, SseParser};
 use serde_json::{Value, json};
 
 use crate::cli::{ExecCommand, GlobalArgs, RunArgs};
@@ -142,22 +141,30 @@ async fn follow(client: &Client, id: &str, after: i64, on_event: &mut dyn FnMut(
                 continue;
             }
         };
-        let mut stream = response.bytes_stream().eventsource();
+        let mut response = response;
+        let mut parser = SseParser::default();
+        let mut events: Vec<SseEvent> = Vec::new();
         let mut dropped = false;
-        while let Some(item) = stream.next().await {
-            match item {
-                Ok(message) => {
-                    let Ok(event) = serde_json::from_str::<Value>(&message.data) else { continue };
-                    if let Some(seq) = event["seq"].as_i64() {
-                        last_seen = seq;
-                    }
-                    failures = 0;
-                    on_event(&event);
-                }
+        loop {
+            let chunk = match response.chunk().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
                 Err(_) => {
                     dropped = true;
                     break;
                 }
+            };
+            if parser.feed(&chunk, &mut events).is_err() {
+                dropped = true;
+                break;
+            }
+            for message in events.drain(..) {
+                let Ok(event) = serde_json::from_str::<Value>(&message.data) else { continue };
+                if let Some(seq) = event["seq"].as_i64() {
+                    last_seen = seq;
+                }
+                failures = 0;
+                on_event(&event);
             }
         }
         if !dropped {

@@ -534,3 +534,42 @@ async fn notes_remembered_in_one_execution_are_recalled_in_the_next() {
     assert_eq!(result["payload"]["tool"], "recall");
     assert_eq!(result["payload"]["is_error"], false);
 }
+
+/// The README's quickstart: the bundled workflow agent on the bundled sample
+/// workspace, no API key.
+#[tokio::test]
+async fn the_quickstart_runs_the_sample_workspace_tests() {
+    if !sandbox_available() {
+        return;
+    }
+    let server = server().await;
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let (code, stdout, stderr) =
+        run(server.cli().args(["agent", "create", "-f"]).arg(repo.join("examples/agents/test-runner.toml")));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout.trim(), "Registered agent test-runner 1.0.0 (workflow).");
+    let workspace = tempfile::tempdir().unwrap();
+    copy_dir(&repo.join("examples/sample-workspace"), workspace.path());
+    let (code, stdout, stderr) = run(server
+        .cli()
+        .args(["run", "--agent", "test-runner", "--workspace"])
+        .arg(workspace.path())
+        .arg("run the tests and report"));
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("4 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("shell scripts: 2"), "{stdout}");
+    assert!(stdout.contains("✔ succeeded"), "{stdout}");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}

@@ -11,7 +11,7 @@
 mod anthropic;
 mod openai;
 mod retry;
-mod sse;
+pub mod sse;
 
 use std::fmt;
 use std::str::FromStr;

@@ -18,13 +18,13 @@ const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
 /// One dispatched event: its `event:` name, if any, and its `data:` lines
 /// joined with newlines.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct SseEvent {
-    pub(crate) event: Option<String>,
-    pub(crate) data: String,
+pub struct SseEvent {
+    pub event: Option<String>,
+    pub data: String,
 }
 
 #[derive(Debug, Default)]
-pub(crate) struct SseParser {
+pub struct SseParser {
     /// Bytes of the line being received, without its terminator.
     line: Vec<u8>,
     /// The previous piece ended in `\r`: a `\n` starting this one belongs to
@@ -37,7 +37,7 @@ pub(crate) struct SseParser {
 
 impl SseParser {
     /// Takes the next piece of the body and appends the events it completes.
-    pub(crate) fn feed(&mut self, bytes: &[u8], out: &mut Vec<SseEvent>) -> Result<(), ModelError> {
+    pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<SseEvent>) -> Result<(), ModelError> {
         let mut rest = bytes;
         if self.after_cr && !rest.is_empty() {
             self.after_cr = false;
@@ -67,7 +67,7 @@ impl SseParser {
     }
 
     /// The body ended: hands out an event left open, if it has data.
-    pub(crate) fn finish(&mut self) -> Option<SseEvent> {
+    pub fn finish(&mut self) -> Option<SseEvent> {
         let line = std::mem::take(&mut self.line);
         let mut out = Vec::new();
         if !line.is_empty() {

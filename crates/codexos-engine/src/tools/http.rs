@@ -208,7 +208,8 @@ mod tests {
     #[test]
     fn error_statuses_are_errors_and_binary_bodies_are_not_shown() {
         let (proxy, server) = fake_proxy(
-            b"HTTP/1.1 404 Not Found\r\ncontent-type: application/octet-stream\r\ncontent-length: 3\r\n\r\n\x00\x01\x02",
+            b"HTTP/1.1 404 Not Found\r\ncontent-type: application/octet-stream\r\ncontent-length: 3\r\n\r\n\
+              \x00\x01\x02",
         );
         let result = fetch(&args(serde_json::json!({"url": "http://example.invalid/x"})), &proxy, 1024);
         server.join().unwrap();

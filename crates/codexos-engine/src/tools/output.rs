@@ -75,6 +75,26 @@ pub(crate) fn shorten(line: &str, max_chars: usize) -> String {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// A cut output is a head and a tail of the original around the
+        /// note, and never longer than asked when the note fits.
+        #[test]
+        fn cuts_keep_a_head_and_a_tail_within_the_limit(text in "[a-zé\n]{0,400}", max_bytes in 0usize..500) {
+            let cut = for_model(&text, max_bytes);
+            if text.len() <= max_bytes {
+                proptest::prop_assert_eq!(cut, text);
+            } else {
+                if max_bytes >= 100 {
+                    proptest::prop_assert!(cut.len() <= max_bytes, "{} > {max_bytes}", cut.len());
+                }
+                let (head, rest) = cut.split_once("[... ").unwrap();
+                let tail = &rest[rest.find("...]\n").unwrap() + 5..];
+                proptest::prop_assert!(text.starts_with(head.strip_suffix('\n').unwrap_or(head)));
+                proptest::prop_assert!(text.ends_with(tail));
+            }
+        }
+    }
+
     #[test]
     fn short_output_is_kept_whole() {
         assert_eq!(for_model("hello\n", 6), "hello\n");

@@ -117,7 +117,8 @@ pub(crate) fn search(root: &Path, args: &SearchArgs) -> ToolResult {
         output.push_str(&format!("no matches for /{}/ in {shown}\n", args.pattern));
     } else if stopped {
         output.push_str(&format!(
-            "[search stopped at {max_results} matching lines; narrow it with a more precise pattern, `path` or `glob`]\n"
+            "[search stopped at {max_results} matching lines; narrow it with a more precise pattern, `path` or \
+             `glob`]\n"
         ));
     } else {
         let plural = |n: usize, word: &str| if n == 1 { format!("1 {word}") } else { format!("{n} {word}s") };

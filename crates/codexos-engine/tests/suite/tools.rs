@@ -42,7 +42,11 @@ fn names_round_trip_and_specs_describe_objects_with_their_required_fields() {
             "additionalProperties": false,
             "properties": {
                 "path": {"type": "string", "description": "File to read, relative to the workspace."},
-                "offset": {"type": "integer", "minimum": 1, "description": "Line to start at, counting from 1. Default: 1."},
+                "offset": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "description": "Line to start at, counting from 1. Default: 1.",
+                },
                 "limit": {"type": "integer", "minimum": 1, "description": "Most lines to return. Default: 2000."},
             },
             "required": ["path"],
@@ -153,7 +157,8 @@ fn paths_must_stay_in_the_workspace() {
         (
             BuiltinTool::ApplyPatch,
             r#"{"patch": "--- /etc/passwd\n+++ /etc/passwd\n@@ -1 +1 @@\n-a\n+b\n"}"#,
-            "patch is not a usable unified diff: line 1: the patch's path must be relative to the workspace, not an absolute path: /etc/passwd",
+            "patch is not a usable unified diff: line 1: the patch's path must be relative to the workspace, not an \
+             absolute path: /etc/passwd",
         ),
     ];
     for (tool, raw, expected) in cases {
@@ -319,7 +324,8 @@ fn apply_patch_modifies_creates_and_deletes_files_in_one_call() {
     assert_eq!(
         result,
         ToolResult::ok(
-            "applied the patch:\n  modified src/lib.rs (1 hunk, +1 -1)\n  created src/new.rs (+2 -0)\n  deleted old/gone.txt\n"
+            "applied the patch:\n  modified src/lib.rs (1 hunk, +1 -1)\n  created src/new.rs (+2 -0)\n  deleted \
+             old/gone.txt\n"
         )
     );
     assert_eq!(read(ws.path(), "src/lib.rs"), "fn a() {}\n\nfn b() {\n    2\n}\n\nfn c() {}\n");
@@ -354,7 +360,8 @@ fn apply_patch_that_does_not_apply_changes_nothing_and_names_the_hunk() {
 fn apply_patch_points_at_the_line_that_differs() {
     let ws = workspace();
     write(ws.path(), "main.rs", "fn main() {\n    println!(\"hi\");\n}\n");
-    let patch = "--- a/main.rs\n+++ b/main.rs\n@@ -1,3 +1,3 @@\n fn main() {\n-    println!(\"hello\");\n+    println!(\"bye\");\n }\n";
+    let patch = "--- a/main.rs\n+++ b/main.rs\n@@ -1,3 +1,3 @@\n fn main() {\n-    println!(\"hello\");\n\
+                 +    println!(\"bye\");\n }\n";
     let result = run(ws.path(), BuiltinTool::ApplyPatch, json!({ "patch": patch }));
     assert_eq!(
         result,
@@ -374,7 +381,8 @@ fn apply_patch_tolerates_line_drift_and_renames_files() {
     write(ws.path(), "drift.txt", &content);
     // The header says line 10, the context is at line 20.
     let patch = "--- a/drift.txt\n+++ b/drift.txt\n@@ -10,3 +10,3 @@\n line 19\n-line 20\n+line twenty\n line 21\n\
-                 diff --git a/drift.txt b/moved/drift.txt\nsimilarity index 100%\nrename from drift.txt\nrename to moved/drift.txt\n";
+                 diff --git a/drift.txt b/moved/drift.txt\nsimilarity index 100%\n\
+                 rename from drift.txt\nrename to moved/drift.txt\n";
     let result = run(ws.path(), BuiltinTool::ApplyPatch, json!({ "patch": patch }));
     assert_eq!(
         result,
@@ -506,7 +514,8 @@ fn search_respects_gitignore_and_skips_git_and_binary_files() {
     assert_eq!(
         run(ws.path(), BuiltinTool::Search, json!({"pattern": "needle", "case_insensitive": true, "path": "src"})),
         ToolResult::ok(
-            "src/deep/mod.rs:1: // Needle in a comment\nsrc/main.rs:2:     let needle = 1;\n[2 matching lines in 2 files]\n"
+            "src/deep/mod.rs:1: // Needle in a comment\nsrc/main.rs:2:     let needle = 1;\n[2 matching lines in 2 \
+             files]\n"
         )
     );
     assert_eq!(
@@ -751,4 +760,29 @@ async fn http_fetch_without_network_fails_clearly_without_running() {
         execution.output
     );
     assert_eq!(execution.exit_code, None);
+}
+
+proptest::proptest! {
+    /// Whatever a model sends, parsing answers (and never panics); what it
+    /// accepts as a path stays inside the workspace.
+    #[test]
+    fn parsing_any_arguments_answers(
+        tool in proptest::sample::select(BuiltinTool::ALL.to_vec()),
+        raw in concat!(
+            r#"\{("(path|pattern|content|patch|url|command|workdir|glob|offset|depth|x)": "#,
+            r#"("[^"\\]{0,12}"|[0-9]{1,3}|-1|true|null|\[\]),? ?){0,4}\}|[^{]{0,20}"#,
+        ),
+    ) {
+        if let Ok(invocation) = parse_call(tool, &raw)
+            && let Some(path) = invocation.arguments.get("path").and_then(|path| path.as_str())
+        {
+            let depth = Path::new(path).components().try_fold(0i32, |depth, component| match component {
+                std::path::Component::ParentDir => (depth > 0).then_some(depth - 1),
+                std::path::Component::Normal(_) => Some(depth + 1),
+                std::path::Component::CurDir => Some(depth),
+                _ => None,
+            });
+            proptest::prop_assert!(depth.is_some(), "{raw}");
+        }
+    }
 }
