@@ -3,9 +3,6 @@
 //! Every behaviour is driven over real HTTP for both providers, streamed and
 //! not, unless it does not depend on the format.
 
-// Helpers outside `#[test]` functions unwrap too.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::time::{Duration, Instant};
 
 use codexos_engine::model::{ModelClient, ModelConfig, ModelError, ModelEvent, ModelRequest, Provider, TimeoutKind};

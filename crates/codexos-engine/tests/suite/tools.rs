@@ -1,9 +1,6 @@
 //! The built-in tools: argument validation, each file tool in process on a
 //! temporary workspace, and calls through the real sandbox.
 
-// Helpers outside `#[test]` functions unwrap too (tests/all.rs does not allow it crate-wide).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

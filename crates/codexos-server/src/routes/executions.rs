@@ -299,7 +299,9 @@ pub async fn stream_events(
     let store = state.store.clone();
     let stream = async_stream(move |sender| async move {
         let mut after = resume_from;
-        loop {
+        // A client that went away is noticed here too: while nothing
+        // happens there is nothing to send, and so no failed send.
+        while !sender.is_closed() {
             // Read the status before the events: if it is final, every event
             // was written before it, so this page holds the end.
             let status = match store.execution(tenant, execution_id).await {
