@@ -21,6 +21,7 @@ use crate::conversation::{Message, ModelReply, TokenUsage, ToolCall, ToolSpec};
 use crate::manifest::{AgentKind, AgentManifest, LlmAgent, ModelSpec, Workflow};
 use crate::memory::{self, Memory, MemoryTool};
 use crate::model::{ModelClient, ModelConfig, ModelError, ModelEvent, ModelRequest};
+use crate::replay::{History, RecordedEvent, denied_content, result_content};
 use crate::timeline::{Journal, JournalError, TimelineEvent, Totals};
 use crate::tools::{self, BuiltinTool, SandboxSettings, ToolError, ToolExecution, ToolInvocation};
 
@@ -85,6 +86,11 @@ pub struct ExecutionSetup {
     pub price: Option<ModelPrice>,
     /// Cancelled when the worker stops: the execution is left to resume.
     pub shutdown: CancellationToken,
+    /// The timeline recorded so far, when the execution is resumed; the
+    /// loop carries on from its last recorded step.
+    pub history: Vec<RecordedEvent>,
+    /// The totals recorded so far (zero for a fresh start).
+    pub totals: Totals,
 }
 
 /// How an execution ended.
@@ -144,19 +150,31 @@ pub async fn run_with<Mo: Model, T: ToolRunner, J: Journal, M: Memory>(
     memory: &M,
 ) -> Result<ExecutionOutcome, Interrupted> {
     let started = Instant::now();
+    // A resumed execution gets the whole timeout again: the time it spent
+    // waiting for a worker to take it over was not its own.
     let deadline = started + setup.manifest.limits.timeout;
     let kind = setup.manifest.kind.clone();
-    let mut run = Run { deadline, totals: Totals::default(), setup, tools, memory };
+    let history = History::read(&setup.history, setup.manifest.limits.tool_output_bytes);
+    let totals = setup.totals;
+    let wall_before = totals.wall_ms;
+    let mut run = Run { deadline, totals, setup, tools, memory };
+    let history = match history {
+        Ok(history) => history,
+        Err(error) => {
+            let summary = json!({ "reason": "unreadable_history", "error": format!("cannot resume: {error}") });
+            return Ok(ExecutionOutcome { status: ExecutionStatus::Failed, summary, totals: run.totals });
+        }
+    };
     let (status, summary) = match (&kind, model) {
-        (AgentKind::Workflow(workflow), _) => run.workflow(workflow, journal).await?,
-        (AgentKind::Llm(llm), Some(model)) => run.llm(llm, model, journal).await?,
+        (AgentKind::Workflow(workflow), _) => run.workflow(workflow, &history, journal).await?,
+        (AgentKind::Llm(llm), Some(model)) => run.llm(llm, model, history, journal).await?,
         (AgentKind::Llm(_), None) => {
             let error = "no model client for an llm agent".to_owned();
             journal.append(&[TimelineEvent::ModelError { step: 1, error: error.clone() }], &run.totals).await?;
             (ExecutionStatus::Failed, json!({ "reason": "model_error", "error": error }))
         }
     };
-    run.totals.wall_ms = millis(started.elapsed());
+    run.totals.wall_ms = wall_before.saturating_add(millis(started.elapsed()));
     Ok(ExecutionOutcome { status, summary, totals: run.totals })
 }
 
@@ -177,20 +195,23 @@ struct Answered {
 }
 
 impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
-    async fn workflow<J: Journal>(&mut self, workflow: &Workflow, journal: &mut J) -> Ended {
+    async fn workflow<J: Journal>(&mut self, workflow: &Workflow, history: &History, journal: &mut J) -> Ended {
         let mut failed_steps = Vec::new();
         for (index, step) in workflow.steps.iter().enumerate() {
             let number = index as u32 + 1;
-            if let Some(ended) = self.check_limits(number, journal).await? {
-                return Ok(ended);
-            }
-            self.totals.steps += 1;
-            let call = ToolCall {
-                id: format!("step-{number}"),
-                name: step.tool.clone(),
-                arguments: step.arguments.to_string(),
+            let call_id = format!("step-{number}");
+            let answered = match history.answers.get(&call_id) {
+                // Recorded before an interruption: not run again.
+                Some(answer) => Answered { content: answer.content.clone(), is_error: answer.is_error },
+                None => {
+                    if let Some(ended) = self.check_limits(number, journal).await? {
+                        return Ok(ended);
+                    }
+                    self.totals.steps += 1;
+                    let call = ToolCall { id: call_id, name: step.tool.clone(), arguments: step.arguments.to_string() };
+                    self.tool_call(number, &call, journal).await?
+                }
             };
-            let answered = self.tool_call(number, &call, journal).await?;
             if answered.is_error {
                 failed_steps.push(step.name.clone());
                 if !step.continue_on_error {
@@ -211,11 +232,40 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
         }
     }
 
-    async fn llm<Mo: Model, J: Journal>(&mut self, llm: &LlmAgent, client: &Mo, journal: &mut J) -> Ended {
+    async fn llm<Mo: Model, J: Journal>(
+        &mut self,
+        llm: &LlmAgent,
+        client: &Mo,
+        history: History,
+        journal: &mut J,
+    ) -> Ended {
         let specs: Vec<ToolSpec> = self.setup.manifest.tools.iter().filter_map(|name| tool_spec(name)).collect();
         let system = llm.instructions.clone();
         let mut messages = vec![Message::User { content: self.setup.task.clone() }];
         let mut step = 0u32;
+        // Replay: the conversation as the recorded turns and answers built it;
+        // calls of the last turn without a recorded answer run now.
+        for turn in history.turns {
+            step = turn.step;
+            messages.push(Message::Assistant { content: turn.content.clone(), tool_calls: turn.tool_calls.clone() });
+            if turn.tool_calls.is_empty() {
+                return Ok((
+                    ExecutionStatus::Succeeded,
+                    json!({ "reason": "completed", "answer": turn.content.unwrap_or_default() }),
+                ));
+            }
+            for call in &turn.tool_calls {
+                let answered = match history.answers.get(&call.id) {
+                    Some(answer) => Answered { content: answer.content.clone(), is_error: answer.is_error },
+                    None => self.tool_call(step, call, journal).await?,
+                };
+                messages.push(Message::Tool {
+                    call_id: call.id.clone(),
+                    content: answered.content,
+                    is_error: answered.is_error,
+                });
+            }
+        }
         loop {
             step += 1;
             if let Some(ended) = self.check_limits(step, journal).await? {
@@ -324,14 +374,14 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
         let Some(builtin) = BuiltinTool::from_name(&call.name) else {
             let reason = format!("tool '{}' has no runner", call.name);
             journal.append(&[denied(reason.clone())], &self.totals).await?;
-            return Ok(Answered { content: format!("error: {reason}"), is_error: true });
+            return Ok(Answered { content: denied_content(&reason), is_error: true });
         };
         let invocation = match tools::parse_call(builtin, &call.arguments) {
             Ok(invocation) => invocation,
             Err(err) => {
                 let reason = format!("invalid arguments for '{}': {err}", call.name);
                 journal.append(&[denied(reason.clone())], &self.totals).await?;
-                return Ok(Answered { content: format!("error: {reason}"), is_error: true });
+                return Ok(Answered { content: denied_content(&reason), is_error: true });
             }
         };
         let call_event = TimelineEvent::ToolCall {
@@ -353,7 +403,7 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
                 let cpu_ms = millis(execution.usage.cpu_time);
                 self.totals.cpu_ms += cpu_ms;
                 self.totals.peak_memory_bytes = self.totals.peak_memory_bytes.max(execution.usage.peak_memory_bytes);
-                let for_model = tools::for_model(&execution.output, limits.tool_output_bytes);
+                let for_model = result_content(&execution.output, limits.tool_output_bytes);
                 let truncated_for_model = for_model.len() != execution.output.len();
                 let answered = Answered { content: for_model, is_error: execution.is_error };
                 let event = TimelineEvent::ToolResult {
@@ -384,7 +434,7 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
             tool: call.name.clone(),
             is_error: true,
             exit_code: None,
-            output: format!("the sandbox could not run this call: {event}"),
+            output: format!("error: the sandbox could not run this call: {event}"),
             truncated_for_model: false,
             cpu_ms: 0,
             peak_memory_bytes: 0,
@@ -394,7 +444,9 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
             absent_protections: Vec::new(),
         };
         journal.append(&[result], &self.totals).await?;
-        Ok(Answered { content: format!("error: the sandbox could not run this call: {event}"), is_error: true })
+        let output = format!("error: the sandbox could not run this call: {event}");
+        let content = result_content(&output, self.setup.manifest.limits.tool_output_bytes);
+        Ok(Answered { content, is_error: true })
     }
 
     /// A call of a memory tool: checked like any call, served by the memory.
@@ -417,7 +469,7 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
                     arguments: call.arguments.chars().take(4096).collect(),
                 };
                 journal.append(&[event], &self.totals).await?;
-                return Ok(Answered { content: format!("error: {reason}"), is_error: true });
+                return Ok(Answered { content: denied_content(&reason), is_error: true });
             }
         };
         let arguments = serde_json::from_str(&call.arguments).unwrap_or_default();
@@ -425,14 +477,15 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
         journal.append(&[call_event], &self.totals).await?;
         let started = Instant::now();
         let (output, is_error) = memory::perform(self.memory, &parsed).await;
+        let content = result_content(&output, self.setup.manifest.limits.tool_output_bytes);
         let result = TimelineEvent::ToolResult {
             step,
             call_id: call.id.clone(),
             tool: call.name.clone(),
             is_error,
             exit_code: None,
-            output: output.clone(),
-            truncated_for_model: false,
+            truncated_for_model: content.len() != output.len(),
+            output,
             cpu_ms: 0,
             peak_memory_bytes: 0,
             wall_ms: millis(started.elapsed()),
@@ -441,7 +494,7 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
             absent_protections: Vec::new(),
         };
         journal.append(&[result], &self.totals).await?;
-        Ok(Answered { content: output, is_error })
+        Ok(Answered { content, is_error })
     }
 
     /// The sandbox for the next tool call: the manifest's limits, with the

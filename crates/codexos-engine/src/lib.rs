@@ -11,6 +11,7 @@ pub mod conversation;
 pub mod manifest;
 pub mod memory;
 pub mod model;
+pub mod replay;
 pub mod timeline;
 pub mod tools;
 
@@ -20,4 +21,5 @@ pub use agent_loop::{
 pub use conversation::{Message, ModelReply, TokenUsage, ToolCall, ToolSpec};
 pub use manifest::{AgentManifest, ManifestError, Problem};
 pub use memory::{Memory, NoMemory, RecalledNote};
+pub use replay::RecordedEvent;
 pub use timeline::{Journal, JournalError, TimelineEvent, Totals};

@@ -195,6 +195,22 @@ impl TestServer {
         Self::start_on(&bin, command, dir, database, env).await
     }
 
+    /// Kills this server with SIGKILL, as a crash would, and starts a new
+    /// one on the same data directory and database.
+    pub async fn crash_and_restart(mut self) -> Self {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        // A crashed server leaves its URL behind; the new one writes its own.
+        let _ = std::fs::remove_file(self.data_dir.join("url"));
+        let bin = self.bin.clone();
+        let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().unwrap());
+        let database = self.database.take();
+        let env = std::mem::take(&mut self.env);
+        let command = self.command;
+        drop(self);
+        Self::start_on(&bin, command, dir, database, env).await
+    }
+
     async fn wait_for_file(&mut self, name: &str) -> String {
         let path = self.data_dir.join(name);
         let deadline = Instant::now() + Duration::from_secs(60);

@@ -6,19 +6,22 @@ use std::sync::Arc;
 
 use codexos_core::ExecutionStatus;
 use codexos_engine::manifest::{AgentKind, ApiKeySource};
-use codexos_engine::{AgentManifest, ExecutionSetup, Interrupted, Totals};
+use codexos_engine::{AgentManifest, ExecutionSetup, Interrupted, RecordedEvent, Totals};
 use codexos_store::{LeasedExecution, Store, StoreError};
 use secrecy::SecretString;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::WorkerOptions;
-use crate::journal::{StoreJournal, store_totals};
+use crate::journal::{StoreJournal, engine_totals, store_totals};
 use crate::memory::StoreMemory;
 
-/// The events a fresh lease has written: `queued`, then `running`.
+/// The events a fresh lease has written: `queued`, then `running`. More
+/// means the execution ran before (a worker died, or it was paused) and
+/// resumes from its timeline.
 const EVENTS_OF_A_FRESH_START: i64 = 2;
-
+/// Events read per page when loading a timeline to resume from.
+const HISTORY_PAGE: i64 = 1000;
 pub async fn run_leased(
     store: Store,
     leased: LeasedExecution,
@@ -34,7 +37,18 @@ pub async fn run_leased(
     let renewer = tokio::spawn(renew_lease(store.clone(), leased.lease.clone(), options.lease_timeout, stop.clone()));
 
     let lease = leased.lease.clone();
-    let ended = match prepare(&leased, &options, stop.clone()) {
+    let history = match load_history(&store, &leased).await {
+        Ok(history) => history,
+        Err(err) => {
+            // The timeline cannot be read now; the lease lapses and another
+            // attempt follows, rather than a run that could repeat effects.
+            tracing::error!(parent: &span, error = %err, "cannot read the timeline to resume from");
+            stop.cancel();
+            let _ = renewer.await;
+            return;
+        }
+    };
+    let ended = match prepare(&leased, &options, stop.clone(), history) {
         Err(failure) => Ok(failure),
         Ok(setup) => {
             let mut journal = StoreJournal { store: store.clone(), lease: lease.clone() };
@@ -78,19 +92,11 @@ fn prepare(
     leased: &LeasedExecution,
     options: &WorkerOptions,
     shutdown: CancellationToken,
+    history: Vec<RecordedEvent>,
 ) -> Result<ExecutionSetup, (ExecutionStatus, serde_json::Value, Totals)> {
     let failed = |reason: &str, error: String| {
         (ExecutionStatus::Failed, json!({ "reason": reason, "error": error }), Totals::default())
     };
-    if leased.last_seq > EVENTS_OF_A_FRESH_START {
-        // Another worker started this execution and stopped mid-way. Running
-        // it again from the start could repeat side effects; resuming from
-        // the last recorded step arrives with durable executions.
-        return Err(failed(
-            "interrupted",
-            "the worker running this execution stopped before it finished; start it again".to_owned(),
-        ));
-    }
     let manifest = AgentManifest::parse(&leased.manifest)
         .map_err(|err| failed("invalid_manifest", format!("the stored manifest no longer parses: {err}")))?;
     let workspace = check_workspace(Path::new(&leased.execution.workspace), &options.hidden_paths)
@@ -132,7 +138,29 @@ fn prepare(
         api_key,
         price,
         shutdown,
+        history,
+        totals: engine_totals(&leased.execution.totals),
     })
+}
+
+/// The timeline so far, when the execution has run before.
+async fn load_history(store: &Store, leased: &LeasedExecution) -> Result<Vec<RecordedEvent>, StoreError> {
+    let mut history = Vec::new();
+    if leased.last_seq <= EVENTS_OF_A_FRESH_START {
+        return Ok(history);
+    }
+    let mut after = 0;
+    loop {
+        let page = store.events(leased.lease.tenant, leased.execution.id, after, HISTORY_PAGE).await?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        let full = page.len() as i64 == HISTORY_PAGE;
+        history.extend(page.into_iter().map(|event| RecordedEvent { kind: event.kind, payload: event.payload }));
+        if !full {
+            break;
+        }
+    }
+    Ok(history)
 }
 
 /// A workspace must be an existing directory, and neither the root nor

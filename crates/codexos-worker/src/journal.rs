@@ -36,3 +36,16 @@ pub fn store_totals(totals: &Totals) -> ExecutionTotals {
         wall_ms: signed(totals.wall_ms),
     }
 }
+
+pub fn engine_totals(totals: &ExecutionTotals) -> Totals {
+    let unsigned = |value: i64| u64::try_from(value).unwrap_or(0);
+    Totals {
+        steps: unsigned(totals.steps),
+        input_tokens: unsigned(totals.input_tokens),
+        output_tokens: unsigned(totals.output_tokens),
+        cost_microdollars: totals.cost_microdollars,
+        cpu_ms: unsigned(totals.cpu_ms),
+        peak_memory_bytes: unsigned(totals.peak_memory_bytes),
+        wall_ms: unsigned(totals.wall_ms),
+    }
+}

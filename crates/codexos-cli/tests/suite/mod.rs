@@ -1,5 +1,6 @@
 mod bad_input;
 mod cli;
+mod durable;
 mod engine;
 mod http;
 mod lifecycle;

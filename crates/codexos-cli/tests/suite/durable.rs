@@ -1,0 +1,186 @@
+//! Durable executions: `codexos up` killed with SIGKILL mid-execution, then
+//! started again, resumes each execution from its last recorded step.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use codexos_test_support::TestServer;
+use codexos_test_support::fake_model::{FakeModel, FakeTurn};
+use pretty_assertions::assert_eq;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use super::bin;
+
+const KEY_VAR: &str = "CODEXOS_TEST_MODEL_KEY";
+
+/// A short lease, so that the restarted worker takes the crashed one's
+/// executions over within seconds.
+async fn server() -> TestServer {
+    TestServer::start_with_env(
+        bin(),
+        &[
+            (KEY_VAR, "sk-test"),
+            ("CODEXOS_WORKER__HEARTBEAT_INTERVAL", "500ms"),
+            ("CODEXOS_WORKER__LEASE_TIMEOUT", "2s"),
+        ],
+    )
+    .await
+}
+
+fn sandbox_available() -> bool {
+    let missing = &codexos_sandbox::host_capabilities().missing;
+    if !missing.is_empty() {
+        eprintln!("skipping: this host lacks sandbox protections {missing:?}");
+    }
+    missing.is_empty()
+}
+
+async fn start(server: &TestServer, manifest: &str, agent: &str, workspace: &Path) -> String {
+    let (status, body) =
+        server.call(Method::POST, "/v1/agents", Some(&server.owner_key), Some(json!({ "manifest": manifest }))).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let request = json!({ "agent": agent, "task": "work", "workspace": workspace.to_str().unwrap() });
+    let (status, execution) = server.call(Method::POST, "/v1/executions", Some(&server.owner_key), Some(request)).await;
+    assert_eq!(status, StatusCode::CREATED, "{execution}");
+    execution["id"].as_str().unwrap().to_owned()
+}
+
+async fn events(server: &TestServer, id: &str) -> Vec<Value> {
+    let (status, page) = server.get(&format!("/v1/executions/{id}/events?limit=1000")).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    page["events"].as_array().unwrap().clone()
+}
+
+/// Waits until the timeline has an event matching `wanted`.
+async fn wait_for_event(server: &TestServer, id: &str, wanted: impl Fn(&Value) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !events(server, id).await.iter().any(&wanted) {
+        assert!(Instant::now() < deadline, "the awaited event never came: {:?}", events(server, id).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn finished(server: &TestServer, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, execution) = server.get(&format!("/v1/executions/{id}")).await;
+        if ["succeeded", "failed", "cancelled"].contains(&execution["status"].as_str().unwrap_or("")) {
+            return execution;
+        }
+        assert!(Instant::now() < deadline, "not finished: {execution}\n{}", server.stderr());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn tool_events<'a>(timeline: &'a [Value], kind: &str) -> Vec<&'a str> {
+    timeline
+        .iter()
+        .filter(|event| event["kind"] == kind)
+        .map(|event| event["payload"]["call_id"].as_str().unwrap())
+        .collect()
+}
+
+fn assert_contiguous(timeline: &[Value]) {
+    let seqs: Vec<i64> = timeline.iter().map(|event| event["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, (1..=timeline.len() as i64).collect::<Vec<_>>());
+}
+
+const WORKFLOW: &str = r#"
+name = "steps"
+version = "1.0.0"
+kind = "workflow"
+[tools]
+allow = ["shell"]
+[[steps]]
+tool = "shell"
+args = { command = "echo one >> log.txt" }
+[[steps]]
+tool = "shell"
+args = { command = "echo two-started >> log.txt; sleep 3; echo two >> log.txt" }
+[[steps]]
+tool = "shell"
+args = { command = "echo three >> log.txt" }
+"#;
+
+#[tokio::test]
+async fn a_workflow_killed_mid_step_resumes_without_repeating_recorded_steps() {
+    if !sandbox_available() {
+        return;
+    }
+    let server = server().await;
+    let workspace = tempfile::tempdir().unwrap();
+    let id = start(&server, WORKFLOW, "steps", workspace.path()).await;
+    // Kill while step 2 runs: its call is recorded, its result is not.
+    wait_for_event(&server, &id, |event| event["kind"] == "tool_call" && event["payload"]["call_id"] == "step-2").await;
+    let server = server.crash_and_restart().await;
+
+    let execution = finished(&server, &id).await;
+    assert_eq!(execution["status"], "succeeded", "{execution}\n{}", server.stderr());
+    // Step 1 ran once; step 2 was interrupted and ran again; step 3 once.
+    let log = std::fs::read_to_string(workspace.path().join("log.txt")).unwrap();
+    assert_eq!(log, "one\ntwo-started\ntwo-started\ntwo\nthree\n");
+    let timeline = events(&server, &id).await;
+    assert_contiguous(&timeline);
+    assert_eq!(tool_events(&timeline, "tool_result"), vec!["step-1", "step-2", "step-3"]);
+    assert_eq!(tool_events(&timeline, "tool_call"), vec!["step-1", "step-2", "step-2", "step-3"]);
+    let statuses: Vec<(&str, bool)> = timeline
+        .iter()
+        .filter(|event| event["kind"] == "status")
+        .map(|event| (event["payload"]["status"].as_str().unwrap(), event["payload"]["resumed"] == true))
+        .collect();
+    assert_eq!(statuses, vec![("queued", false), ("running", false), ("running", true), ("succeeded", false)]);
+    assert_eq!(execution["totals"]["steps"], 4, "three steps, one of them run twice");
+}
+
+#[tokio::test]
+async fn an_llm_execution_killed_after_a_reply_does_not_ask_the_model_again() {
+    if !sandbox_available() {
+        return;
+    }
+    let model = FakeModel::start().await;
+    let server = server().await;
+    let manifest = format!(
+        r#"
+name = "llm"
+version = "1.0.0"
+kind = "llm"
+[model]
+provider = "openai"
+name = "m"
+base_url = "{}"
+api_key_env = "{KEY_VAR}"
+[tools]
+allow = ["shell", "write_file"]
+"#,
+        model.openai_base_url()
+    );
+    model.push(FakeTurn::Reply {
+        text: None,
+        tool_calls: vec![
+            ("call_a".into(), "write_file".into(), r#"{"path": "a.txt", "content": "a"}"#.into()),
+            ("call_b".into(), "shell".into(), r#"{"command": "echo b >> b.txt; sleep 3"}"#.into()),
+        ],
+        input_tokens: 100,
+        output_tokens: 10,
+    });
+    model.push(FakeTurn::Reply { text: Some("done".into()), tool_calls: vec![], input_tokens: 200, output_tokens: 5 });
+    let workspace = tempfile::tempdir().unwrap();
+    let id = start(&server, &manifest, "llm", workspace.path()).await;
+    wait_for_event(&server, &id, |event| event["kind"] == "tool_call" && event["payload"]["call_id"] == "call_b").await;
+    let server = server.crash_and_restart().await;
+
+    let execution = finished(&server, &id).await;
+    assert_eq!(execution["status"], "succeeded", "{execution}\n{}", server.stderr());
+    assert_eq!(execution["outcome"]["answer"], "done");
+    // Two model calls in all: the recorded reply was not asked for again.
+    assert_eq!(model.requests().len(), 2);
+    model.check_tool_calls_answered().unwrap();
+    // The tokens of both turns are counted once each.
+    assert_eq!(execution["totals"]["input_tokens"], 300);
+    // call_a ran once; call_b was interrupted and ran again.
+    assert_eq!(std::fs::read_to_string(workspace.path().join("b.txt")).unwrap(), "b\nb\n");
+    let timeline = events(&server, &id).await;
+    assert_contiguous(&timeline);
+    assert_eq!(tool_events(&timeline, "tool_result"), vec!["call_a", "call_b"]);
+}
