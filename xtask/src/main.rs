@@ -5,6 +5,8 @@
 //! - `cargo xtask postgres`: make sure the local PostgreSQL is installed and running.
 //! - `cargo xtask bench sandbox`: start-to-exit time of `true` bare, in our
 //!   sandbox and in bubblewrap, in one run (see BENCHMARKS.md).
+//! - `cargo xtask bench engine`: the engine's own overhead per step, on
+//!   SQLite and with an in-memory journal (criterion; see BENCHMARKS.md).
 
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
@@ -36,7 +38,10 @@ fn run() -> anyhow::Result<()> {
         ["test", "postgres"] => test_postgres(),
         ["postgres"] => ensure_postgres().map(|_| ()),
         ["bench", "sandbox"] => bench_sandbox(),
-        _ => bail!("usage: cargo xtask test [sqlite|postgres|all] | cargo xtask postgres | cargo xtask bench sandbox"),
+        ["bench", "engine"] => bench_engine(),
+        _ => bail!(
+            "usage: cargo xtask test [sqlite|postgres|all] | cargo xtask postgres | cargo xtask bench sandbox|engine"
+        ),
     }
 }
 
@@ -202,6 +207,20 @@ fn bench_sandbox() -> anyhow::Result<()> {
             ms(percentile(&mut ours, 50)) / ms(percentile(&mut theirs, 50))
         );
     }
+    Ok(())
+}
+
+/// The criterion benchmark of one engine step (model and tool instant),
+/// with the store's journal on SQLite and with an in-memory one.
+fn bench_engine() -> anyhow::Result<()> {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
+    command.args(["bench", "--locked", "-p", "codexos-worker", "--bench", "engine_step"]);
+    run_command(&mut command)?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let report = target.join("criterion/engine_step/report/index.html");
+    println!("criterion's report: {}", report.canonicalize().unwrap_or(report).display());
     Ok(())
 }
 

@@ -56,7 +56,7 @@ pub enum Command {
     Agent(AgentCommand),
     /// Start an execution and follow its timeline
     Run(RunArgs),
-    /// Inspect executions: list, show, events
+    /// Inspect and control executions: list, show, events, pause, resume, cancel
     #[command(subcommand)]
     Exec(ExecCommand),
     /// Verify and export the audit log
@@ -208,6 +208,24 @@ pub enum ExecCommand {
     },
     /// Show one execution
     Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pause an execution after its current step
+    Pause {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Resume a paused execution from its last recorded step
+    Resume {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel an execution now
+    Cancel {
         id: String,
         #[arg(long)]
         json: bool,

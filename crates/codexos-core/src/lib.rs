@@ -13,7 +13,7 @@ pub mod size;
 pub use execution::ExecutionStatus;
 pub use ids::{AgentId, AgentVersionId, ApiKeyId, ExecutionId, TenantId, TenantSlug, UserId};
 pub use role::{Permission, Role};
-pub use settings::{DatabaseBackend, LogFormat, Settings, SettingsError};
+pub use settings::{DatabaseBackend, LogFormat, ModelEndpoint, Settings, SettingsError};
 pub use size::parse_size;
 
 /// Milliseconds since the Unix epoch: how every timestamp is stored.

@@ -34,6 +34,36 @@ pub struct Settings {
     /// the cost accounting of every step. A model without a price costs 0
     /// and its steps say so.
     pub prices: BTreeMap<String, ModelPrice>,
+    /// The model servers agents may use, and which of the workers'
+    /// environment variables may be sent to each as its API key. A manifest
+    /// naming another server, or another variable, is refused: tenants
+    /// choose manifests, so they must not choose where the operator's keys
+    /// go.
+    pub model_endpoints: Vec<ModelEndpoint>,
+    /// The settings file this was loaded from, if any (kept from tools).
+    #[serde(skip)]
+    pub config_file: Option<PathBuf>,
+}
+
+/// A model server agents may call: a host (`api.openai.com`) or host and
+/// port (`127.0.0.1:11434`), and the environment variable holding its key.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelEndpoint {
+    pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_env: Option<String>,
+}
+
+impl ModelEndpoint {
+    /// Whether a URL's host and port are this endpoint's: the host alone
+    /// matches any port, `host:port` only that port.
+    pub fn matches(&self, host: &str, port: u16) -> bool {
+        match self.host.rsplit_once(':').filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit())) {
+            Some((name, wanted)) => name.eq_ignore_ascii_case(host) && wanted.parse() == Ok(port),
+            None => self.host.eq_ignore_ascii_case(host),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
@@ -88,6 +118,10 @@ pub struct WorkerSettings {
     /// result then records which protections were absent. Off unless an
     /// operator turns it on.
     pub allow_weaker_sandbox: bool,
+    /// The directories workspaces must lie in (relative paths are resolved
+    /// against the directory the process starts in). An execution on any
+    /// other directory is refused.
+    pub workspace_roots: Vec<PathBuf>,
 }
 
 impl Default for Settings {
@@ -100,6 +134,11 @@ impl Default for Settings {
             server: ServerSettings::default(),
             worker: WorkerSettings::default(),
             prices: BTreeMap::new(),
+            model_endpoints: vec![
+                ModelEndpoint { host: "api.openai.com".to_owned(), key_env: Some("OPENAI_API_KEY".to_owned()) },
+                ModelEndpoint { host: "api.anthropic.com".to_owned(), key_env: Some("ANTHROPIC_API_KEY".to_owned()) },
+            ],
+            config_file: None,
         }
     }
 }
@@ -124,8 +163,16 @@ impl Default for WorkerSettings {
             poll_interval: Duration::from_millis(250),
             max_concurrent: 4,
             allow_weaker_sandbox: false,
+            workspace_roots: vec![PathBuf::from(".")],
         }
     }
+}
+
+/// `path` made absolute against the current directory, without touching
+/// the file system (the path need not exist yet).
+fn absolute(path: &Path) -> Result<PathBuf, SettingsError> {
+    std::path::absolute(path)
+        .map_err(|err| SettingsError::Invalid(format!("cannot resolve the path {}: {err}", path.display())))
 }
 
 /// Which database a URL points at.
@@ -172,8 +219,15 @@ impl Settings {
             })
             .split("__");
         figment = figment.merge(env).merge(Serialized::defaults(overrides));
-        let settings: Settings = figment.extract().map_err(|err| SettingsError::Invalid(one_line(&err)))?;
+        let mut settings: Settings = figment.extract().map_err(|err| SettingsError::Invalid(one_line(&err)))?;
         settings.validate()?;
+        // Paths are made absolute once, here: the sandbox, the lock and the
+        // published files must agree on them whatever directory asks.
+        settings.data_dir = absolute(&settings.data_dir)?;
+        for root in &mut settings.worker.workspace_roots {
+            *root = absolute(root)?;
+        }
+        settings.config_file = config_file.map(absolute).transpose()?;
         Ok(settings)
     }
 
@@ -201,6 +255,19 @@ impl Settings {
             return Err(SettingsError::Invalid(
                 "worker.lease_timeout must be longer than worker.heartbeat_interval".to_owned(),
             ));
+        }
+        if worker.workspace_roots.is_empty() {
+            return Err(SettingsError::Invalid("worker.workspace_roots must name at least one directory".to_owned()));
+        }
+        for endpoint in &self.model_endpoints {
+            let valid = !endpoint.host.is_empty()
+                && endpoint.host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
+            if !valid {
+                return Err(SettingsError::Invalid(format!(
+                    "model_endpoints: '{}' is not a host or host:port",
+                    endpoint.host
+                )));
+            }
         }
         if !(1..=256).contains(&worker.max_concurrent) {
             return Err(SettingsError::Invalid("worker.max_concurrent must be between 1 and 256".to_owned()));
@@ -321,11 +388,33 @@ mod tests {
     fn defaults_are_sqlite_in_the_data_dir() {
         let settings = load_with(None, &[]).unwrap();
         assert_eq!(settings.listen.to_string(), "127.0.0.1:7420");
-        assert_eq!(settings.database_url().expose_secret(), "sqlite://.codexos/codexos.db");
+        // Relative paths are resolved once, at load.
+        let data_dir = std::env::current_dir().unwrap().join(".codexos");
+        assert_eq!(settings.data_dir, data_dir);
+        assert_eq!(settings.worker.workspace_roots, vec![std::env::current_dir().unwrap()]);
         assert_eq!(
             database_backend(settings.database_url().expose_secret()),
-            Ok(DatabaseBackend::Sqlite { path: PathBuf::from(".codexos/codexos.db") })
+            Ok(DatabaseBackend::Sqlite { path: data_dir.join("codexos.db") })
         );
+    }
+
+    #[test]
+    fn model_endpoints_come_from_the_environment_too() {
+        let settings =
+            load_with(None, &[("MODEL_ENDPOINTS", r#"[{host = "127.0.0.1:8080", key_env = "LOCAL_KEY"}]"#)]).unwrap();
+        let endpoint = &settings.model_endpoints[0];
+        assert_eq!(endpoint.key_env.as_deref(), Some("LOCAL_KEY"));
+        assert!(endpoint.matches("127.0.0.1", 8080));
+        assert!(!endpoint.matches("127.0.0.1", 8081));
+        let any_port = ModelEndpoint { host: "api.openai.com".into(), key_env: None };
+        assert!(any_port.matches("API.openai.com", 443));
+        assert!(!any_port.matches("api.openai.com.evil.example", 443));
+        let roots = load_with(None, &[("WORKER__WORKSPACE_ROOTS", r#"["/srv/ws", "rel"]"#)]).unwrap();
+        assert_eq!(
+            roots.worker.workspace_roots,
+            vec![PathBuf::from("/srv/ws"), std::env::current_dir().unwrap().join("rel")]
+        );
+        assert!(load_with(None, &[("MODEL_ENDPOINTS", r#"[{host = "a b"}]"#)]).is_err());
     }
 
     #[test]

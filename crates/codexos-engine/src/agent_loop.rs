@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::conversation::{Message, ModelReply, TokenUsage, ToolCall, ToolSpec};
 use crate::manifest::{AgentKind, AgentManifest, LlmAgent, ModelSpec, Workflow};
+use crate::mcp::{McpSession, McpSettings, McpTool};
 use crate::memory::{self, Memory, MemoryTool};
 use crate::model::{ModelClient, ModelConfig, ModelError, ModelEvent, ModelRequest};
 use crate::replay::{History, RecordedEvent, denied_content, result_content};
@@ -86,6 +87,12 @@ pub struct ExecutionSetup {
     pub price: Option<ModelPrice>,
     /// Cancelled when the worker stops: the execution is left to resume.
     pub shutdown: CancellationToken,
+    /// Cancelled when someone asks to pause: the loop stops before its next
+    /// model call or tool call, leaving the execution to resume later.
+    pub pause: CancellationToken,
+    /// Cancelled when someone cancels the execution: the loop stops at once,
+    /// abandoning the model call or tool call in progress.
+    pub cancel: CancellationToken,
     /// The timeline recorded so far, when the execution is resumed; the
     /// loop carries on from its last recorded step.
     pub history: Vec<RecordedEvent>,
@@ -110,12 +117,23 @@ pub enum Interrupted {
     Journal(#[from] JournalError),
     #[error("the worker is shutting down")]
     Shutdown,
+    /// Someone asked to pause; the loop stopped between two steps.
+    #[error("paused")]
+    Paused,
+    /// Someone cancelled the execution during a tool call (internal: the
+    /// loop turns it into a `cancelled` outcome).
+    #[error("cancelled")]
+    Cancelled,
 }
 
 /// The share of the context window at which the session is compacted.
 const COMPACT_AT: f64 = 0.75;
 /// The cap on what the sandbox keeps of one tool call's output.
 const TOOL_OUTPUT_KEPT_BYTES: usize = 1024 * 1024;
+/// Time for one MCP server to start, initialize and list its tools.
+const MCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+/// The largest message an MCP server may send.
+const MCP_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Runs an execution to its end with the real model client and the
 /// kernel sandbox.
@@ -157,7 +175,7 @@ pub async fn run_with<Mo: Model, T: ToolRunner, J: Journal, M: Memory>(
     let history = History::read(&setup.history, setup.manifest.limits.tool_output_bytes);
     let totals = setup.totals;
     let wall_before = totals.wall_ms;
-    let mut run = Run { deadline, totals, setup, tools, memory };
+    let mut run = Run { deadline, totals, setup, tools, memory, mcp: McpSession::empty() };
     let history = match history {
         Ok(history) => history,
         Err(error) => {
@@ -165,14 +183,18 @@ pub async fn run_with<Mo: Model, T: ToolRunner, J: Journal, M: Memory>(
             return Ok(ExecutionOutcome { status: ExecutionStatus::Failed, summary, totals: run.totals });
         }
     };
-    let (status, summary) = match (&kind, model) {
-        (AgentKind::Workflow(workflow), _) => run.workflow(workflow, &history, journal).await?,
-        (AgentKind::Llm(llm), Some(model)) => run.llm(llm, model, history, journal).await?,
+    let ended = match (&kind, model) {
+        (AgentKind::Workflow(workflow), _) => run.workflow(workflow, &history, journal).await,
+        (AgentKind::Llm(llm), Some(model)) => run.llm(llm, model, history, journal).await,
         (AgentKind::Llm(_), None) => {
             let error = "no model client for an llm agent".to_owned();
             journal.append(&[TimelineEvent::ModelError { step: 1, error: error.clone() }], &run.totals).await?;
-            (ExecutionStatus::Failed, json!({ "reason": "model_error", "error": error }))
+            Ok((ExecutionStatus::Failed, json!({ "reason": "model_error", "error": error })))
         }
+    };
+    let (status, summary) = match ended {
+        Err(Interrupted::Cancelled) => cancelled(),
+        other => other?,
     };
     run.totals.wall_ms = wall_before.saturating_add(millis(started.elapsed()));
     Ok(ExecutionOutcome { status, summary, totals: run.totals })
@@ -184,6 +206,8 @@ struct Run<'a, T, M> {
     totals: Totals,
     tools: &'a T,
     memory: &'a M,
+    /// The agent's MCP servers, connected for an llm execution.
+    mcp: McpSession,
 }
 
 type Ended = Result<(ExecutionStatus, serde_json::Value), Interrupted>;
@@ -239,7 +263,93 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
         history: History,
         journal: &mut J,
     ) -> Ended {
-        let specs: Vec<ToolSpec> = self.setup.manifest.tools.iter().filter_map(|name| tool_spec(name)).collect();
+        // MCP servers are connected for the whole execution and closed at
+        // its end, however it ends.
+        if !self.setup.manifest.mcp.is_empty() {
+            match McpSession::connect(&self.setup.manifest.mcp, &self.mcp_settings()).await {
+                Ok(session) => {
+                    let events: Vec<TimelineEvent> =
+                        session.connected().iter().cloned().map(TimelineEvent::McpConnected).collect();
+                    self.mcp = session;
+                    if let Err(err) = journal.append(&events, &self.totals).await {
+                        self.close_mcp(None::<&mut J>).await;
+                        return Err(err.into());
+                    }
+                }
+                Err(err) => {
+                    let event = TimelineEvent::McpFailed { server: err.server.to_string(), error: err.reason.clone() };
+                    journal.append(&[event], &self.totals).await?;
+                    return Ok((ExecutionStatus::Failed, json!({ "reason": "mcp_error", "error": err.to_string() })));
+                }
+            }
+        }
+        let ended = self.llm_turns(llm, client, history, journal).await;
+        // Closing is recorded unless the journal itself failed.
+        let recorded = if matches!(ended, Err(Interrupted::Journal(_))) { None } else { Some(&mut *journal) };
+        let closed = self.close_mcp(recorded).await;
+        match (ended, closed) {
+            (Ok(_), Err(err)) => Err(err.into()),
+            (ended, _) => ended,
+        }
+    }
+
+    /// Closes the MCP servers, adds what the sandbox accounted for them to
+    /// the totals and, with a journal, records how each ended.
+    async fn close_mcp<J: Journal>(&mut self, journal: Option<&mut J>) -> Result<(), JournalError> {
+        let session = std::mem::replace(&mut self.mcp, McpSession::empty());
+        let closed = session.close().await;
+        for server in &closed {
+            if let Some(usage) = &server.usage {
+                self.totals.cpu_ms += millis(usage.cpu_time);
+                self.totals.peak_memory_bytes = self.totals.peak_memory_bytes.max(usage.peak_memory_bytes);
+            }
+        }
+        match journal {
+            Some(journal) if !closed.is_empty() => {
+                let events: Vec<TimelineEvent> = closed.into_iter().map(TimelineEvent::McpClosed).collect();
+                journal.append(&events, &self.totals).await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Where the MCP servers run: the execution's sandbox, for what is left
+    /// of its time (and a little more, so that closing is orderly) and CPU.
+    fn mcp_settings(&self) -> McpSettings {
+        let limits = &self.setup.manifest.limits;
+        let cpu_left_ms = (limits.cpu_seconds * 1000).saturating_sub(self.totals.cpu_ms);
+        let wall_left = self.deadline.saturating_duration_since(Instant::now());
+        McpSettings {
+            workspace: self.setup.workspace.clone(),
+            limits: codexos_sandbox::Limits {
+                cpu_seconds: Some(cpu_left_ms.div_ceil(1000).max(1)),
+                memory_bytes: Some(limits.memory_bytes),
+                pids: Some(limits.pids),
+                timeout: wall_left + Duration::from_secs(30),
+                ..codexos_sandbox::Limits::default()
+            },
+            network: limits.network.clone(),
+            hidden_paths: self.setup.hidden_paths.clone(),
+            read_only_paths: Vec::new(),
+            allow_missing_protections: self.setup.allow_missing_protections,
+            connect_timeout: MCP_CONNECT_TIMEOUT.min(wall_left).max(Duration::from_secs(1)),
+            max_message_bytes: MCP_MESSAGE_BYTES,
+            output_limit_bytes: TOOL_OUTPUT_KEPT_BYTES,
+        }
+    }
+
+    async fn llm_turns<Mo: Model, J: Journal>(
+        &mut self,
+        llm: &LlmAgent,
+        client: &Mo,
+        history: History,
+        journal: &mut J,
+    ) -> Ended {
+        let mut specs: Vec<ToolSpec> = self.setup.manifest.tools.iter().filter_map(|name| tool_spec(name)).collect();
+        let manifest = &self.setup.manifest;
+        specs.extend(
+            self.mcp.tools().iter().filter(|tool| manifest.allows(&tool.qualified_name)).map(|tool| tool.spec.clone()),
+        );
         let system = llm.instructions.clone();
         let mut messages = vec![Message::User { content: self.setup.task.clone() }];
         let mut step = 0u32;
@@ -257,6 +367,7 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
             for call in &turn.tool_calls {
                 let answered = match history.answers.get(&call.id) {
                     Some(answer) => Answered { content: answer.content.clone(), is_error: answer.is_error },
+                    None if self.setup.pause.is_cancelled() => return Err(Interrupted::Paused),
                     None => self.tool_call(step, call, journal).await?,
                 };
                 messages.push(Message::Tool {
@@ -296,6 +407,7 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
                 reply = client.complete(&request, &mut on_event) => Some(reply),
                 () = tokio::time::sleep(remaining) => None,
                 () = self.setup.shutdown.cancelled() => return Err(Interrupted::Shutdown),
+                () = self.setup.cancel.cancelled() => return Ok(cancelled()),
             };
             if !retries.is_empty() {
                 journal.append(&retries, &self.totals).await?;
@@ -335,7 +447,11 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
             }
             // Every call is answered under its own id, even when an earlier
             // one in the same turn failed: the model needs all the answers.
+            // A pause between two calls leaves the rest to the resumed run.
             for call in &reply.tool_calls {
+                if self.setup.pause.is_cancelled() {
+                    return Err(Interrupted::Paused);
+                }
                 let answered = self.tool_call(step, call, journal).await?;
                 messages.push(Message::Tool {
                     call_id: call.id.clone(),
@@ -361,6 +477,9 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
             reason,
             arguments: call.arguments.chars().take(4096).collect(),
         };
+        if let Some(tool) = self.mcp.find(&call.name).cloned() {
+            return self.mcp_call(step, call, &tool, journal).await;
+        }
         let allowed = &self.setup.manifest.tools;
         if !self.setup.manifest.allows(&call.name) || tool_spec(&call.name).is_none() {
             let reason =
@@ -396,6 +515,7 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
         let executed = tokio::select! {
             executed = self.tools.run(&invocation, &sandbox) => executed,
             () = self.setup.shutdown.cancelled() => return Err(Interrupted::Shutdown),
+            () = self.setup.cancel.cancelled() => return Err(Interrupted::Cancelled),
         };
         let limits = &self.setup.manifest.limits;
         let event = match executed {
@@ -447,6 +567,85 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
         let output = format!("error: the sandbox could not run this call: {event}");
         let content = result_content(&output, self.setup.manifest.limits.tool_output_bytes);
         Ok(Answered { content, is_error: true })
+    }
+
+    /// A call of an MCP server's tool (the model calls it `server__tool`):
+    /// checked against the allow-list as `server.tool`, its arguments must
+    /// be a JSON object (the server checks them against its schema), and it
+    /// is recorded like any call, under `server.tool`.
+    async fn mcp_call<J: Journal>(
+        &mut self,
+        step: u32,
+        call: &ToolCall,
+        tool: &McpTool,
+        journal: &mut J,
+    ) -> Result<Answered, Interrupted> {
+        let denied = |reason: String| TimelineEvent::ToolDenied {
+            step,
+            call_id: call.id.clone(),
+            tool: tool.qualified_name.clone(),
+            reason,
+            arguments: call.arguments.chars().take(4096).collect(),
+        };
+        let arguments = if call.arguments.trim().is_empty() {
+            Ok(serde_json::Map::new())
+        } else {
+            match serde_json::from_str::<serde_json::Value>(&call.arguments) {
+                Ok(serde_json::Value::Object(arguments)) => Ok(arguments),
+                Ok(_) => Err("arguments must be a JSON object".to_owned()),
+                Err(err) => Err(format!("arguments are not valid JSON: {err}")),
+            }
+        };
+        let arguments = match arguments {
+            _ if !self.setup.manifest.allows(&tool.qualified_name) => {
+                let allowed = self.setup.manifest.tools.join(", ");
+                Err(format!("tool '{}' is not allowed for this agent (allowed: {allowed})", tool.qualified_name))
+            }
+            Ok(arguments) => Ok(arguments),
+            Err(err) => Err(format!("invalid arguments for '{}': {err}", tool.qualified_name)),
+        };
+        let arguments = match arguments {
+            Ok(arguments) => arguments,
+            Err(reason) => {
+                journal.append(&[denied(reason.clone())], &self.totals).await?;
+                return Ok(Answered { content: denied_content(&reason), is_error: true });
+            }
+        };
+        let call_event = TimelineEvent::ToolCall {
+            step,
+            call_id: call.id.clone(),
+            tool: tool.qualified_name.clone(),
+            arguments: serde_json::Value::Object(arguments.clone()),
+        };
+        journal.append(&[call_event], &self.totals).await?;
+        let limits = &self.setup.manifest.limits;
+        let wall_left = self.deadline.saturating_duration_since(Instant::now());
+        let timeout = limits.tool_timeout.min(wall_left).max(Duration::from_secs(1));
+        let started = Instant::now();
+        let result = tokio::select! {
+            result = self.mcp.call(tool, arguments, timeout) => result,
+            () = self.setup.shutdown.cancelled() => return Err(Interrupted::Shutdown),
+            () = self.setup.cancel.cancelled() => return Err(Interrupted::Cancelled),
+        };
+        let content = result_content(&result.output, limits.tool_output_bytes);
+        let event = TimelineEvent::ToolResult {
+            step,
+            call_id: call.id.clone(),
+            tool: tool.qualified_name.clone(),
+            is_error: result.is_error,
+            exit_code: None,
+            truncated_for_model: content.len() != result.output.len(),
+            output: result.output,
+            // The server's own CPU and memory are accounted when it closes.
+            cpu_ms: 0,
+            peak_memory_bytes: 0,
+            wall_ms: millis(started.elapsed()),
+            violations: Vec::new(),
+            network: Vec::new(),
+            absent_protections: Vec::new(),
+        };
+        journal.append(&[event], &self.totals).await?;
+        Ok(Answered { content, is_error: result.is_error })
     }
 
     /// A call of a memory tool: checked like any call, served by the memory.
@@ -529,6 +728,12 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
         if self.setup.shutdown.is_cancelled() {
             return Err(Interrupted::Shutdown);
         }
+        if self.setup.cancel.is_cancelled() {
+            return Ok(Some(cancelled()));
+        }
+        if self.setup.pause.is_cancelled() {
+            return Err(Interrupted::Paused);
+        }
         let limits = &self.setup.manifest.limits;
         let hit = if step > limits.max_steps {
             Some(("max_steps", format!("the agent used all of its {} steps", limits.max_steps)))
@@ -602,6 +807,11 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
         }
         Ok(())
     }
+}
+
+/// How a cancelled execution ends.
+fn cancelled() -> (ExecutionStatus, serde_json::Value) {
+    (ExecutionStatus::Cancelled, json!({ "reason": "cancelled", "error": "cancelled while running" }))
 }
 
 /// The spec of a tool by name: built-in or memory.

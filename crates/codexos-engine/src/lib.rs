@@ -9,6 +9,7 @@
 pub mod agent_loop;
 pub mod conversation;
 pub mod manifest;
+pub mod mcp;
 pub mod memory;
 pub mod model;
 pub mod replay;

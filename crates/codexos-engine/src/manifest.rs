@@ -9,9 +9,11 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::time::Duration;
 
+use codexos_core::ModelEndpoint;
 use codexos_sandbox::{Destination, NetworkPolicy};
 use serde::Serialize;
 
+use crate::mcp::McpServerSpec;
 use crate::memory::MemoryTool;
 use crate::model::Provider;
 use crate::tools::BuiltinTool;
@@ -60,6 +62,8 @@ pub struct AgentManifest {
     pub limits: ManifestLimits,
     /// How long notes stored with `remember` are kept.
     pub memory_retention: Duration,
+    /// MCP servers whose tools the agent may call (`[[mcp]]`).
+    pub mcp: Vec<McpServerSpec>,
 }
 
 /// Notes are kept this long unless the manifest says otherwise.
@@ -212,15 +216,68 @@ impl AgentManifest {
         version_key(&self.version)
     }
 
+    /// Whether `tool` (a built-in or memory tool, or an MCP tool as
+    /// `server.tool`) is allowed: listed, or its server listed as `server.*`.
     pub fn allows(&self, tool: &str) -> bool {
-        self.tools.iter().any(|allowed| allowed == tool)
+        self.tools.iter().any(|allowed| crate::mcp::allow_entry_matches(allowed, tool))
     }
 }
 
-/// Zero-padded numbers, then `1` for a release or `0` and the pre-release
-/// tag, which sorts a pre-release before its release.
+impl AgentManifest {
+    /// Checks the model against the servers the operator allows: the
+    /// manifest's `base_url` must be one of them, and its `api_key_env`
+    /// the variable the operator bound to that server. Workflow agents pass.
+    pub fn check_model_endpoint(&self, endpoints: &[ModelEndpoint]) -> Result<(), Problem> {
+        let AgentKind::Llm(llm) = &self.kind else { return Ok(()) };
+        let problem = |key: &str, reason: String| Problem { key: key.to_owned(), reason };
+        let url = reqwest::Url::parse(&llm.model.base_url)
+            .map_err(|err| problem("model.base_url", format!("not a URL: {err}")))?;
+        let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+            return Err(problem("model.base_url", "has no host".to_owned()));
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let Some(endpoint) = endpoints.iter().find(|endpoint| endpoint.matches(host, port)) else {
+            return Err(problem(
+                "model.base_url",
+                format!(
+                    "{host}:{port} is not a model server this installation allows (the operator lists them in model_endpoints)"
+                ),
+            ));
+        };
+        match &llm.model.api_key {
+            Some(ApiKeySource::Env(variable)) if endpoint.key_env.as_deref() != Some(variable.as_str()) => {
+                Err(problem(
+                    "model.api_key_env",
+                    match &endpoint.key_env {
+                        Some(allowed) => format!("the key for {} is {allowed}, not {variable}", endpoint.host),
+                        None => format!("no key variable is configured for {}", endpoint.host),
+                    },
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Zero-padded numbers, then `1` for a release, or `0` and the pre-release
+/// identifiers, which sorts a pre-release before its release. Identifiers
+/// are joined with a space, which sorts below every character they may hold;
+/// numeric ones are zero-padded and marked to sort below alphanumeric ones,
+/// as semver precedence has it.
 pub fn version_key(version: &semver::Version) -> String {
-    let release = if version.pre.is_empty() { "1".to_owned() } else { format!("0{}", version.pre) };
+    let release = if version.pre.is_empty() {
+        "1".to_owned()
+    } else {
+        let identifiers: Vec<String> = version
+            .pre
+            .split('.')
+            .map(|identifier| match identifier.parse::<u64>() {
+                Ok(number) if identifier.bytes().all(|b| b.is_ascii_digit()) => format!("0{number:020}"),
+                _ => format!("1{identifier}"),
+            })
+            .collect();
+        format!("0{}", identifiers.join(" "))
+    };
     format!("{:020}.{:020}.{:020}.{release}", version.major, version.minor, version.patch)
 }
 
@@ -244,7 +301,15 @@ fn read_manifest(mut fields: Fields<'_, '_>) -> Option<AgentManifest> {
     let kind = fields.string("kind", true);
     let description = fields.string("description", false).unwrap_or_default();
     let instructions = fields.string("instructions", false);
-    let tools = fields.table("tools").map_or_else(Vec::new, |tools| read_tools(tools));
+    let mcp = match fields.array_of_tables("mcp") {
+        Some(tables) => {
+            let (servers, problems) = crate::mcp::read_servers(&tables);
+            fields.problems.extend(problems);
+            servers
+        }
+        None => Vec::new(),
+    };
+    let tools = fields.table("tools").map_or_else(Vec::new, |tools| read_tools(tools, &mcp));
     let limits = fields.table("limits").map_or_else(ManifestLimits::default, |limits| read_limits(limits));
     let model = fields.table("model").and_then(|model| read_model(model));
     let memory_retention = fields.table("memory").map_or(Some(DEFAULT_MEMORY_RETENTION), |memory| read_memory(memory));
@@ -267,6 +332,9 @@ fn read_manifest(mut fields: Fields<'_, '_>) -> Option<AgentManifest> {
             }
             if instructions.is_some() {
                 fields.problem("instructions", "a workflow agent has no instructions");
+            }
+            if !mcp.is_empty() {
+                fields.problem("mcp", "only llm agents connect MCP servers");
             }
             match steps {
                 None => {
@@ -293,14 +361,23 @@ fn read_manifest(mut fields: Fields<'_, '_>) -> Option<AgentManifest> {
         tools,
         limits,
         memory_retention: memory_retention?,
+        mcp,
     })
 }
 
-fn read_tools(mut fields: Fields<'_, '_>) -> Vec<String> {
+fn read_tools(mut fields: Fields<'_, '_>, mcp: &[McpServerSpec]) -> Vec<String> {
     let allow = fields.string_array("allow").unwrap_or_default();
     let mut seen = BTreeSet::new();
     for (index, tool) in allow.iter().enumerate() {
-        if BuiltinTool::from_name(tool).is_none() && MemoryTool::from_name(tool).is_none() {
+        if let Some(checked) = crate::mcp::check_allow_entry(tool, mcp) {
+            match checked {
+                Err(reason) => fields.problem(&format!("allow[{index}]"), reason),
+                Ok(()) if !seen.insert(tool.as_str()) => {
+                    fields.problem(&format!("allow[{index}]"), format!("'{tool}' is listed twice"));
+                }
+                Ok(()) => {}
+            }
+        } else if BuiltinTool::from_name(tool).is_none() && MemoryTool::from_name(tool).is_none() {
             let known: Vec<&str> = BuiltinTool::ALL
                 .iter()
                 .map(|tool| tool.name())
@@ -390,9 +467,13 @@ fn read_model(mut fields: Fields<'_, '_>) -> Option<ModelSpec> {
     let name = fields.string("name", true);
     let base_url = fields.string("base_url", false);
     if let Some(url) = &base_url {
-        let parsed = reqwest::Url::parse(url);
-        if !matches!(&parsed, Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some()) {
-            fields.problem("base_url", format!("'{url}' is not an http(s) URL"));
+        // Never quoted back: a URL may carry a password.
+        match reqwest::Url::parse(url) {
+            Ok(url) if !url.username().is_empty() || url.password().is_some() => {
+                fields.problem("base_url", "must not carry a user name or password (keys go in api_key_env)")
+            }
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {}
+            _ => fields.problem("base_url", "is not an http(s) URL"),
         }
     }
     let api_key_env = fields.string("api_key_env", false);

@@ -238,20 +238,22 @@ mod properties {
             }
         }
 
-        /// The stored sort key orders versions exactly as semver precedence does
-        /// (for pre-releases made of one identifier of the same kind).
+        /// The stored sort key orders versions exactly as semver precedence does.
         #[test]
-        fn version_keys_sort_like_semver(a in (0u64..50, 0u64..50, 0u64..50, proptest::option::of("[a-z]{1,6}")),
-                                         b in (0u64..50, 0u64..50, 0u64..50, proptest::option::of("[a-z]{1,6}"))) {
+        fn version_keys_sort_like_semver(a in (0u64..50, 0u64..50, 0u64..50, proptest::option::of("[a-z0-9-]{1,4}(\\.[a-z0-9-]{1,4}){0,2}")),
+                                         b in (0u64..50, 0u64..50, 0u64..50, proptest::option::of("[a-z0-9-]{1,4}(\\.[a-z0-9-]{1,4}){0,2}"))) {
             let make = |(major, minor, patch, pre): (u64, u64, u64, Option<String>)| {
                 let mut version = semver::Version::new(major, minor, patch);
                 if let Some(pre) = pre {
-                    version.pre = semver::Prerelease::new(&pre).unwrap();
+                    // Numeric identifiers with leading zeros are not semver.
+                    let Ok(parsed) = semver::Prerelease::new(&pre) else { return None };
+                    version.pre = parsed;
                 }
-                version
+                Some(version)
             };
-            let (a, b) = (make(a), make(b));
-            prop_assert_eq!(a.cmp(&b), version_key(&a).cmp(&version_key(&b)));
+            if let (Some(a), Some(b)) = (make(a), make(b)) {
+                prop_assert_eq!(a.cmp(&b), version_key(&a).cmp(&version_key(&b)), "{} vs {}", a, b);
+            }
         }
     }
 }
@@ -271,4 +273,43 @@ fn the_example_manifests_are_valid() {
         }
     }
     assert!(checked >= 3, "only {checked} example manifests in {}", dir.display());
+}
+
+#[test]
+fn numeric_pre_releases_sort_by_number() {
+    let key = |text: &str| version_key(&semver::Version::parse(text).unwrap());
+    assert!(key("2.0.0-rc.9") < key("2.0.0-rc.10"));
+    assert!(key("2.0.0-rc.10") < key("2.0.0"));
+    assert!(key("1.0.0-alpha") < key("1.0.0-alpha.1"));
+    assert!(key("1.0.0-1") < key("1.0.0-alpha"));
+}
+
+#[test]
+fn models_must_be_on_an_endpoint_the_operator_allows() {
+    use codexos_core::ModelEndpoint;
+    let endpoints = vec![
+        ModelEndpoint { host: "api.openai.com".into(), key_env: Some("OPENAI_API_KEY".into()) },
+        ModelEndpoint { host: "127.0.0.1:11434".into(), key_env: None },
+    ];
+    let manifest = |base_url: &str, key: &str| {
+        let mut text = format!(
+            "name = \"a\"\nversion = \"1.0.0\"\nkind = \"llm\"\n[model]\nprovider = \"openai\"\nname = \"m\"\nbase_url = \"{base_url}\"\n"
+        );
+        if !key.is_empty() {
+            text.push_str(&format!("api_key_env = \"{key}\"\n"));
+        }
+        AgentManifest::parse(&text).unwrap()
+    };
+    assert_eq!(manifest("https://api.openai.com/v1", "OPENAI_API_KEY").check_model_endpoint(&endpoints), Ok(()));
+    assert_eq!(manifest("http://127.0.0.1:11434/v1", "").check_model_endpoint(&endpoints), Ok(()));
+    let err = manifest("https://evil.example/v1", "OPENAI_API_KEY").check_model_endpoint(&endpoints).unwrap_err();
+    assert_eq!(err.key, "model.base_url");
+    let err = manifest("https://api.openai.com/v1", "DATABASE_URL").check_model_endpoint(&endpoints).unwrap_err();
+    assert_eq!(err.key, "model.api_key_env");
+    assert_eq!(err.reason, "the key for api.openai.com is OPENAI_API_KEY, not DATABASE_URL");
+    let err = manifest("http://127.0.0.1:11434/v1", "OPENAI_API_KEY").check_model_endpoint(&endpoints).unwrap_err();
+    assert_eq!(err.reason, "no key variable is configured for 127.0.0.1:11434");
+    let err = manifest("http://127.0.0.1:9999/v1", "").check_model_endpoint(&endpoints).unwrap_err();
+    assert_eq!(err.key, "model.base_url");
+    assert_eq!(AgentManifest::parse(WORKFLOW).unwrap().check_model_endpoint(&[]), Ok(()));
 }

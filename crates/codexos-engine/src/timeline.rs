@@ -60,6 +60,14 @@ pub enum TimelineEvent {
     Compacted { step: u32, elided_results: usize, estimated_tokens_before: u64, estimated_tokens_after: u64 },
     /// A limit of the manifest stopped the execution.
     LimitHit { limit: String, detail: String },
+    /// An MCP server of the agent was connected: the tools it offers, and
+    /// those left out with the reason.
+    McpConnected(crate::mcp::McpConnected),
+    /// An MCP server could not be connected; the execution fails.
+    McpFailed { server: String, error: String },
+    /// An MCP server was closed at the end of the execution; for a stdio
+    /// server, the sandbox's accounting of its whole life.
+    McpClosed(crate::mcp::McpClosed),
 }
 
 impl TimelineEvent {
@@ -75,6 +83,9 @@ impl TimelineEvent {
             TimelineEvent::ToolResult { .. } => "tool_result",
             TimelineEvent::Compacted { .. } => "compacted",
             TimelineEvent::LimitHit { .. } => "limit_hit",
+            TimelineEvent::McpConnected(_) => "mcp_connected",
+            TimelineEvent::McpFailed { .. } => "mcp_failed",
+            TimelineEvent::McpClosed(_) => "mcp_closed",
         }
     }
 

@@ -11,7 +11,9 @@
 //!   mount, IPC, UTS, network and cgroup namespaces; a filesystem view with
 //!   the system read-only, the workspace read-write and host secrets absent;
 //!   Landlock rules; no capabilities; a seccomp filter; rlimits and a cgroup
-//!   for the whole process tree; a wall-clock timeout.
+//!   for the whole process tree; a wall-clock timeout;
+//! - [`spawn`] starts a long-lived command (a language or MCP server) in the
+//!   same sandbox, with its stdin and stdout piped to the caller.
 
 // Every mechanism used here (unshare, prctl, Landlock, cgroupfs) is
 // Linux-only; fail with a clear message instead of a page of missing symbols.
@@ -21,6 +23,7 @@ compile_error!("codexos-sandbox only supports Linux");
 mod cgroup;
 mod child;
 mod egress;
+mod interactive;
 mod monitor;
 mod plan;
 pub mod policy;
@@ -28,8 +31,10 @@ pub mod probe;
 mod relay;
 mod run;
 mod seccomp;
+mod stop;
 
 pub use egress::NetworkDecision;
+pub use interactive::{SandboxedProcess, spawn};
 pub use policy::{Destination, Limits, NetworkPolicy, PolicyError, SandboxPolicy};
 pub use probe::{
     Capability, CgroupController, CgroupSupport, CgroupVersion, HostCapabilities, LandlockSupport, NamespaceSupport,
@@ -39,3 +44,4 @@ pub use run::{
     CapturedOutput, SandboxCommand, SandboxError, SandboxOutcome, Usage, Violation, ViolationKind, host_capabilities,
     run,
 };
+pub use stop::{StopSignal, Stopper, run_stoppable, stop_pair};

@@ -168,341 +168,437 @@ const CPU_CHECK_INTERVAL: Duration = Duration::from_millis(20);
 /// Runs `command` under `policy` and waits for it. Blocking: call it from a
 /// thread that lives until it returns (the sandbox dies with that thread).
 pub fn run(policy: &SandboxPolicy, command: &SandboxCommand) -> Result<SandboxOutcome, SandboxError> {
-    let policy = &policy.resolved()?;
-    let argv = command_argv(command)?;
-    let cwd = working_directory(policy, command)?;
-    let host = host_capabilities();
-    let namespaces = &host.namespaces;
-    for (name, capability) in
-        [("user", &namespaces.user), ("pid", &namespaces.pid), ("mount", &namespaces.mount), ("net", &namespaces.net)]
-    {
-        if !capability.available {
-            return Err(SandboxError::NoNamespaces(format!(
-                "{name}: {}",
-                capability.reason.as_deref().unwrap_or("unavailable")
-            )));
-        }
+    match Sandbox::start(policy, command, Streams::Captured)? {
+        Started::Running(sandbox) => sandbox.supervise(&command.stdin, None),
+        Started::NotExecuted(outcome) => Ok(outcome),
     }
-    let mut absent = host.missing.clone();
-    if !absent.is_empty() && !policy.allow_missing_protections {
-        return Err(SandboxError::MissingProtections(absent));
-    }
+}
 
-    static SEQUENCE: AtomicU64 = AtomicU64::new(0);
-    let name = format!("codexos-sandbox-{}-{}", std::process::id(), SEQUENCE.fetch_add(1, Ordering::Relaxed));
-    let cgroup = if host.cgroups.writable {
-        match SandboxCgroup::acquire(&policy.limits) {
-            Ok(cgroup) => Some(cgroup),
-            Err(_) if policy.allow_missing_protections => {
-                absent.push("cgroups".to_owned());
-                None
+/// How the command's standard streams are connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Streams {
+    /// stdin fed from [`SandboxCommand::stdin`]; stdout and stderr captured.
+    Captured,
+    /// stdin and stdout piped to the caller; stderr captured.
+    Interactive,
+}
+
+pub(crate) enum Started {
+    Running(Box<Sandbox>),
+    /// The program could not be executed (missing, not executable): the
+    /// outcome a shell would give, with the reason on stderr.
+    NotExecuted(SandboxOutcome),
+}
+
+/// A sandbox whose command was spawned: everything its supervisor needs.
+pub(crate) struct Sandbox {
+    policy: SandboxPolicy,
+    pub(crate) child: std::process::Child,
+    pid: libc::pid_t,
+    reaper: Reaper,
+    started: Instant,
+    cgroup: Option<SandboxCgroup>,
+    egress: Option<EgressProxy>,
+    monitor: Option<SyscallMonitor>,
+    report_read: std::os::fd::OwnedFd,
+    op_descriptions: Vec<String>,
+    absent: Vec<String>,
+    // Dropped last: the new root and the proxy's socket live in it.
+    _scratch: Scratch,
+}
+
+impl Sandbox {
+    /// Prepares the sandbox and spawns the command in it. The calling thread
+    /// must outlive the sandbox: the command dies with it (parent-death signal).
+    pub(crate) fn start(
+        policy: &SandboxPolicy,
+        command: &SandboxCommand,
+        streams: Streams,
+    ) -> Result<Started, SandboxError> {
+        let policy = policy.resolved()?;
+        let argv = command_argv(command)?;
+        let cwd = working_directory(&policy, command)?;
+        let host = host_capabilities();
+        let namespaces = &host.namespaces;
+        for (name, capability) in [
+            ("user", &namespaces.user),
+            ("pid", &namespaces.pid),
+            ("mount", &namespaces.mount),
+            ("net", &namespaces.net),
+        ] {
+            if !capability.available {
+                return Err(SandboxError::NoNamespaces(format!(
+                    "{name}: {}",
+                    capability.reason.as_deref().unwrap_or("unavailable")
+                )));
             }
-            Err(err) => return Err(SandboxError::Cgroup(err)),
         }
-    } else {
-        None
-    };
-    let scratch = Scratch::create(&name)?;
+        let mut absent = host.missing.clone();
+        if !absent.is_empty() && !policy.allow_missing_protections {
+            return Err(SandboxError::MissingProtections(absent));
+        }
 
-    let egress = match &policy.network {
-        NetworkPolicy::None => None,
-        NetworkPolicy::Allow(destinations) => Some(EgressProxy::start(&scratch.egress_socket(), destinations)?),
-    };
-    let (report_read, report_write) = pipe()?;
-    // Denied system calls are reported through the supervisor when the
-    // kernel can notify it (and the filter is there at all).
-    let monitor_ends = if host.seccomp.available { Some(socket_pair()?) } else { None };
-    let tmp_size = policy.limits.memory_bytes.unwrap_or(512 * 1024 * 1024);
-    let egress_socket = egress.as_ref().map(|_| scratch.egress_socket());
-    let view =
-        plan::view(policy, scratch.root(), tmp_size, egress_socket.as_deref()).map_err(SandboxError::InvalidCommand)?;
-    let connect_ports: &[u16] = if egress.is_some() { &[crate::relay::PROXY_PORT] } else { &[] };
-    let op_descriptions: Vec<String> = view.mount_ops.iter().map(child::MountOp::describe).collect();
-    let landlock = match (host.landlock.available, host.landlock.abi) {
-        (true, Some(abi)) => {
-            Some(plan::landlock_plan(abi, &view.landlock_rules, connect_ports).map_err(SandboxError::InvalidCommand)?)
-        }
-        _ => None,
-    };
-    // SAFETY: getuid/getgid/getpid have no preconditions.
-    let (uid, gid, parent_pid) = unsafe { (libc::getuid(), libc::getgid(), libc::getpid()) };
-    let child_plan = ChildPlan {
-        parent_pid,
-        report_fd: report_write.as_raw_fd(),
-        cgroup_procs: match &cgroup {
-            Some(cgroup) => cgroup
-                .procs_files()
-                .iter()
-                .map(|path| plan::cstring(path))
-                .collect::<Result<_, _>>()
-                .map_err(SandboxError::InvalidCommand)?,
-            None => Vec::new(),
-        },
-        unshare_flags: libc::CLONE_NEWUSER
-            | libc::CLONE_NEWNS
-            | libc::CLONE_NEWPID
-            | libc::CLONE_NEWIPC
-            | libc::CLONE_NEWUTS
-            | libc::CLONE_NEWNET
-            | libc::CLONE_NEWCGROUP,
-        // The command keeps its own ids: files it creates belong to the caller.
-        uid_map: format!("{uid} {uid} 1\n").into_bytes(),
-        gid_map: format!("{gid} {gid} 1\n").into_bytes(),
-        hostname: c"codexos-sandbox",
-        new_root: plan::cstring(scratch.root()).map_err(SandboxError::InvalidCommand)?,
-        mount_ops: view.mount_ops,
-        cwd: plan::cstring(&cwd).map_err(SandboxError::InvalidCommand)?,
-        rlimits: plan::rlimits(&policy.limits, cgroup.is_some()),
-        landlock,
-        seccomp: host.seccomp.available.then(|| Filter::build(monitor_ends.is_some())),
-        egress: egress.is_some(),
-        monitor_socket: monitor_ends.as_ref().map(|(_, child_end)| child_end.as_raw_fd()),
-    };
+        static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+        let name = format!("codexos-sandbox-{}-{}", std::process::id(), SEQUENCE.fetch_add(1, Ordering::Relaxed));
+        let cgroup = if host.cgroups.writable {
+            match SandboxCgroup::acquire(&policy.limits) {
+                Ok(cgroup) => Some(cgroup),
+                Err(_) if policy.allow_missing_protections => {
+                    absent.push("cgroups".to_owned());
+                    None
+                }
+                Err(err) => return Err(SandboxError::Cgroup(err)),
+            }
+        } else {
+            None
+        };
+        let scratch = Scratch::create(&name)?;
 
-    let mut process = Command::new(&argv[0]);
-    process
-        .args(&argv[1..])
-        .env_clear()
-        .env("PATH", DEFAULT_PATH)
-        .env("HOME", "/tmp")
-        .env("TMPDIR", "/tmp")
-        .env("LANG", "C.UTF-8");
-    if egress.is_some() {
-        let proxy = format!("http://127.0.0.1:{}", crate::relay::PROXY_PORT);
-        for name in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
-            process.env(name, &proxy);
+        let egress = match &policy.network {
+            NetworkPolicy::None => None,
+            NetworkPolicy::Allow(destinations) => Some(EgressProxy::start(&scratch.egress_socket(), destinations)?),
+        };
+        let (report_read, report_write) = pipe()?;
+        // Denied system calls are reported through the supervisor when the
+        // kernel can notify it (and the filter is there at all).
+        let monitor_ends = if host.seccomp.available { Some(socket_pair()?) } else { None };
+        let tmp_size = policy.limits.memory_bytes.unwrap_or(512 * 1024 * 1024);
+        let egress_socket = egress.as_ref().map(|_| scratch.egress_socket());
+        let view = plan::view(&policy, scratch.root(), tmp_size, egress_socket.as_deref())
+            .map_err(SandboxError::InvalidCommand)?;
+        let connect_ports: &[u16] = if egress.is_some() { &[crate::relay::PROXY_PORT] } else { &[] };
+        let op_descriptions: Vec<String> = view.mount_ops.iter().map(child::MountOp::describe).collect();
+        let landlock = match (host.landlock.available, host.landlock.abi) {
+            (true, Some(abi)) => Some(
+                plan::landlock_plan(abi, &view.landlock_rules, connect_ports).map_err(SandboxError::InvalidCommand)?,
+            ),
+            _ => None,
+        };
+        // SAFETY: getuid/getgid/getpid have no preconditions.
+        let (uid, gid, parent_pid) = unsafe { (libc::getuid(), libc::getgid(), libc::getpid()) };
+        let child_plan = ChildPlan {
+            parent_pid,
+            report_fd: report_write.as_raw_fd(),
+            cgroup_procs: match &cgroup {
+                Some(cgroup) => cgroup
+                    .procs_files()
+                    .iter()
+                    .map(|path| plan::cstring(path))
+                    .collect::<Result<_, _>>()
+                    .map_err(SandboxError::InvalidCommand)?,
+                None => Vec::new(),
+            },
+            unshare_flags: libc::CLONE_NEWUSER
+                | libc::CLONE_NEWNS
+                | libc::CLONE_NEWPID
+                | libc::CLONE_NEWIPC
+                | libc::CLONE_NEWUTS
+                | libc::CLONE_NEWNET
+                | libc::CLONE_NEWCGROUP,
+            // The command keeps its own ids: files it creates belong to the caller.
+            uid_map: format!("{uid} {uid} 1\n").into_bytes(),
+            gid_map: format!("{gid} {gid} 1\n").into_bytes(),
+            hostname: c"codexos-sandbox",
+            new_root: plan::cstring(scratch.root()).map_err(SandboxError::InvalidCommand)?,
+            mount_ops: view.mount_ops,
+            cwd: plan::cstring(&cwd).map_err(SandboxError::InvalidCommand)?,
+            rlimits: plan::rlimits(&policy.limits, cgroup.is_some()),
+            landlock,
+            seccomp: host.seccomp.available.then(|| Filter::build(monitor_ends.is_some())),
+            egress: egress.is_some(),
+            monitor_socket: monitor_ends.as_ref().map(|(_, child_end)| child_end.as_raw_fd()),
+        };
+
+        let mut process = Command::new(&argv[0]);
+        process
+            .args(&argv[1..])
+            .env_clear()
+            .env("PATH", DEFAULT_PATH)
+            .env("HOME", "/tmp")
+            .env("TMPDIR", "/tmp")
+            .env("LANG", "C.UTF-8");
+        if egress.is_some() {
+            let proxy = format!("http://127.0.0.1:{}", crate::relay::PROXY_PORT);
+            for name in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+                process.env(name, &proxy);
+            }
         }
+        let stdin = match streams {
+            Streams::Captured if command.stdin.is_empty() => Stdio::null(),
+            Streams::Captured | Streams::Interactive => Stdio::piped(),
+        };
+        process
+            .envs(command.env.iter().map(|(key, value)| (key, value)))
+            .stdin(stdin)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // SAFETY: `child::enter` only makes raw system calls on memory prepared
+        // above (no allocation, no locks), as required between fork and exec.
+        unsafe {
+            process.pre_exec(move || child::enter(&child_plan));
+        }
+        let started = Instant::now();
+        let spawned = process.spawn();
+        drop(report_write);
+        let monitor = monitor_ends.map(|(parent_end, _child_end)| SyscallMonitor::new(parent_end));
+        let child = match spawned {
+            Ok(child) => child,
+            Err(err) => {
+                // Setup failures are reported through our pipe; an exec failure
+                // is the command's own problem, answered like a shell would.
+                if let Some(report) =
+                    read_report(&report_read)?.into_iter().find(|report| report.kind == REPORT_SETUP_FAILED)
+                {
+                    return Err(setup_error(report, &op_descriptions));
+                }
+                let (code, reason) = match err.kind() {
+                    std::io::ErrorKind::NotFound => (127, "command not found"),
+                    std::io::ErrorKind::PermissionDenied => (126, "permission denied"),
+                    _ => (126, "cannot execute"),
+                };
+                let message = format!("codexos-sandbox: {}: {reason}\n", argv[0]);
+                return Ok(Started::NotExecuted(SandboxOutcome {
+                    exit_code: Some(code),
+                    signal: None,
+                    stdout: CapturedOutput { bytes: Vec::new(), truncated: false, total_bytes: 0 },
+                    stderr: CapturedOutput {
+                        total_bytes: message.len() as u64,
+                        bytes: message.into_bytes(),
+                        truncated: false,
+                    },
+                    usage: Usage { cpu_time: Duration::ZERO, peak_memory_bytes: 0, wall_time: started.elapsed() },
+                    violations: Vec::new(),
+                    network: Vec::new(),
+                    absent_protections: absent,
+                }));
+            }
+        };
+        let pid = child.id() as libc::pid_t;
+        Ok(Started::Running(Box::new(Sandbox {
+            policy,
+            child,
+            pid,
+            reaper: Reaper { pid, armed: true },
+            started,
+            cgroup,
+            egress,
+            monitor,
+            report_read,
+            op_descriptions,
+            absent,
+            _scratch: scratch,
+        })))
     }
-    process
-        .envs(command.env.iter().map(|(key, value)| (key, value)))
-        .stdin(if command.stdin.is_empty() { Stdio::null() } else { Stdio::piped() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    // SAFETY: `child::enter` only makes raw system calls on memory prepared
-    // above (no allocation, no locks), as required between fork and exec.
-    unsafe {
-        process.pre_exec(move || child::enter(&child_plan));
-    }
-    let started = Instant::now();
-    let spawned = process.spawn();
-    drop(report_write);
-    let mut monitor = monitor_ends.map(|(parent_end, _child_end)| SyscallMonitor::new(parent_end));
-    let mut child = match spawned {
-        Ok(child) => child,
-        Err(err) => {
-            // Setup failures are reported through our pipe; an exec failure
-            // is the command's own problem, answered like a shell would.
-            if let Some(report) =
-                read_report(&report_read)?.into_iter().find(|report| report.kind == REPORT_SETUP_FAILED)
+
+    /// Watches the command until it exits (or is killed: at a limit, or
+    /// when `stop` becomes readable or its write end is closed), reaps it
+    /// and accounts for it. `input` is written to a piped stdin that the
+    /// caller did not take. Stdout is captured unless the caller took it.
+    pub(crate) fn supervise(
+        mut self,
+        input: &[u8],
+        stop: Option<std::os::fd::OwnedFd>,
+    ) -> Result<SandboxOutcome, SandboxError> {
+        let policy = &self.policy;
+        let pid = self.pid;
+        let cgroup = self.cgroup.take();
+        let mut monitor = self.monitor.take();
+        // Small inputs fit the pipe; larger ones are written by a helper thread
+        // so that reading the output cannot deadlock against them.
+        let stdin_writer = self.child.stdin.take().map(|mut stdin| {
+            let input = input.to_vec();
+            std::thread::spawn(move || {
+                let _ = stdin.write_all(&input);
+            })
+        });
+        let mut stdout =
+            OutputReader::new(self.child.stdout.take().map(std::os::fd::OwnedFd::from), policy.output_limit_bytes);
+        let mut stderr =
+            OutputReader::new(self.child.stderr.take().map(std::os::fd::OwnedFd::from), policy.output_limit_bytes);
+        let pidfd = PidFd::open(pid)?;
+        let mut stop_fd = stop.as_ref().map_or(-1, AsRawFd::as_raw_fd);
+
+        let mut violations = Vec::new();
+        let started = self.started;
+        // A timeout too large to represent means "as long as the host lasts".
+        let deadline =
+            started.checked_add(policy.limits.timeout).unwrap_or(started + Duration::from_secs(100 * 365 * 86_400));
+        let cpu_limit = policy.limits.cpu_seconds.map(Duration::from_secs);
+        let mut exited_at: Option<Instant> = None;
+        let mut killed = false;
+        loop {
+            let now = Instant::now();
+            if exited_at.is_none() && !killed {
+                if now >= deadline {
+                    violations.push(Violation {
+                        kind: ViolationKind::Timeout,
+                        detail: format!("still running after {:?}; killed", policy.limits.timeout),
+                    });
+                    kill_tree(pid, cgroup.as_ref());
+                    killed = true;
+                } else if let (Some(limit), Some(usage)) =
+                    (cpu_limit, cgroup.as_ref().and_then(SandboxCgroup::cpu_usage))
+                    && usage >= limit
+                {
+                    violations.push(Violation {
+                        kind: ViolationKind::CpuLimit,
+                        detail: format!("used {:.2}s of CPU, limit {}s; killed", usage.as_secs_f64(), limit.as_secs()),
+                    });
+                    kill_tree(pid, cgroup.as_ref());
+                    killed = true;
+                }
+            }
+            if let Some(at) = exited_at
+                && ((stdout.done && stderr.done) || now.duration_since(at) > Duration::from_secs(2))
             {
-                return Err(setup_error(report, &op_descriptions));
+                break;
             }
-            let (code, reason) = match err.kind() {
-                std::io::ErrorKind::NotFound => (127, "command not found"),
-                std::io::ErrorKind::PermissionDenied => (126, "permission denied"),
-                _ => (126, "cannot execute"),
-            };
-            let message = format!("codexos-sandbox: {}: {reason}\n", argv[0]);
-            return Ok(SandboxOutcome {
-                exit_code: Some(code),
-                signal: None,
-                stdout: CapturedOutput { bytes: Vec::new(), truncated: false, total_bytes: 0 },
-                stderr: CapturedOutput {
-                    total_bytes: message.len() as u64,
-                    bytes: message.into_bytes(),
-                    truncated: false,
-                },
-                usage: Usage { cpu_time: Duration::ZERO, peak_memory_bytes: 0, wall_time: started.elapsed() },
-                violations: Vec::new(),
-                network: Vec::new(),
-                absent_protections: absent,
+            let mut wait = deadline.saturating_duration_since(now).max(Duration::from_millis(1));
+            if cpu_limit.is_some() && cgroup.is_some() {
+                wait = wait.min(CPU_CHECK_INTERVAL);
+            }
+            if exited_at.is_some() {
+                wait = wait.min(Duration::from_millis(50));
+            }
+            let mut fds = [
+                // Once the child has exited its pidfd stays readable: stop polling it.
+                libc::pollfd { fd: if exited_at.is_some() { -1 } else { pidfd.0 }, events: libc::POLLIN, revents: 0 },
+                libc::pollfd { fd: stdout.fd(), events: libc::POLLIN, revents: 0 },
+                libc::pollfd { fd: stderr.fd(), events: libc::POLLIN, revents: 0 },
+                libc::pollfd { fd: monitor.as_ref().map_or(-1, SyscallMonitor::fd), events: libc::POLLIN, revents: 0 },
+                libc::pollfd { fd: stop_fd, events: libc::POLLIN, revents: 0 },
+            ];
+            let timeout_ms = libc::c_int::try_from(wait.as_millis().max(1)).unwrap_or(libc::c_int::MAX);
+            // SAFETY: polls descriptors we own (a negative fd is ignored).
+            let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+            if ready < 0 {
+                let err = std::io::Error::last_os_error();
+                if err.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(err.into());
+                }
+                continue;
+            }
+            if fds[0].revents != 0 && exited_at.is_none() {
+                exited_at = Some(Instant::now());
+            }
+            if fds[1].revents != 0 {
+                stdout.read_available()?;
+            }
+            if fds[2].revents != 0 {
+                stderr.read_available()?;
+            }
+            if fds[3].revents != 0
+                && let Some(monitor) = monitor.as_mut()
+            {
+                monitor.on_ready(fds[3].revents);
+            }
+            if fds[4].revents != 0 {
+                // The caller asked for the end: not a violation, just the end.
+                stop_fd = -1;
+                if exited_at.is_none() && !killed {
+                    kill_tree(pid, cgroup.as_ref());
+                    killed = true;
+                }
+            }
+        }
+        let wall_time = started.elapsed();
+        self.reaper.armed = false;
+        let (outer_status, rusage) = wait4(pid)?;
+        if let Some(writer) = stdin_writer {
+            let _ = writer.join();
+        }
+        let reports = read_report(&self.report_read)?;
+        if let Some(report) = reports.iter().find(|report| report.kind == REPORT_SETUP_FAILED) {
+            return Err(setup_error(*report, &self.op_descriptions));
+        }
+        // The init reports the command's own status; without it (killed from
+        // outside), the outer child's tells what happened.
+        let status =
+            reports.iter().find(|report| report.kind == REPORT_EXIT_STATUS).map_or(outer_status, |report| report.value);
+        let (exit_code, signal) = if libc::WIFEXITED(status) {
+            (Some(libc::WEXITSTATUS(status)), None)
+        } else if libc::WIFSIGNALED(status) {
+            (None, Some(libc::WTERMSIG(status)))
+        } else {
+            (None, Some(libc::SIGKILL))
+        };
+
+        let rusage_cpu = timeval(rusage.ru_utime) + timeval(rusage.ru_stime);
+        let cpu_time = cgroup.as_ref().and_then(SandboxCgroup::cpu_usage).unwrap_or(rusage_cpu);
+        let peak_memory_bytes = cgroup
+            .as_ref()
+            .and_then(SandboxCgroup::peak_memory)
+            .unwrap_or_else(|| u64::try_from(rusage.ru_maxrss).unwrap_or(0) * 1024);
+        // A shell reports a child killed by a signal as 128 + the signal.
+        let died_of = |wanted: i32| signal == Some(wanted) || exit_code == Some(128 + wanted);
+        if let Some(limit) = cpu_limit
+            && !violations.iter().any(|v| v.kind == ViolationKind::CpuLimit)
+            // An exit code of 152 alone could be anything: the CPU must be spent too.
+            && (signal == Some(libc::SIGXCPU) || (died_of(libc::SIGXCPU) && cpu_time * 10 >= limit * 9) || (cpu_time >= limit && signal.is_some()))
+        {
+            violations.push(Violation {
+                kind: ViolationKind::CpuLimit,
+                detail: format!("used {:.2}s of CPU, limit {}s", cpu_time.as_secs_f64(), limit.as_secs()),
             });
         }
-    };
-    let pid = child.id() as libc::pid_t;
-    let mut reaper = Reaper { pid, armed: true };
-
-    // Small inputs fit the pipe; larger ones are written by a helper thread
-    // so that reading the output cannot deadlock against them.
-    let stdin_writer = child.stdin.take().map(|mut stdin| {
-        let input = command.stdin.clone();
-        std::thread::spawn(move || {
-            let _ = stdin.write_all(&input);
+        if let Some(cgroup) = &cgroup {
+            if cgroup.oom_killed() {
+                violations.push(Violation {
+                    kind: ViolationKind::MemoryLimit,
+                    detail: format!(
+                        "memory limit of {} bytes reached; the kernel killed a process",
+                        policy.limits.memory_bytes.unwrap_or(0)
+                    ),
+                });
+            }
+            if cgroup.pids_limited() {
+                violations.push(Violation {
+                    kind: ViolationKind::PidsLimit,
+                    detail: format!("process limit of {} reached; forks were refused", policy.limits.pids.unwrap_or(0)),
+                });
+            }
+        }
+        if died_of(libc::SIGXFSZ) {
+            violations.push(Violation {
+                kind: ViolationKind::FileSizeLimit,
+                detail: format!("a file grew past {} bytes", policy.limits.file_size_bytes.unwrap_or(0)),
+            });
+        }
+        for (name, output) in [("stdout", &stdout), ("stderr", &stderr)] {
+            if output.truncated() {
+                violations.push(Violation {
+                    kind: ViolationKind::OutputLimit,
+                    detail: format!("{name}: kept {} of {} bytes", output.kept.len(), output.total),
+                });
+            }
+        }
+        for (name, count) in monitor.map(|monitor| monitor.denied).unwrap_or_default() {
+            let times = if count == 1 { String::new() } else { format!(" ({count} times)") };
+            violations.push(Violation { kind: ViolationKind::SyscallDenied, detail: format!("{name} denied{times}") });
+        }
+        let network = self.egress.take().map(EgressProxy::finish).unwrap_or_default();
+        for decision in network.iter().filter(|decision| !decision.allowed) {
+            violations.push(Violation {
+                kind: ViolationKind::NetworkBlocked,
+                detail: format!("egress to {} refused by the policy", decision.destination),
+            });
+        }
+        // Nothing may outlive the sandbox: the namespace died with its init,
+        // and the cgroup is emptied before it is reused.
+        if let Some(cgroup) = cgroup {
+            cgroup.release();
+        }
+        Ok(SandboxOutcome {
+            exit_code,
+            signal,
+            stdout: stdout.finish(),
+            stderr: stderr.finish(),
+            usage: Usage { cpu_time, peak_memory_bytes, wall_time },
+            violations,
+            network,
+            absent_protections: std::mem::take(&mut self.absent),
         })
-    });
-    let mut stdout = OutputReader::new(child.stdout.take().map(std::os::fd::OwnedFd::from), policy.output_limit_bytes);
-    let mut stderr = OutputReader::new(child.stderr.take().map(std::os::fd::OwnedFd::from), policy.output_limit_bytes);
-    let pidfd = PidFd::open(pid)?;
-
-    let mut violations = Vec::new();
-    // A timeout too large to represent means "as long as the host lasts".
-    let deadline =
-        started.checked_add(policy.limits.timeout).unwrap_or(started + Duration::from_secs(100 * 365 * 86_400));
-    let cpu_limit = policy.limits.cpu_seconds.map(Duration::from_secs);
-    let mut exited_at: Option<Instant> = None;
-    let mut killed = false;
-    loop {
-        let now = Instant::now();
-        if exited_at.is_none() && !killed {
-            if now >= deadline {
-                violations.push(Violation {
-                    kind: ViolationKind::Timeout,
-                    detail: format!("still running after {:?}; killed", policy.limits.timeout),
-                });
-                kill_tree(pid, cgroup.as_ref());
-                killed = true;
-            } else if let (Some(limit), Some(usage)) = (cpu_limit, cgroup.as_ref().and_then(SandboxCgroup::cpu_usage))
-                && usage >= limit
-            {
-                violations.push(Violation {
-                    kind: ViolationKind::CpuLimit,
-                    detail: format!("used {:.2}s of CPU, limit {}s; killed", usage.as_secs_f64(), limit.as_secs()),
-                });
-                kill_tree(pid, cgroup.as_ref());
-                killed = true;
-            }
-        }
-        if let Some(at) = exited_at
-            && ((stdout.done && stderr.done) || now.duration_since(at) > Duration::from_secs(2))
-        {
-            break;
-        }
-        let mut wait = deadline.saturating_duration_since(now).max(Duration::from_millis(1));
-        if cpu_limit.is_some() && cgroup.is_some() {
-            wait = wait.min(CPU_CHECK_INTERVAL);
-        }
-        if exited_at.is_some() {
-            wait = wait.min(Duration::from_millis(50));
-        }
-        let mut fds = [
-            // Once the child has exited its pidfd stays readable: stop polling it.
-            libc::pollfd { fd: if exited_at.is_some() { -1 } else { pidfd.0 }, events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: stdout.fd(), events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: stderr.fd(), events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: monitor.as_ref().map_or(-1, SyscallMonitor::fd), events: libc::POLLIN, revents: 0 },
-        ];
-        let timeout_ms = libc::c_int::try_from(wait.as_millis().max(1)).unwrap_or(libc::c_int::MAX);
-        // SAFETY: polls three descriptors we own (a negative fd is ignored).
-        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
-        if ready < 0 {
-            let err = std::io::Error::last_os_error();
-            if err.kind() != std::io::ErrorKind::Interrupted {
-                return Err(err.into());
-            }
-            continue;
-        }
-        if fds[0].revents != 0 && exited_at.is_none() {
-            exited_at = Some(Instant::now());
-        }
-        if fds[1].revents != 0 {
-            stdout.read_available()?;
-        }
-        if fds[2].revents != 0 {
-            stderr.read_available()?;
-        }
-        if fds[3].revents != 0
-            && let Some(monitor) = monitor.as_mut()
-        {
-            monitor.on_ready(fds[3].revents);
-        }
     }
-    let wall_time = started.elapsed();
-    reaper.armed = false;
-    let (outer_status, rusage) = wait4(pid)?;
-    if let Some(writer) = stdin_writer {
-        let _ = writer.join();
-    }
-    let reports = read_report(&report_read)?;
-    if let Some(report) = reports.iter().find(|report| report.kind == REPORT_SETUP_FAILED) {
-        return Err(setup_error(*report, &op_descriptions));
-    }
-    // The init reports the command's own status; without it (killed from
-    // outside), the outer child's tells what happened.
-    let status =
-        reports.iter().find(|report| report.kind == REPORT_EXIT_STATUS).map_or(outer_status, |report| report.value);
-    let (exit_code, signal) = if libc::WIFEXITED(status) {
-        (Some(libc::WEXITSTATUS(status)), None)
-    } else if libc::WIFSIGNALED(status) {
-        (None, Some(libc::WTERMSIG(status)))
-    } else {
-        (None, Some(libc::SIGKILL))
-    };
-
-    let rusage_cpu = timeval(rusage.ru_utime) + timeval(rusage.ru_stime);
-    let cpu_time = cgroup.as_ref().and_then(SandboxCgroup::cpu_usage).unwrap_or(rusage_cpu);
-    let peak_memory_bytes = cgroup
-        .as_ref()
-        .and_then(SandboxCgroup::peak_memory)
-        .unwrap_or_else(|| u64::try_from(rusage.ru_maxrss).unwrap_or(0) * 1024);
-    // A shell reports a child killed by a signal as 128 + the signal.
-    let died_of = |wanted: i32| signal == Some(wanted) || exit_code == Some(128 + wanted);
-    if let Some(limit) = cpu_limit
-        && !violations.iter().any(|v| v.kind == ViolationKind::CpuLimit)
-        // An exit code of 152 alone could be anything: the CPU must be spent too.
-        && (signal == Some(libc::SIGXCPU) || (died_of(libc::SIGXCPU) && cpu_time * 10 >= limit * 9) || (cpu_time >= limit && signal.is_some()))
-    {
-        violations.push(Violation {
-            kind: ViolationKind::CpuLimit,
-            detail: format!("used {:.2}s of CPU, limit {}s", cpu_time.as_secs_f64(), limit.as_secs()),
-        });
-    }
-    if let Some(cgroup) = &cgroup {
-        if cgroup.oom_killed() {
-            violations.push(Violation {
-                kind: ViolationKind::MemoryLimit,
-                detail: format!(
-                    "memory limit of {} bytes reached; the kernel killed a process",
-                    policy.limits.memory_bytes.unwrap_or(0)
-                ),
-            });
-        }
-        if cgroup.pids_limited() {
-            violations.push(Violation {
-                kind: ViolationKind::PidsLimit,
-                detail: format!("process limit of {} reached; forks were refused", policy.limits.pids.unwrap_or(0)),
-            });
-        }
-    }
-    if died_of(libc::SIGXFSZ) {
-        violations.push(Violation {
-            kind: ViolationKind::FileSizeLimit,
-            detail: format!("a file grew past {} bytes", policy.limits.file_size_bytes.unwrap_or(0)),
-        });
-    }
-    for (name, output) in [("stdout", &stdout), ("stderr", &stderr)] {
-        if output.truncated() {
-            violations.push(Violation {
-                kind: ViolationKind::OutputLimit,
-                detail: format!("{name}: kept {} of {} bytes", output.kept.len(), output.total),
-            });
-        }
-    }
-    for (name, count) in monitor.map(|monitor| monitor.denied).unwrap_or_default() {
-        let times = if count == 1 { String::new() } else { format!(" ({count} times)") };
-        violations.push(Violation { kind: ViolationKind::SyscallDenied, detail: format!("{name} denied{times}") });
-    }
-    let network = egress.map(EgressProxy::finish).unwrap_or_default();
-    for decision in network.iter().filter(|decision| !decision.allowed) {
-        violations.push(Violation {
-            kind: ViolationKind::NetworkBlocked,
-            detail: format!("egress to {} refused by the policy", decision.destination),
-        });
-    }
-    // Nothing may outlive the sandbox: the namespace died with its init,
-    // and the cgroup is emptied before it is reused.
-    if let Some(cgroup) = cgroup {
-        cgroup.release();
-    }
-    Ok(SandboxOutcome {
-        exit_code,
-        signal,
-        stdout: stdout.finish(),
-        stderr: stderr.finish(),
-        usage: Usage { cpu_time, peak_memory_bytes, wall_time },
-        violations,
-        network,
-        absent_protections: absent,
-    })
 }
 
 fn command_argv(command: &SandboxCommand) -> Result<Vec<String>, SandboxError> {
@@ -582,7 +678,7 @@ fn wait4(pid: libc::pid_t) -> std::io::Result<(libc::c_int, libc::rusage)> {
     }
 }
 
-fn pipe() -> std::io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+pub(crate) fn pipe() -> std::io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
     let mut fds = [0; 2];
     // SAFETY: pipe2 writes two descriptors into the array.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {

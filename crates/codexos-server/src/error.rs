@@ -96,6 +96,7 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(entity) => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", format!("{entity} already exists"))
             }
+            StoreError::InvalidState(message) => ApiError::new(StatusCode::CONFLICT, "invalid_state", message),
             other => ApiError::internal(&other),
         }
     }

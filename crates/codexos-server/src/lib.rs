@@ -37,6 +37,10 @@ pub struct ServerOptions {
     pub shutdown_grace: Duration,
     /// Workers silent for longer are dead (for the queue health check).
     pub lease_timeout: Duration,
+    /// The model servers manifests may name (checked at registration).
+    pub model_endpoints: Vec<codexos_core::ModelEndpoint>,
+    /// The directories workspaces must lie in (checked when an execution is created).
+    pub workspace_roots: Vec<std::path::PathBuf>,
 }
 
 /// Shared by every handler; cheap to clone.
@@ -47,6 +51,8 @@ pub struct AppState {
     metrics: PrometheusHandle,
     openapi: Arc<utoipa::openapi::OpenApi>,
     lease_timeout: Duration,
+    model_endpoints: Arc<[codexos_core::ModelEndpoint]>,
+    workspace_roots: Arc<[std::path::PathBuf]>,
     started_at: Instant,
 }
 
@@ -81,6 +87,8 @@ pub async fn bind(options: &ServerOptions, store: Store, capabilities: HostCapab
         metrics: metrics::recorder(),
         openapi: Arc::new(openapi),
         lease_timeout: options.lease_timeout,
+        model_endpoints: options.model_endpoints.clone().into(),
+        workspace_roots: options.workspace_roots.clone().into(),
         started_at: Instant::now(),
     };
     let router = api_router

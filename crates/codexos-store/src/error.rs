@@ -23,6 +23,10 @@ pub enum StoreError {
     /// records, so this is a bug upstream rather than something to store.
     #[error("the '{kind}' event payload is {bytes} bytes, over the {limit}-byte limit")]
     PayloadTooLarge { kind: String, bytes: usize, limit: usize },
+    /// The request does not fit the object's state (e.g. resuming an
+    /// execution that is not paused); nothing was changed.
+    #[error("{0}")]
+    InvalidState(String),
     /// `finish_execution` was given a status that is not final.
     #[error("cannot finish an execution as '{0}': not a final status")]
     NotFinal(codexos_core::ExecutionStatus),

@@ -41,7 +41,7 @@ pub struct LeasedExecution {
 
 /// The condition for "this worker holds this lease", with `$1` the tenant,
 /// `$2` the execution and `$3` the worker; further parameters start at `$4`.
-const HELD: &str = "tenant_id = $1 AND id = $2 AND lease_owner = $3 \
+pub(crate) const HELD: &str = "tenant_id = $1 AND id = $2 AND lease_owner = $3 \
                     AND status NOT IN ('succeeded', 'failed', 'cancelled')";
 
 /// Columns set from `ExecutionTotals`, in `bind_totals` order, from `$5` on.
@@ -61,7 +61,7 @@ fn bind_totals<'q>(query: AnyQuery<'q>, totals: &ExecutionTotals) -> AnyQuery<'q
         .bind(totals.wall_ms)
 }
 
-fn bind_held<'q>(query: AnyQuery<'q>, lease: &Lease) -> AnyQuery<'q> {
+pub(crate) fn bind_held<'q>(query: AnyQuery<'q>, lease: &Lease) -> AnyQuery<'q> {
     query.bind(lease.tenant.to_string()).bind(lease.execution_id.to_string()).bind(lease.worker.0.clone())
 }
 
@@ -220,7 +220,7 @@ impl Store {
         let mut tx = self.tenant_tx(lease.tenant, Intent::Write).await?;
         let sql = format!(
             "UPDATE executions SET updated_at = $4, {SET_TOTALS}, status = $12, outcome = $13, finished_at = $4, \
-             lease_owner = NULL, lease_expires_at = NULL WHERE {HELD}"
+             lease_owner = NULL, lease_expires_at = NULL, control = NULL WHERE {HELD}"
         );
         let query = bind_held(sqlx::query(&sql), lease).bind(now);
         let finished = bind_totals(query, totals).bind(status.as_str()).bind(&outcome_text).execute(&mut *tx).await?;

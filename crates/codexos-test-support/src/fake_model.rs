@@ -59,6 +59,9 @@ pub enum FakeTurn {
     /// (which is taken from the queue before waiting, so that a retry of a
     /// timed-out request gets the turn after it).
     Delay(Duration),
+    /// A redirect (`status` 301, 302, 307 or 308) to `location`, as a
+    /// hostile server might send to carry the key elsewhere.
+    Redirect { status: u16, location: String },
 }
 
 impl FakeTurn {
@@ -206,11 +209,11 @@ impl FakeModel {
 
     /// Checks the conversation contract across all recorded requests: in each
     /// request, the calls of every assistant message are answered, each under
-    /// its own id, by the tool results right after it (OpenAI: `tool`
-    /// messages with that `tool_call_id`; Anthropic: `tool_result` blocks with
-    /// that `tool_use_id` in the next user message), and no result answers an
-    /// id that was not called; and every tool call the fake returned is
-    /// answered in the request after it.
+    /// its own id and in the order they were made, by the tool results right
+    /// after it (OpenAI: `tool` messages with that `tool_call_id`; Anthropic:
+    /// `tool_result` blocks with that `tool_use_id` in the next user message),
+    /// and no result answers an id that was not called; and every tool call
+    /// the fake returned is answered in the request after it.
     pub fn check_tool_calls_answered(&self) -> Result<(), String> {
         let requests = self.requests();
         let mut problems = Vec::new();
@@ -244,6 +247,16 @@ impl FakeModel {
                         ));
                     }
                 }
+                // The order of the answers that do match a call, each counted
+                // once, against the order of the calls they answer.
+                let answer_order = first_occurrences(exchange.answers.iter().filter(|id| called.contains(id)));
+                let call_order = first_occurrences(exchange.calls.iter().filter(|id| seen.contains(id)));
+                if answer_order != call_order {
+                    problems.push(format!(
+                        "request {number}: message {} answers tool calls in the order {answer_order:?}, but message {} made them in the order {call_order:?}",
+                        exchange.answers_at, exchange.called_at
+                    ));
+                }
             }
             for (at, id) in &exchanges.strays {
                 problems.push(format!(
@@ -274,6 +287,12 @@ impl FakeModel {
         }
         if problems.is_empty() { Ok(()) } else { Err(problems.join("\n")) }
     }
+}
+
+/// The ids in their order, each at its first place.
+fn first_occurrences<'a>(ids: impl Iterator<Item = &'a String>) -> Vec<&'a String> {
+    let mut seen = BTreeSet::new();
+    ids.filter(|id| seen.insert(*id)).collect()
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -450,6 +469,16 @@ async fn answer(shared: &Shared, format: WireFormat, path: &str, headers: &Heade
         FakeTurn::Garbage if stream => sse_response(broken_stream(format)),
         FakeTurn::Garbage => raw_json_response(StatusCode::OK, b"{\"choices\": [ this is not JSON".to_vec()),
         FakeTurn::Delay(_) => error_response(format, 500, "fake model: two delays in a row"),
+        FakeTurn::Redirect { status, location } => {
+            let mut response = error_response(format, status, "moved");
+            match header::HeaderValue::from_str(&location) {
+                Ok(location) => {
+                    response.headers_mut().insert(header::LOCATION, location);
+                    response
+                }
+                Err(_) => error_response(format, 500, "fake model: the redirect location is not a header value"),
+            }
+        }
     }
 }
 
@@ -943,9 +972,25 @@ mod tests {
         let tool = |id: &str| json!({"role": "tool", "tool_call_id": id, "content": "ok"});
         let good = vec![
             recorded(WireFormat::OpenAi, json!([user]), &["a", "b"]),
-            recorded(WireFormat::OpenAi, json!([user, calls, tool("b"), tool("a")]), &[]),
+            recorded(WireFormat::OpenAi, json!([user, calls, tool("a"), tool("b")]), &[]),
         ];
         assert_eq!(check(good), Ok(()));
+
+        // Regression: the check compared sets, so answers in another order
+        // than the calls passed.
+        let out_of_order = vec![
+            recorded(WireFormat::OpenAi, json!([user]), &["a", "b"]),
+            recorded(WireFormat::OpenAi, json!([user, calls, tool("b"), tool("a")]), &[]),
+        ];
+        let problems = check(out_of_order).unwrap_err();
+        assert!(
+            problems.contains(r#"in the order ["b", "a"]"#) && problems.contains(r#"order ["a", "b"]"#),
+            "{problems}"
+        );
+        // A missing answer is reported as missing, not as out of order.
+        let missing_first = vec![recorded(WireFormat::OpenAi, json!([user, calls, tool("b")]), &[])];
+        let problems = check(missing_first).unwrap_err();
+        assert!(problems.contains("\"a\"") && !problems.contains("order"), "{problems}");
 
         let missing = vec![
             recorded(WireFormat::OpenAi, json!([user]), &["a", "b"]),
@@ -968,6 +1013,20 @@ mod tests {
             recorded(WireFormat::Anthropic, json!([user, tool_use, result("t1")]), &[]),
         ];
         assert_eq!(check(anthropic_good), Ok(()));
+        let two_uses = json!({"role": "assistant", "content": [
+            {"type": "tool_use", "id": "t1", "name": "f", "input": {}},
+            {"type": "tool_use", "id": "t2", "name": "f", "input": {}},
+        ]});
+        let results = |first: &str, second: &str| {
+            json!({"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": first, "content": "ok"},
+                {"type": "tool_result", "tool_use_id": second, "content": "ok"},
+            ]})
+        };
+        let in_order = vec![recorded(WireFormat::Anthropic, json!([user, two_uses, results("t1", "t2")]), &[])];
+        assert_eq!(check(in_order), Ok(()));
+        let reversed = vec![recorded(WireFormat::Anthropic, json!([user, two_uses, results("t2", "t1")]), &[])];
+        assert!(check(reversed).unwrap_err().contains(r#"in the order ["t2", "t1"]"#));
         let anthropic_wrong_id = vec![
             recorded(WireFormat::Anthropic, json!([user]), &["t1"]),
             recorded(WireFormat::Anthropic, json!([user, tool_use, result("t2")]), &[]),

@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod fake_model;
+pub mod mcp_server;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -101,6 +102,10 @@ impl Drop for TestDatabase {
     }
 }
 
+/// The environment variable test servers accept as the key of models on
+/// 127.0.0.1 (see `TestServer`).
+pub const TEST_MODEL_KEY_VAR: &str = "CODEXOS_TEST_MODEL_KEY";
+
 /// The real `codexos up` (or `serve`) on port 0 with its own data directory;
 /// on PostgreSQL with its own database, on SQLite with the embedded one.
 #[derive(Debug)]
@@ -158,6 +163,12 @@ impl TestServer {
             .stdout(File::create(logs.join("stdout")).unwrap())
             .stderr(File::create(logs.join("stderr")).unwrap());
         clear_client_env(&mut command);
+        // Tests keep their workspaces in the temporary directory, and their
+        // model servers (fake ones) on loopback with a test key variable.
+        let roots = format!("[\"{}\"]", std::env::temp_dir().display());
+        command.env("CODEXOS_WORKER__WORKSPACE_ROOTS", roots);
+        command
+            .env("CODEXOS_MODEL_ENDPOINTS", format!("[{{host = \"127.0.0.1\", key_env = \"{TEST_MODEL_KEY_VAR}\"}}]"));
         command.envs(env.iter().map(|(name, value)| (name, value)));
         if let Some(database) = &database {
             command.args(["--database-url", database.url()]);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use codexos_core::ExecutionStatus;
 use codexos_engine::manifest::{AgentKind, ApiKeySource};
 use codexos_engine::{AgentManifest, ExecutionSetup, Interrupted, RecordedEvent, Totals};
-use codexos_store::{LeasedExecution, Store, StoreError};
+use codexos_store::{ControlRequest, Lease, LeasedExecution, Store, StoreError};
 use secrecy::SecretString;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -32,9 +32,11 @@ pub async fn run_leased(
     let span = tracing::info_span!("execution", execution = %execution_id, tenant = %leased.lease.tenant);
     tracing::info!(parent: &span, agent = %leased.execution.agent_name, "execution started");
 
-    // The lease is renewed in the background; losing it stops the engine.
+    // The lease is renewed in the background, and requests to pause or
+    // cancel are watched for; losing the lease stops the engine.
     let stop = shutdown.child_token();
-    let renewer = tokio::spawn(renew_lease(store.clone(), leased.lease.clone(), options.lease_timeout, stop.clone()));
+    let controls = Controls { stop: stop.clone(), pause: CancellationToken::new(), cancel: CancellationToken::new() };
+    let renewer = tokio::spawn(keep_lease(store.clone(), leased.lease.clone(), Arc::clone(&options), controls.clone()));
 
     let lease = leased.lease.clone();
     let history = match load_history(&store, &leased).await {
@@ -48,7 +50,7 @@ pub async fn run_leased(
             return;
         }
     };
-    let ended = match prepare(&leased, &options, stop.clone(), history) {
+    let ended = match prepare(&leased, &options, &controls, history) {
         Err(failure) => Ok(failure),
         Ok(setup) => {
             let mut journal = StoreJournal { store: store.clone(), lease: lease.clone() };
@@ -80,7 +82,11 @@ pub async fn run_leased(
                 Err(err) => tracing::error!(parent: &span, error = %err, "cannot record the execution's end"),
             }
         }
-        Err(Interrupted::Shutdown) => {
+        Err(Interrupted::Paused) => match store.pause_execution(&lease).await {
+            Ok(()) => tracing::info!(parent: &span, "execution paused"),
+            Err(err) => tracing::warn!(parent: &span, error = %err, "cannot record the pause"),
+        },
+        Err(Interrupted::Shutdown | Interrupted::Cancelled) => {
             tracing::info!(parent: &span, "execution interrupted by shutdown; its lease will expire")
         }
         Err(Interrupted::Journal(err)) => tracing::warn!(parent: &span, error = %err, "execution stopped"),
@@ -91,16 +97,23 @@ pub async fn run_leased(
 fn prepare(
     leased: &LeasedExecution,
     options: &WorkerOptions,
-    shutdown: CancellationToken,
+    controls: &Controls,
     history: Vec<RecordedEvent>,
 ) -> Result<ExecutionSetup, (ExecutionStatus, serde_json::Value, Totals)> {
-    let failed = |reason: &str, error: String| {
-        (ExecutionStatus::Failed, json!({ "reason": reason, "error": error }), Totals::default())
-    };
+    // What was recorded so far stays counted.
+    let totals = engine_totals(&leased.execution.totals);
+    let failed =
+        |reason: &str, error: String| (ExecutionStatus::Failed, json!({ "reason": reason, "error": error }), totals);
     let manifest = AgentManifest::parse(&leased.manifest)
         .map_err(|err| failed("invalid_manifest", format!("the stored manifest no longer parses: {err}")))?;
-    let workspace = check_workspace(Path::new(&leased.execution.workspace), &options.hidden_paths)
-        .map_err(|error| failed("invalid_workspace", error))?;
+    let workspace =
+        check_workspace(Path::new(&leased.execution.workspace), &options.workspace_roots, &options.hidden_paths)
+            .map_err(|error| failed("invalid_workspace", error))?;
+    // Checked at registration too; checked again because the operator's list
+    // may have changed since, and this is where keys are read.
+    manifest
+        .check_model_endpoint(&options.model_endpoints)
+        .map_err(|problem| failed("model_not_allowed", format!("{}: {}", problem.key, problem.reason)))?;
     let api_key = match &manifest.kind {
         AgentKind::Llm(llm) => match &llm.model.api_key {
             None => None,
@@ -137,7 +150,9 @@ fn prepare(
         allow_missing_protections: options.allow_weaker_sandbox,
         api_key,
         price,
-        shutdown,
+        shutdown: controls.stop.clone(),
+        pause: controls.pause.clone(),
+        cancel: controls.cancel.clone(),
         history,
         totals: engine_totals(&leased.execution.totals),
     })
@@ -163,9 +178,10 @@ async fn load_history(store: &Store, leased: &LeasedExecution) -> Result<Vec<Rec
     Ok(history)
 }
 
-/// A workspace must be an existing directory, and neither the root nor
-/// anything that contains or lies inside a hidden path (the data directory).
-fn check_workspace(workspace: &Path, hidden: &[PathBuf]) -> Result<PathBuf, String> {
+/// A workspace must be an existing directory inside a workspace root (with
+/// symbolic links resolved), and must neither contain nor lie inside one of
+/// the platform's own paths.
+fn check_workspace(workspace: &Path, roots: &[PathBuf], hidden: &[PathBuf]) -> Result<PathBuf, String> {
     let resolved = workspace
         .canonicalize()
         .map_err(|err| format!("workspace {} cannot be used on this worker: {err}", workspace.display()))?;
@@ -174,6 +190,10 @@ fn check_workspace(workspace: &Path, hidden: &[PathBuf]) -> Result<PathBuf, Stri
     }
     if resolved == Path::new("/") {
         return Err("the root directory cannot be a workspace".to_owned());
+    }
+    let inside_a_root = roots.iter().filter_map(|root| root.canonicalize().ok()).any(|root| resolved.starts_with(root));
+    if !inside_a_root {
+        return Err(format!("workspace {} is outside this worker's workspace roots", resolved.display()));
     }
     for hidden in hidden.iter().filter_map(|path| path.canonicalize().ok()) {
         if hidden.starts_with(&resolved) || resolved.starts_with(&hidden) {
@@ -187,25 +207,39 @@ fn check_workspace(workspace: &Path, hidden: &[PathBuf]) -> Result<PathBuf, Stri
     Ok(resolved)
 }
 
-async fn renew_lease(
-    store: Store,
-    lease: codexos_store::Lease,
-    lease_timeout: std::time::Duration,
+/// The signals a running execution listens to.
+#[derive(Clone)]
+struct Controls {
+    /// The worker stops, or the lease was lost: leave the execution as it is.
     stop: CancellationToken,
-) {
-    let mut interval = tokio::time::interval(lease_timeout / 3);
-    interval.tick().await;
+    pause: CancellationToken,
+    cancel: CancellationToken,
+}
+
+/// Renews the lease every third of its timeout and polls for pause and
+/// cancel requests at the worker's poll interval, until `stop`.
+async fn keep_lease(store: Store, lease: Lease, options: Arc<WorkerOptions>, controls: Controls) {
+    let mut renew = tokio::time::interval(options.lease_timeout / 3);
+    renew.tick().await;
+    let mut poll = tokio::time::interval(options.poll_interval);
+    let lost = |controls: &Controls| {
+        tracing::warn!(execution = %lease.execution_id, "lease lost; stopping the execution");
+        controls.stop.cancel();
+    };
     loop {
         tokio::select! {
-            () = stop.cancelled() => return,
-            _ = interval.tick() => match store.renew_lease(&lease, lease_timeout).await {
+            () = controls.stop.cancelled() => return,
+            _ = renew.tick() => match store.renew_lease(&lease, options.lease_timeout).await {
                 Ok(()) => {}
-                Err(StoreError::LeaseLost) => {
-                    tracing::warn!(execution = %lease.execution_id, "lease lost; stopping the execution");
-                    stop.cancel();
-                    return;
-                }
+                Err(StoreError::LeaseLost) => return lost(&controls),
                 Err(err) => tracing::warn!(execution = %lease.execution_id, error = %err, "cannot renew the lease"),
+            },
+            _ = poll.tick() => match store.pending_control(&lease).await {
+                Ok(Some(ControlRequest::Pause)) => controls.pause.cancel(),
+                Ok(Some(ControlRequest::Cancel)) => controls.cancel.cancel(),
+                Ok(None) => {}
+                Err(StoreError::LeaseLost) => return lost(&controls),
+                Err(err) => tracing::warn!(execution = %lease.execution_id, error = %err, "cannot read control requests"),
             },
         }
     }

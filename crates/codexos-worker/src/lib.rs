@@ -8,7 +8,7 @@
 //! lease timeout, which is how another worker takes over.
 
 mod execution;
-mod journal;
+pub mod journal;
 mod memory;
 
 use std::collections::BTreeMap;
@@ -38,6 +38,10 @@ pub struct WorkerOptions {
     pub allow_weaker_sandbox: bool,
     /// Dollars per million tokens, by model name.
     pub prices: BTreeMap<String, ModelPrice>,
+    /// The model servers agents may call, and the key variable of each.
+    pub model_endpoints: Vec<codexos_core::ModelEndpoint>,
+    /// The directories workspaces must lie in.
+    pub workspace_roots: Vec<PathBuf>,
 }
 
 /// Runs a worker until `shutdown` is cancelled, then deregisters it.

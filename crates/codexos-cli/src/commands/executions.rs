@@ -94,6 +94,9 @@ pub async fn run(global: &GlobalArgs, command: ExecCommand) -> anyhow::Result<Ex
             }
             Ok(ExitCode::SUCCESS)
         }
+        ExecCommand::Pause { id, json } => control(&client, &id, "pause", json).await,
+        ExecCommand::Resume { id, json } => control(&client, &id, "resume", json).await,
+        ExecCommand::Cancel { id, json } => control(&client, &id, "cancel", json).await,
         ExecCommand::Events { id, follow: keep_following, after, json } => {
             let mut renderer = Renderer::new(!json);
             let mut print = |event: &Value| {
@@ -122,6 +125,25 @@ pub async fn run(global: &GlobalArgs, command: ExecCommand) -> anyhow::Result<Ex
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `exec pause|resume|cancel`: the request, and what it did.
+async fn control(client: &Client, id: &str, action: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let execution: Value = client.post(&format!("/v1/executions/{}/{action}", urlencode(id)), &json!({})).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&execution)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let status = text(&execution["status"]);
+    let message = match (action, status.as_str()) {
+        ("pause", "running") => "pause requested: it stops after its current step".to_owned(),
+        ("cancel", "running") => "cancel requested: its worker stops it now".to_owned(),
+        ("resume", "running") => "pause withdrawn: it carries on".to_owned(),
+        ("resume", "queued") => "resumed: a worker carries on from its last recorded step".to_owned(),
+        (_, status) => format!("now {status}"),
+    };
+    println!("Execution {}: {message}.", text(&execution["id"]));
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Follows an execution's live stream until it ends, reconnecting after
@@ -257,6 +279,7 @@ impl Renderer {
                     println!("      {}", first_line(line, 110));
                 }
             }
+            "control" => println!("● {} by {}", text(&payload["action"]).replace('_', " "), text(&payload["by"])),
             "limit_hit" => println!("  ⏹ limit hit ({}): {}", text(&payload["limit"]), text(&payload["detail"])),
             "compacted" => println!(
                 "  … session compacted: {} earlier results elided ({} → {} tokens)",

@@ -94,10 +94,11 @@ pub async fn run(
             poll_interval: settings.worker.poll_interval,
             max_concurrent: settings.worker.max_concurrent,
             runner,
-            // Tools never see the platform's own files.
-            hidden_paths: vec![settings.data_dir.clone()],
+            hidden_paths: platform_paths(&settings),
             allow_weaker_sandbox: settings.worker.allow_weaker_sandbox,
             prices: settings.prices.clone(),
+            model_endpoints: settings.model_endpoints.clone(),
+            workspace_roots: settings.worker.workspace_roots.clone(),
         };
         let (store, shutdown) = (store.clone(), shutdown.clone());
         tokio::spawn(async move {
@@ -129,6 +130,27 @@ pub async fn run(
     Ok(ExitCode::SUCCESS)
 }
 
+/// The platform's own files, which no tool may see: the data directory, the
+/// settings file (it may hold the database password) and an SQLite database
+/// kept elsewhere.
+fn platform_paths(settings: &Settings) -> Vec<std::path::PathBuf> {
+    let mut paths = vec![settings.data_dir.clone()];
+    paths.extend(settings.config_file.clone());
+    if let Ok(codexos_core::DatabaseBackend::Sqlite { path }) =
+        codexos_core::settings::database_backend(settings.database_url().expose_secret())
+        && let Ok(path) = std::path::absolute(&path)
+        && !path.starts_with(&settings.data_dir)
+    {
+        // The database and its write-ahead log and shared-memory files.
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = path.clone().into_os_string();
+            name.push(suffix);
+            paths.push(name.into());
+        }
+    }
+    paths
+}
+
 async fn serve_api(
     settings: &Settings,
     data_dir: &DataDir,
@@ -141,6 +163,8 @@ async fn serve_api(
         max_body_bytes: settings.server.max_body_bytes,
         shutdown_grace: settings.server.shutdown_grace,
         lease_timeout: settings.worker.lease_timeout,
+        model_endpoints: settings.model_endpoints.clone(),
+        workspace_roots: settings.worker.workspace_roots.clone(),
     };
     let backend = store.backend();
     // Bind before bootstrapping, so a taken port fails before anything is created.

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::bin;
 
-const KEY_VAR: &str = "CODEXOS_TEST_MODEL_KEY";
+const KEY_VAR: &str = codexos_test_support::TEST_MODEL_KEY_VAR;
 
 /// A short lease, so that the restarted worker takes the crashed one's
 /// executions over within seconds.
@@ -58,6 +58,15 @@ async fn wait_for_event(server: &TestServer, id: &str, wanted: impl Fn(&Value) -
     while !events(server, id).await.iter().any(&wanted) {
         assert!(Instant::now() < deadline, "the awaited event never came: {:?}", events(server, id).await);
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until a file the sandboxed command writes holds `text`.
+async fn wait_for_file_text(path: &Path, text: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(path).is_ok_and(|content| content.contains(text)) {
+        assert!(Instant::now() < deadline, "{} never held {text}", path.display());
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -113,6 +122,7 @@ async fn a_workflow_killed_mid_step_resumes_without_repeating_recorded_steps() {
     let id = start(&server, WORKFLOW, "steps", workspace.path()).await;
     // Kill while step 2 runs: its call is recorded, its result is not.
     wait_for_event(&server, &id, |event| event["kind"] == "tool_call" && event["payload"]["call_id"] == "step-2").await;
+    wait_for_file_text(&workspace.path().join("log.txt"), "two-started").await;
     let server = server.crash_and_restart().await;
 
     let execution = finished(&server, &id).await;
@@ -168,6 +178,7 @@ allow = ["shell", "write_file"]
     let workspace = tempfile::tempdir().unwrap();
     let id = start(&server, &manifest, "llm", workspace.path()).await;
     wait_for_event(&server, &id, |event| event["kind"] == "tool_call" && event["payload"]["call_id"] == "call_b").await;
+    wait_for_file_text(&workspace.path().join("b.txt"), "b").await;
     let server = server.crash_and_restart().await;
 
     let execution = finished(&server, &id).await;
@@ -183,4 +194,103 @@ allow = ["shell", "write_file"]
     let timeline = events(&server, &id).await;
     assert_contiguous(&timeline);
     assert_eq!(tool_events(&timeline, "tool_result"), vec!["call_a", "call_b"]);
+}
+
+const SLOW_WORKFLOW: &str = r#"
+name = "slow"
+version = "1.0.0"
+kind = "workflow"
+[tools]
+allow = ["shell"]
+[[steps]]
+tool = "shell"
+args = { command = "sleep 2; echo one >> log.txt" }
+[[steps]]
+tool = "shell"
+args = { command = "echo two >> log.txt" }
+[[steps]]
+tool = "shell"
+args = { command = "echo three >> log.txt" }
+"#;
+
+async fn status_of(server: &TestServer, id: &str) -> String {
+    let (_, execution) = server.get(&format!("/v1/executions/{id}")).await;
+    execution["status"].as_str().unwrap().to_owned()
+}
+
+async fn wait_for_status(server: &TestServer, id: &str, wanted: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while status_of(server, id).await != wanted {
+        assert!(Instant::now() < deadline, "never {wanted}: {:?}", events(server, id).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_paused_execution_finishes_its_step_waits_and_resumes_where_it_stopped() {
+    if !sandbox_available() {
+        return;
+    }
+    let server = server().await;
+    let workspace = tempfile::tempdir().unwrap();
+    let id = start(&server, SLOW_WORKFLOW, "slow", workspace.path()).await;
+    wait_for_event(&server, &id, |event| event["kind"] == "tool_call" && event["payload"]["call_id"] == "step-1").await;
+
+    let (code, stdout, stderr) = codexos_test_support::run(server.cli().args(["exec", "pause", &id]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("pause requested"), "{stdout}");
+    wait_for_status(&server, &id, "paused").await;
+    // The step under way finished; the next did not start.
+    assert_eq!(std::fs::read_to_string(workspace.path().join("log.txt")).unwrap(), "one\n");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(status_of(&server, &id).await, "paused");
+    let (code, _, stderr) = codexos_test_support::run(server.cli().args(["exec", "pause", &id]));
+    assert_eq!(code, 1);
+    assert!(stderr.contains("invalid_state (409)"), "{stderr}");
+
+    let (code, stdout, _) = codexos_test_support::run(server.cli().args(["exec", "resume", &id]));
+    assert_eq!(code, 0);
+    assert!(stdout.contains("resumed"), "{stdout}");
+    let execution = finished(&server, &id).await;
+    assert_eq!(execution["status"], "succeeded");
+    assert_eq!(std::fs::read_to_string(workspace.path().join("log.txt")).unwrap(), "one\ntwo\nthree\n");
+    let timeline = events(&server, &id).await;
+    assert_contiguous(&timeline);
+    assert_eq!(tool_events(&timeline, "tool_call"), vec!["step-1", "step-2", "step-3"]);
+    let story: Vec<String> = timeline
+        .iter()
+        .filter(|event| event["kind"] == "status" || event["kind"] == "control")
+        .map(|event| {
+            let payload = &event["payload"];
+            payload["status"].as_str().or(payload["action"].as_str()).unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(story, vec!["queued", "running", "pause_requested", "paused", "queued", "running", "succeeded"]);
+}
+
+#[tokio::test]
+async fn a_cancelled_execution_stops_now_and_its_tool_call_is_killed() {
+    if !sandbox_available() {
+        return;
+    }
+    let server = server().await;
+    let workspace = tempfile::tempdir().unwrap();
+    let manifest = SLOW_WORKFLOW.replace("sleep 2; echo one", "sleep 4; echo late");
+    let id = start(&server, &manifest, "slow", workspace.path()).await;
+    wait_for_event(&server, &id, |event| event["kind"] == "tool_call" && event["payload"]["call_id"] == "step-1").await;
+    let cancelled_at = Instant::now();
+    let (code, stdout, stderr) = codexos_test_support::run(server.cli().args(["exec", "cancel", &id]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("cancel requested"), "{stdout}");
+    let execution = finished(&server, &id).await;
+    assert!(cancelled_at.elapsed() < Duration::from_secs(3), "took {:?}", cancelled_at.elapsed());
+    assert_eq!(execution["status"], "cancelled");
+    assert_eq!(execution["outcome"]["reason"], "cancelled");
+    // The sleeping command was killed with its sandbox: it never wrote.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(!workspace.path().join("log.txt").exists());
+    let (status, body) =
+        server.call(Method::POST, &format!("/v1/executions/{id}/cancel"), Some(&server.owner_key), None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_state");
 }

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::bin;
 
 /// The variable the LLM manifests below read their key from.
-const KEY_VAR: &str = "CODEXOS_TEST_MODEL_KEY";
+const KEY_VAR: &str = codexos_test_support::TEST_MODEL_KEY_VAR;
 const KEY: &str = "sk-test-not-a-real-key";
 
 async fn server() -> TestServer {
@@ -156,6 +156,16 @@ async fn agents_are_registered_versioned_and_validated() {
     let keys: Vec<&str> =
         body["error"]["problems"].as_array().unwrap().iter().map(|p| p["key"].as_str().unwrap()).collect();
     assert_eq!(keys, vec!["name", "version", "model", "extra"]);
+
+    // Model servers and key variables are the operator's choice.
+    let elsewhere = llm_manifest("leaky", "openai", "https://collector.example/v1", true, "");
+    let (status, body) = create_agent(&server, &elsewhere).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["problems"][0]["key"], "model.base_url");
+    let other_key = llm_manifest("leaky", "openai", "http://127.0.0.1:9/v1", true, "").replace(KEY_VAR, "DATABASE_URL");
+    let (status, body) = create_agent(&server, &other_key).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["problems"][0]["key"], "model.api_key_env");
 
     // The CLI: create from a file, list, show; an invalid file prints each problem.
     let dir = tempfile::tempdir().unwrap();
@@ -460,11 +470,23 @@ async fn executions_refuse_bad_input() {
     let (status, _) = post(json!({ "agent": "tester", "task": "t", "workspace": "/tmp", "sneaky": 1 })).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
-    // A workspace the worker cannot use fails the execution with a reason.
-    let id = start(&server, "tester", Path::new("/nonexistent/workspace"), "t").await;
+    // Only directories in the workspace roots (here the temporary directory).
+    for outside in ["/root", "/etc", "/tmp/../root"] {
+        let (status, body) = post(json!({ "agent": "tester", "task": "t", "workspace": outside })).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{outside}: {body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains("workspace roots"), "{body}");
+    }
+    // A workspace the worker cannot use fails the execution with a reason:
+    // missing, or a symbolic link out of the roots.
+    let id = start(&server, "tester", &std::env::temp_dir().join("codexos-no-such-workspace"), "t").await;
     let execution = finished(&server, &id).await;
     assert_eq!(execution["status"], "failed");
     assert_eq!(execution["outcome"]["reason"], "invalid_workspace");
+    let links = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink("/etc", links.path().join("etc")).unwrap();
+    let id = start(&server, "tester", &links.path().join("etc"), "t").await;
+    let execution = finished(&server, &id).await;
+    assert_eq!(execution["outcome"]["reason"], "invalid_workspace", "{execution}");
     // So does the platform's own data directory.
     let id = start(&server, "tester", server.data_dir(), "t").await;
     let execution = finished(&server, &id).await;

@@ -52,7 +52,7 @@ fn bad_flags_are_named() {
     let ws = tempfile::tempdir().unwrap();
     let (code, _, stderr) = exec(ws.path(), &["--memory", "lots", "--", "true"]);
     assert_eq!(code, 1);
-    assert!(stderr.starts_with("error: --memory: 'lots' is not a size like 512M or 2G"), "{stderr}");
+    assert!(stderr.starts_with("error: --memory: 'lots' is not a size like 512M, 1GiB or 65536"), "{stderr}");
     let (code, _, stderr) = exec(ws.path(), &["--net", "everything", "--", "true"]);
     assert_eq!(code, 1);
     assert!(stderr.contains("--net 'everything' must be none or allow=HOST:PORT"), "{stderr}");

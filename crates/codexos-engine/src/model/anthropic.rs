@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use super::limits::{self, ReplyBudget};
 use super::sse::SseEvent;
 use super::{ModelConfig, ModelError, ModelEvent, ModelRequest, Result};
 use crate::conversation::{Message, ModelReply, TokenUsage, ToolCall};
@@ -212,7 +213,9 @@ pub(super) fn parse_response(body: &[u8]) -> Result<ModelReply> {
     if let Some(wire_usage) = &response.usage {
         wire_usage.apply_to(&mut usage);
     }
-    Ok(ModelReply { content: super::non_empty(text), tool_calls, usage, stop_reason: response.stop_reason })
+    let reply = ModelReply { content: super::non_empty(text), tool_calls, usage, stop_reason: response.stop_reason };
+    limits::check_reply(&reply)?;
+    Ok(reply)
 }
 
 /// Every stream event has the same outer shape; which members are there
@@ -266,6 +269,7 @@ pub(super) struct StreamState {
     usage: TokenUsage,
     stop_reason: Option<String>,
     done: bool,
+    budget: ReplyBudget,
 }
 
 impl StreamState {
@@ -286,23 +290,30 @@ impl StreamState {
                 let block = wire
                     .content_block
                     .ok_or_else(|| ModelError::Protocol("content_block_start without a content_block".to_owned()))?;
+                let is_new = !self.blocks.contains_key(&index);
                 let partial = match block.kind.as_deref() {
                     Some("text") => PartialBlock::Text(String::new()),
-                    Some("tool_use") => PartialBlock::ToolUse {
-                        id: block.id.filter(|id| !id.is_empty()).unwrap_or_else(super::generated_call_id),
-                        name: block
+                    Some("tool_use") => {
+                        let id = block.id.filter(|id| !id.is_empty()).unwrap_or_else(super::generated_call_id);
+                        let name = block
                             .name
                             .filter(|name| !name.is_empty())
-                            .ok_or_else(|| ModelError::Protocol("a tool_use block has no name".to_owned()))?,
-                        json: String::new(),
-                        start_input: block.input.map(|raw| raw.get().to_owned()),
-                    },
+                            .ok_or_else(|| ModelError::Protocol("a tool_use block has no name".to_owned()))?;
+                        let start_input = block.input.map(|raw| raw.get().to_owned());
+                        if is_new {
+                            self.budget.add_tool_call()?;
+                            self.budget.add_to_total(id.len() + name.len())?;
+                            self.budget.add_arguments(0, start_input.as_ref().map_or(0, String::len))?;
+                        }
+                        PartialBlock::ToolUse { id, name, json: String::new(), start_input }
+                    }
                     _ => PartialBlock::Other,
                 };
                 // A text block may start with some text already.
                 let initial_text = block.text.filter(|text| !text.is_empty());
                 let entry = self.blocks.entry(index).or_insert(partial);
                 if let (PartialBlock::Text(text), Some(initial)) = (entry, initial_text) {
+                    self.budget.add_content(initial.len())?;
                     text.push_str(&initial);
                     events(ModelEvent::TextDelta(initial));
                 }
@@ -317,12 +328,15 @@ impl StreamState {
                 match (delta.kind.as_deref(), block) {
                     (Some("text_delta"), PartialBlock::Text(text)) => {
                         if let Some(fragment) = delta.text.filter(|fragment| !fragment.is_empty()) {
+                            self.budget.add_content(fragment.len())?;
                             text.push_str(&fragment);
                             events(ModelEvent::TextDelta(fragment));
                         }
                     }
                     (Some("input_json_delta"), PartialBlock::ToolUse { json, .. }) => {
-                        json.push_str(delta.partial_json.as_deref().unwrap_or_default());
+                        let fragment = delta.partial_json.as_deref().unwrap_or_default();
+                        self.budget.add_arguments(json.len(), fragment.len())?;
+                        json.push_str(fragment);
                     }
                     (Some("text_delta" | "input_json_delta"), _) => {
                         return Err(ModelError::Protocol(format!(
@@ -621,6 +635,57 @@ mod tests {
         let reply = run_stream(&events).0.unwrap();
         assert_eq!(reply.stop_reason.as_deref(), Some("end_turn"), "message_stop may be missing after a stop reason");
         assert_eq!(reply.content, None);
+    }
+
+    fn refused_limit<T: std::fmt::Debug>(result: Result<T>) -> limits::Limit {
+        match result {
+            Err(ModelError::TooLarge(limit)) => limit,
+            other => panic!("not refused as too large: {other:?}"),
+        }
+    }
+
+    /// Regression: a streamed reply grew without bound in the number of
+    /// tool_use blocks, in one block's input and in its text.
+    #[test]
+    fn streamed_replies_are_held_to_the_limits() {
+        let mut calls = vec![message_start(1)];
+        calls.extend((0..=limits::MAX_TOOL_CALLS as u64).map(|index| tool_start(index, &format!("t{index}"), "f")));
+        calls.extend(message_end("tool_use", 1));
+        assert_eq!(refused_limit(run_stream(&calls).0), limits::Limit::ToolCalls);
+        calls.remove(limits::MAX_TOOL_CALLS + 1);
+        assert!(run_stream(&calls).0.is_ok(), "64 calls are allowed");
+
+        let piece = "a".repeat(64 * 1024);
+        let mut input = vec![message_start(1), tool_start(0, "t", "f")];
+        input.extend(std::iter::repeat_n(json_delta(0, &piece), limits::MAX_TOOL_CALL_ARGUMENTS_BYTES / piece.len()));
+        input.extend(message_end("tool_use", 1));
+        assert!(run_stream(&input).0.is_ok(), "1 MiB of input is allowed");
+        input.insert(2, json_delta(0, "{"));
+        assert_eq!(refused_limit(run_stream(&input).0), limits::Limit::ToolCallArgumentsBytes);
+
+        let mut text = vec![
+            message_start(1),
+            (
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            ),
+        ];
+        text.extend(std::iter::repeat_n(text_delta(0, &piece), limits::MAX_CONTENT_BYTES / piece.len() + 1));
+        let (reply, deltas) = run_stream(&text);
+        assert_eq!(refused_limit(reply), limits::Limit::ContentBytes);
+        assert_eq!(deltas.concat().len(), limits::MAX_CONTENT_BYTES, "no text past the limit is handed out");
+    }
+
+    #[test]
+    fn whole_replies_are_held_to_the_limits() {
+        let blocks: Vec<_> = (0..=limits::MAX_TOOL_CALLS)
+            .map(|index| json!({"type": "tool_use", "id": format!("t{index}"), "name": "f", "input": {}}))
+            .collect();
+        let body = json!({"content": blocks, "stop_reason": "tool_use"});
+        assert_eq!(refused_limit(parse_response(body.to_string().as_bytes())), limits::Limit::ToolCalls);
+        let input = json!({"content": "a".repeat(limits::MAX_TOOL_CALL_ARGUMENTS_BYTES)});
+        let body = json!({"content": [{"type": "tool_use", "id": "t", "name": "f", "input": input}], "stop_reason": "tool_use"});
+        assert_eq!(refused_limit(parse_response(body.to_string().as_bytes())), limits::Limit::ToolCallArgumentsBytes);
     }
 
     proptest! {

@@ -7,8 +7,15 @@
 //! rest of the engine sees only the neutral types of [`crate::conversation`].
 //! Nothing a server sends can panic it: malformed answers become
 //! [`ModelError::Protocol`], which is retried like a network failure.
+//!
+//! A tenant chooses its model server, so the client treats it as hostile: what
+//! it reads is capped ([`limits`]; an answer past a cap is refused and not
+//! retried), it follows no redirect (which could carry the key to another
+//! host), its error messages never quote a URL's query or user info, and text
+//! the server chose reaches an error message only without control characters.
 
 mod anthropic;
+pub mod limits;
 mod openai;
 mod retry;
 pub mod sse;
@@ -22,6 +29,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::conversation::{Message, ModelReply, ToolSpec};
+use limits::{Limit, MAX_ERROR_BODY_BYTES, MAX_ERROR_MESSAGE_BYTES};
 use sse::{SseEvent, SseParser};
 
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;
@@ -31,15 +39,6 @@ pub type Result<T, E = ModelError> = std::result::Result<T, E>;
 /// OpenAI-compatible servers send nothing while a reasoning model thinks or a
 /// local server on a CPU works through a long prompt, so this is generous.
 pub const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(180);
-
-/// A successful non-streamed answer larger than this is refused rather than
-/// held in memory.
-const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
-
-/// How much of an error response is read, and how much of it is kept in the
-/// error.
-const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
-const MAX_ERROR_MESSAGE_BYTES: usize = 1024;
 
 /// Connecting takes no longer than this, even under a long request timeout.
 const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -99,6 +98,7 @@ pub struct ModelConfig {
     pub model: String,
     /// `https://api.openai.com/v1` or `https://api.anthropic.com` (with or
     /// without `/v1`): the client appends `/chat/completions` or `/messages`.
+    /// User info (`user:pass@`), a query and a fragment are refused.
     pub base_url: String,
     /// Sent as `Authorization: Bearer` (OpenAI) or `x-api-key` (Anthropic);
     /// local servers often need none. An empty key counts as none.
@@ -188,6 +188,10 @@ pub enum ModelError {
     /// a missing field.
     #[error("malformed answer from the model server: {0}")]
     Protocol(String),
+    /// The answer goes past one of the caps in [`limits`]. Unlike a malformed
+    /// answer, it is not retried: a server that sent too much will again.
+    #[error("the model server's answer exceeds a limit: {0}")]
+    TooLarge(Limit),
     #[error("model call failed after {attempts} attempts: {last}")]
     RetriesExhausted { attempts: u32, last: Box<ModelError> },
 }
@@ -207,7 +211,10 @@ impl ModelError {
                     | "billing_error"
             ),
             ModelError::Timeout { .. } | ModelError::Connect(_) | ModelError::Protocol(_) => true,
-            ModelError::InvalidConfig(_) | ModelError::InvalidRequest(_) | ModelError::RetriesExhausted { .. } => false,
+            ModelError::InvalidConfig(_)
+            | ModelError::InvalidRequest(_)
+            | ModelError::TooLarge(_)
+            | ModelError::RetriesExhausted { .. } => false,
         }
     }
 }
@@ -257,11 +264,15 @@ impl ModelClient {
         }
         let endpoint = endpoint(config.provider, &config.base_url)?;
         let headers = auth_headers(&config)?;
+        // No redirect is followed: reqwest drops `Authorization` on a redirect
+        // to another host but not `x-api-key`, and a model API has no reason
+        // to redirect a POST anyway.
         let http = reqwest::Client::builder()
             .connect_timeout(config.request_timeout.min(MAX_CONNECT_TIMEOUT))
             .user_agent(concat!("codexos/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|err| ModelError::InvalidConfig(format!("cannot build the HTTP client: {}", error_chain(&err))))?;
+            .map_err(|err| ModelError::InvalidConfig(format!("cannot build the HTTP client: {}", http_error(err))))?;
         let idle_timeout = STREAM_IDLE_TIMEOUT.min(config.request_timeout);
         Ok(Self { http, config, endpoint, headers, idle_timeout })
     }
@@ -327,8 +338,13 @@ impl ModelClient {
             .body(body.to_vec())
             .send()
             .await
-            .map_err(|err| ModelError::Connect(error_chain(&err)))?;
+            .map_err(|err| ModelError::Connect(format!("{}: {}", redacted_url(&self.endpoint), http_error(err))))?;
         let status = response.status();
+        if status.is_redirection() {
+            return Err(
+                ModelError::Status { status: status.as_u16(), message: self.redirect_message(&response) }.into()
+            );
+        }
         if !status.is_success() {
             let retry_after = retry::retry_after(response.headers());
             // The error body is a courtesy: failing to read it must not hide
@@ -347,15 +363,37 @@ impl ModelClient {
         if self.config.stream && is_event_stream {
             return Ok(self.read_stream(&mut response, events).await?);
         }
-        let (body, truncated) = read_body(&mut response, MAX_BODY_BYTES).await?;
+        // A body announced too large is refused before it is read; one that
+        // turns out too large, once the cap is reached.
+        if response.content_length().is_some_and(|length| length > limits::MAX_REPLY_BYTES as u64) {
+            return Err(ModelError::TooLarge(Limit::ReplyBytes).into());
+        }
+        let (body, truncated) = read_body(&mut response, limits::MAX_REPLY_BYTES).await?;
         if truncated {
-            return Err(ModelError::Protocol(format!("the answer is larger than {MAX_BODY_BYTES} bytes")).into());
+            return Err(ModelError::TooLarge(Limit::ReplyBytes).into());
         }
         let reply = match self.config.provider {
             Provider::OpenAi => openai::parse_response(&body)?,
             Provider::Anthropic => anthropic::parse_response(&body)?,
         };
         Ok(reply)
+    }
+
+    /// Why a redirect was not followed, naming where it led (its host and
+    /// port only: the rest of a location may carry secrets).
+    fn redirect_message(&self, response: &reqwest::Response) -> String {
+        let target = response
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|location| location.to_str().ok())
+            .and_then(|location| self.endpoint.join(location).ok());
+        let target = match target.as_ref().and_then(|url| url.host_str().map(|host| (host, url.port()))) {
+            Some((host, Some(port))) => format!("{host}:{port}"),
+            Some((host, None)) => host.to_owned(),
+            None => "an unknown location".to_owned(),
+        };
+        let target = server_text(&target, MAX_ERROR_MESSAGE_BYTES);
+        format!("redirected to {target}, which is not followed (set base_url to the address that answers)")
     }
 
     async fn read_stream(
@@ -366,15 +404,18 @@ impl ModelClient {
         let mut parser = SseParser::default();
         let mut stream = StreamState::new(self.config.provider);
         let mut batch = Vec::new();
+        let mut received: usize = 0;
         loop {
             let chunk = match tokio::time::timeout(self.idle_timeout, response.chunk()).await {
                 Err(_) => return Err(ModelError::Timeout { kind: TimeoutKind::StreamIdle, after: self.idle_timeout }),
                 Ok(Err(err)) => {
-                    return Err(ModelError::Connect(format!("the stream broke: {}", error_chain(&err))));
+                    return Err(ModelError::Connect(format!("the stream broke: {}", http_error(err))));
                 }
                 Ok(Ok(None)) => break,
                 Ok(Ok(Some(chunk))) => chunk,
             };
+            limits::ensure_within(received, chunk.len(), Limit::StreamBytes)?;
+            received += chunk.len();
             parser.feed(&chunk, &mut batch)?;
             for event in batch.drain(..) {
                 stream.on_event(&event, events)?;
@@ -385,7 +426,7 @@ impl ModelClient {
                 }
             }
         }
-        if let Some(event) = parser.finish() {
+        if let Some(event) = parser.finish()? {
             stream.on_event(&event, events)?;
         }
         stream.finish()
@@ -442,19 +483,45 @@ impl StreamState {
 }
 
 /// The URL a provider's turn is posted to.
+///
+/// A `base_url` may hold secrets (`user:pass@`, a `?key=`), so no message
+/// quotes it. User info is refused: the key belongs in `api_key`, where it is
+/// sent only as the provider's header and never printed. A query or fragment
+/// is refused too, since the path is appended after it.
 fn endpoint(provider: Provider, base_url: &str) -> Result<reqwest::Url> {
     let base = base_url.trim().trim_end_matches('/');
+    let parsed = reqwest::Url::parse(base)
+        .map_err(|err| ModelError::InvalidConfig(format!("base_url is not a valid URL ({err})")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(ModelError::InvalidConfig(format!(
+            "base_url must be an http or https URL, not {}",
+            parsed.scheme()
+        )));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(ModelError::InvalidConfig(
+            "base_url must not carry a user name or password (give the key as api_key)".to_owned(),
+        ));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(ModelError::InvalidConfig("base_url must not have a query or fragment".to_owned()));
+    }
     let url = match provider {
         Provider::OpenAi => format!("{base}/chat/completions"),
         Provider::Anthropic if base.ends_with("/v1") => format!("{base}/messages"),
         Provider::Anthropic => format!("{base}/v1/messages"),
     };
-    let parsed = reqwest::Url::parse(&url)
-        .map_err(|err| ModelError::InvalidConfig(format!("base_url {base_url:?} is not a valid URL: {err}")))?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(ModelError::InvalidConfig(format!("base_url {base_url:?} is not an http(s) URL")));
+    reqwest::Url::parse(&url).map_err(|err| ModelError::InvalidConfig(format!("base_url is not a valid URL ({err})")))
+}
+
+/// A URL as error messages may show it: scheme, host, port and path, without
+/// user info, query or fragment.
+fn redacted_url(url: &reqwest::Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(port) => format!("{}://{host}:{port}{}", url.scheme(), url.path()),
+        None => format!("{}://{host}{}", url.scheme(), url.path()),
     }
-    Ok(parsed)
 }
 
 fn auth_headers(config: &ModelConfig) -> Result<HeaderMap> {
@@ -480,10 +547,8 @@ fn auth_headers(config: &ModelConfig) -> Result<HeaderMap> {
 /// Reads the body up to `limit` bytes; the flag tells whether more was left.
 async fn read_body(response: &mut reqwest::Response, limit: usize) -> Result<(Vec<u8>, bool)> {
     let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|err| ModelError::Connect(format!("reading the answer: {}", error_chain(&err))))?
+    while let Some(chunk) =
+        response.chunk().await.map_err(|err| ModelError::Connect(format!("reading the answer: {}", http_error(err))))?
     {
         if body.len() + chunk.len() > limit {
             body.extend_from_slice(&chunk[..limit - body.len()]);
@@ -500,9 +565,9 @@ fn error_message(body: &[u8]) -> String {
     if let Ok(value) = serde_json::from_slice::<serde_json::Value>(body)
         && let Some((_, message)) = api_error(&value)
     {
-        return truncate(&message, MAX_ERROR_MESSAGE_BYTES);
+        return server_text(&message, MAX_ERROR_MESSAGE_BYTES);
     }
-    let text = String::from_utf8_lossy(body);
+    let text = server_text(&String::from_utf8_lossy(body), MAX_ERROR_BODY_BYTES);
     let text = text.trim();
     if text.is_empty() { "(empty body)".to_owned() } else { truncate(text, MAX_ERROR_MESSAGE_BYTES) }
 }
@@ -531,20 +596,41 @@ fn error_member(error: &serde_json::Value) -> Option<(String, String)> {
 
 /// The error that an answer's `error` member reports, if it has one.
 fn reported_error(error: Option<&serde_json::Value>) -> Option<ModelError> {
-    error_member(error?)
-        .map(|(kind, message)| ModelError::Api { kind, message: truncate(&message, MAX_ERROR_MESSAGE_BYTES) })
+    error_member(error?).map(|(kind, message)| ModelError::Api {
+        kind: server_text(&kind, MAX_ERROR_MESSAGE_BYTES),
+        message: server_text(&message, MAX_ERROR_MESSAGE_BYTES),
+    })
 }
 
 /// `text` as a `T`, or a protocol error saying whether it was not JSON at
 /// all or JSON of another shape.
 fn parse_json<T: serde::de::DeserializeOwned>(what: &str, text: &[u8]) -> Result<T> {
+    // serde's messages may quote what the server sent.
     serde_json::from_slice(text).map_err(|err| match err.classify() {
-        serde_json::error::Category::Data => ModelError::Protocol(format!("unexpected shape of {what}: {err}")),
+        serde_json::error::Category::Data => {
+            ModelError::Protocol(server_text(&format!("unexpected shape of {what}: {err}"), MAX_ERROR_MESSAGE_BYTES))
+        }
         _ => {
-            let start = truncate(&String::from_utf8_lossy(text), 200);
+            let start = server_text(&String::from_utf8_lossy(&text[..text.len().min(200)]), 200);
+            let err = server_text(&err.to_string(), MAX_ERROR_MESSAGE_BYTES);
             ModelError::Protocol(format!("{what} is not valid JSON ({err}): {start:?}"))
         }
     })
+}
+
+/// Text the server chose, made fit for an error message: control characters
+/// other than newline and tab are dropped, so that no terminal escape
+/// sequence travels into logs and CLIs, and so are the bidirectional-text
+/// controls that can make a log line read as something else; then it is cut
+/// to `max` bytes.
+fn server_text(text: &str, max: usize) -> String {
+    let is_unsafe = |c: char| {
+        (c.is_control() && c != '\n' && c != '\t') || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.contains(is_unsafe) {
+        return truncate(text, max);
+    }
+    truncate(&text.chars().filter(|c| !is_unsafe(*c)).collect::<String>(), max)
 }
 
 /// At most `max` bytes of `text`, cut at a character boundary.
@@ -559,7 +645,13 @@ fn truncate(text: &str, max: usize) -> String {
     format!("{}…", &text[..end])
 }
 
-/// reqwest's message and its causes, which it keeps out of `Display`.
+/// A reqwest error as a message: without the URL reqwest puts in it (the
+/// callers name the endpoint themselves, redacted), with its causes.
+fn http_error(err: reqwest::Error) -> String {
+    error_chain(&err.without_url())
+}
+
+/// An error's message and its causes, which reqwest keeps out of `Display`.
 fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
@@ -595,6 +687,7 @@ fn arguments_or_empty_object(arguments: String) -> String {
 mod tests {
     use super::*;
     use pretty_assertions::assert_eq;
+    use serde_json::json;
 
     #[test]
     fn endpoints_tolerate_trailing_slashes_and_v1() {
@@ -647,6 +740,7 @@ mod tests {
         assert!(api("server_error").is_retryable());
         assert!(!api("invalid_request_error").is_retryable());
         assert!(ModelError::Protocol(String::new()).is_retryable());
+        assert!(!ModelError::TooLarge(Limit::ReplyBytes).is_retryable(), "a server that sent too much will again");
         let exhausted = ModelError::RetriesExhausted { attempts: 2, last: Box::new(status(500)) };
         assert!(!exhausted.is_retryable());
     }
@@ -684,5 +778,74 @@ mod tests {
         assert!(refused(|config| config.temperature = Some(f32::NAN)));
         assert!(refused(|config| config.api_key = Some(SecretString::from("line\nbreak"))));
         assert!(refused(|config| config.base_url = "api.anthropic.com".to_owned()));
+        assert!(refused(|config| config.base_url = "https://example.com/v1?x=1".to_owned()));
+        assert!(refused(|config| config.base_url = "https://example.com/v1#top".to_owned()));
+    }
+
+    /// Regression: a `base_url` with `user:pass@` was accepted, and the
+    /// password then travelled in reqwest's error messages into events and
+    /// logs.
+    #[test]
+    fn a_base_url_with_user_info_is_refused_without_being_quoted() {
+        for base_url in ["https://user:hunter2@example.com/v1", "http://hunter2@127.0.0.1:8080", "http://:hunter2@h"] {
+            let mut config = ModelConfig::new(Provider::OpenAi, "m");
+            config.base_url = base_url.to_owned();
+            match ModelClient::new(config) {
+                Err(err @ ModelError::InvalidConfig(_)) => {
+                    let message = err.to_string();
+                    assert!(message.contains("user name or password") && !message.contains("hunter2"), "{message}");
+                }
+                other => panic!("{base_url}: {other:?}"),
+            }
+        }
+        for (base_url, secret) in [("ftp://u:hunter2@h/x?key=hunter3", "hunter"), ("not a url ?key=hunter3", "hunter")]
+        {
+            let err = endpoint(Provider::OpenAi, base_url).unwrap_err().to_string();
+            assert!(!err.contains(secret), "{err}");
+        }
+    }
+
+    #[test]
+    fn urls_in_messages_lose_user_info_query_and_fragment() {
+        let url = reqwest::Url::parse("https://user:hunter2@example.com:8443/v1/chat?key=hunter3#frag").unwrap();
+        assert_eq!(redacted_url(&url), "https://example.com:8443/v1/chat");
+        let url = reqwest::Url::parse("http://[::1]/v1/messages").unwrap();
+        assert_eq!(redacted_url(&url), "http://[::1]/v1/messages");
+    }
+
+    /// Regression: reqwest's errors name the whole URL, user info and query
+    /// included, and they were copied into our messages as they were.
+    #[tokio::test]
+    async fn http_errors_do_not_quote_the_url() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let url = format!("http://user:hunter2@127.0.0.1:{port}/v1/chat/completions?key=hunter3");
+        let err = reqwest::Client::new().post(&url).send().await.unwrap_err();
+        assert!(error_chain(&err).contains("hunter"), "the test needs an error that names the URL");
+        let message = http_error(err);
+        assert!(!message.contains("hunter") && !message.contains("key="), "{message}");
+    }
+
+    /// Regression: error text chosen by the server went into messages with
+    /// its control characters, so terminal escape sequences reached logs and
+    /// CLIs.
+    #[test]
+    fn server_text_in_errors_loses_control_characters() {
+        let hostile = "bad \u{1b}[31mred\u{1b}[0m\r\nline 2\ttab\u{7}\u{9b}2J\u{0} \u{202e}txt.exe";
+        let clean = "bad [31mred[0m\nline 2\ttab2J txt.exe";
+        assert_eq!(error_message(hostile.as_bytes()), clean);
+        let body = json!({"error": {"message": hostile, "type": "invalid_request_error"}}).to_string();
+        assert_eq!(error_message(body.as_bytes()), clean);
+        let error = json!({"type": "over\u{1b}]0;pwned\u{7}loaded", "message": hostile});
+        match reported_error(Some(&error)) {
+            Some(ModelError::Api { kind, message }) => {
+                assert_eq!(kind, "over]0;pwnedloaded");
+                assert_eq!(message, clean);
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = parse_json::<serde_json::Value>("the answer", "\u{1b}[2J not json".as_bytes()).unwrap_err();
+        assert!(!err.to_string().contains('\u{1b}'), "{err}");
     }
 }

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use super::limits::{self, ReplyBudget};
 use super::sse::SseEvent;
 use super::{ModelConfig, ModelError, ModelEvent, ModelRequest, Result};
 use crate::conversation::{Message, ModelReply, TokenUsage, ToolCall};
@@ -235,12 +236,14 @@ pub(super) fn parse_response(body: &[u8]) -> Result<ModelReply> {
             arguments: super::arguments_or_empty_object(arguments),
         });
     }
-    Ok(ModelReply {
+    let reply = ModelReply {
         content: message.content.and_then(super::non_empty),
         tool_calls,
         usage: response.usage.as_ref().map(TokenUsage::from).unwrap_or_default(),
         stop_reason: choice.finish_reason,
-    })
+    };
+    limits::check_reply(&reply)?;
+    Ok(reply)
 }
 
 #[derive(Debug, Deserialize)]
@@ -294,6 +297,7 @@ pub(super) struct StreamState {
     finish_reason: Option<String>,
     usage: TokenUsage,
     done: bool,
+    budget: ReplyBudget,
 }
 
 impl StreamState {
@@ -320,11 +324,12 @@ impl StreamState {
             }
             if let Some(delta) = choice.delta {
                 if let Some(text) = delta.content.filter(|text| !text.is_empty()) {
+                    self.budget.add_content(text.len())?;
                     self.text.push_str(&text);
                     events(ModelEvent::TextDelta(text));
                 }
                 for call in delta.tool_calls.unwrap_or_default() {
-                    self.add_call_fragment(call);
+                    self.add_call_fragment(call)?;
                 }
             }
             // Some servers send an empty reason, rather than null, until the end.
@@ -338,29 +343,36 @@ impl StreamState {
     /// The first fragment of a call brings its id and name, the next ones
     /// pieces of its arguments. A server that omits the index continues the
     /// last call, or starts a new one when the fragment has an id.
-    fn add_call_fragment(&mut self, fragment: DeltaToolCall) {
+    fn add_call_fragment(&mut self, fragment: DeltaToolCall) -> Result<()> {
         let index = match (fragment.index, self.last_index) {
             (Some(index), _) => index,
             (None, Some(last)) if fragment.id.is_none() => last,
             (None, last) => last.map_or(0, |last| last.saturating_add(1)),
         };
+        if !self.calls.contains_key(&index) {
+            self.budget.add_tool_call()?;
+        }
         self.last_index = Some(index);
         let call = self.calls.entry(index).or_default();
         if let Some(id) = fragment.id.filter(|id| !id.is_empty())
             && call.id.is_none()
         {
+            self.budget.add_to_total(id.len())?;
             call.id = Some(id);
         }
         if let Some(function) = fragment.function {
             if let Some(name) = function.name
                 && call.name.is_empty()
             {
+                self.budget.add_to_total(name.len())?;
                 call.name = name;
             }
             if let Some(arguments) = function.arguments {
+                self.budget.add_arguments(call.arguments.len(), arguments.len())?;
                 call.arguments.push_str(&arguments);
             }
         }
+        Ok(())
     }
 
     pub(super) fn is_done(&self) -> bool {
@@ -585,6 +597,51 @@ mod tests {
             true,
         );
         assert!(matches!(reply, Err(ModelError::Protocol(_))), "a call without a name: {reply:?}");
+    }
+
+    fn refused_limit<T: std::fmt::Debug>(result: Result<T>) -> limits::Limit {
+        match result {
+            Err(ModelError::TooLarge(limit)) => limit,
+            other => panic!("not refused as too large: {other:?}"),
+        }
+    }
+
+    /// Regression: a streamed reply grew without bound in the number of tool
+    /// calls (one per index), in one call's arguments and in its text.
+    #[test]
+    fn streamed_replies_are_held_to_the_limits() {
+        let calls: Vec<_> = (0..=limits::MAX_TOOL_CALLS)
+            .map(|index| {
+                delta(json!({"tool_calls": [{"index": index * 1000, "id": format!("c{index}"), "function": {"name": "f"}}]}))
+            })
+            .collect();
+        assert_eq!(refused_limit(run_stream(&calls, true).0), limits::Limit::ToolCalls);
+        assert!(run_stream(&calls[..limits::MAX_TOOL_CALLS], true).0.is_ok(), "64 calls are allowed");
+
+        let piece = "a".repeat(64 * 1024);
+        let mut arguments = vec![delta(json!({"tool_calls": [{"index": 0, "id": "c", "function": {"name": "f"}}]}))];
+        let fragment = delta(json!({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}));
+        arguments.extend(std::iter::repeat_n(fragment, limits::MAX_TOOL_CALL_ARGUMENTS_BYTES / piece.len() + 1));
+        assert_eq!(refused_limit(run_stream(&arguments, true).0), limits::Limit::ToolCallArgumentsBytes);
+        assert!(run_stream(&arguments[..arguments.len() - 1], true).0.is_ok(), "1 MiB of arguments is allowed");
+
+        let text = vec![delta(json!({"content": piece})); limits::MAX_CONTENT_BYTES / piece.len() + 1];
+        let (reply, deltas) = run_stream(&text, true);
+        assert_eq!(refused_limit(reply), limits::Limit::ContentBytes);
+        assert_eq!(deltas.concat().len(), limits::MAX_CONTENT_BYTES, "no text past the limit is handed out");
+    }
+
+    #[test]
+    fn whole_replies_are_held_to_the_limits() {
+        let calls: Vec<_> = (0..=limits::MAX_TOOL_CALLS)
+            .map(|index| json!({"id": format!("c{index}"), "type": "function", "function": {"name": "f", "arguments": "{}"}}))
+            .collect();
+        let body =
+            json!({"choices": [{"message": {"content": null, "tool_calls": calls}, "finish_reason": "tool_calls"}]});
+        assert_eq!(refused_limit(parse_response(body.to_string().as_bytes())), limits::Limit::ToolCalls);
+        let text = "a".repeat(limits::MAX_CONTENT_BYTES + 1);
+        let body = json!({"choices": [{"message": {"content": text}, "finish_reason": "stop"}]});
+        assert_eq!(refused_limit(parse_response(body.to_string().as_bytes())), limits::Limit::ContentBytes);
     }
 
     proptest! {

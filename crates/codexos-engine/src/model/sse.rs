@@ -8,12 +8,13 @@
 //! still handed out by [`SseParser::finish`], since some servers end with
 //! `data: [DONE]\n` alone. A truncated event then fails where its JSON is
 //! parsed, not here.
+//!
+//! What it holds is capped: neither a line being received nor the `data` of
+//! an event may grow past [`limits::MAX_SSE_EVENT_BYTES`], so a server that
+//! never ends a line or an event cannot make it hold more.
 
 use super::ModelError;
-
-/// No line of a model stream comes near this; a server that sends one is
-/// broken, and holding it would only grow memory.
-const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
+use super::limits::{self, Limit};
 
 /// One dispatched event: its `event:` name, if any, and its `data:` lines
 /// joined with newlines.
@@ -57,27 +58,25 @@ impl SseParser {
                 }
             }
             let line = std::mem::take(&mut self.line);
-            self.process_line(&line, out);
+            self.process_line(&line, out)?;
         }
-        if self.line.len() + rest.len() > MAX_LINE_BYTES {
-            return Err(ModelError::Protocol(format!("a stream line exceeds {MAX_LINE_BYTES} bytes")));
-        }
+        limits::ensure_within(self.line.len(), rest.len(), Limit::SseEventBytes)?;
         self.line.extend_from_slice(rest);
         Ok(())
     }
 
     /// The body ended: hands out an event left open, if it has data.
-    pub fn finish(&mut self) -> Option<SseEvent> {
+    pub fn finish(&mut self) -> Result<Option<SseEvent>, ModelError> {
         let line = std::mem::take(&mut self.line);
         let mut out = Vec::new();
         if !line.is_empty() {
-            self.process_line(&line, &mut out);
+            self.process_line(&line, &mut out)?;
         }
-        self.process_line(b"", &mut out);
-        out.pop()
+        self.process_line(b"", &mut out)?;
+        Ok(out.pop())
     }
 
-    fn process_line(&mut self, line: &[u8], out: &mut Vec<SseEvent>) {
+    fn process_line(&mut self, line: &[u8], out: &mut Vec<SseEvent>) -> Result<(), ModelError> {
         if line.is_empty() {
             if self.has_data {
                 out.push(SseEvent { event: self.event.take(), data: std::mem::take(&mut self.data) });
@@ -85,10 +84,10 @@ impl SseParser {
             self.event = None;
             self.data.clear();
             self.has_data = false;
-            return;
+            return Ok(());
         }
         if line.starts_with(b":") {
-            return;
+            return Ok(());
         }
         let line = String::from_utf8_lossy(line);
         let (field, value) = match line.split_once(':') {
@@ -98,6 +97,8 @@ impl SseParser {
         match field {
             "event" => self.event = Some(value.to_owned()),
             "data" => {
+                let separator = usize::from(self.has_data);
+                limits::ensure_within(self.data.len(), separator + value.len(), Limit::SseEventBytes)?;
                 if self.has_data {
                     self.data.push('\n');
                 }
@@ -106,12 +107,14 @@ impl SseParser {
             }
             _ => {}
         }
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::limits::MAX_SSE_EVENT_BYTES;
     use pretty_assertions::assert_eq;
     use proptest::prelude::*;
 
@@ -121,7 +124,7 @@ mod tests {
         for piece in pieces {
             parser.feed(piece, &mut events).unwrap();
         }
-        events.extend(parser.finish());
+        events.extend(parser.finish().unwrap());
         events
     }
 
@@ -182,19 +185,48 @@ mod tests {
     }
 
     #[test]
-    fn an_overlong_line_is_a_protocol_error() {
+    fn an_overlong_line_is_refused() {
         let mut parser = SseParser::default();
         let chunk = vec![b'x'; 1024 * 1024];
         let mut events = Vec::new();
         let mut failed = false;
         for _ in 0..20 {
             if let Err(err) = parser.feed(&chunk, &mut events) {
-                assert!(matches!(err, ModelError::Protocol(_)), "{err:?}");
+                assert!(matches!(err, ModelError::TooLarge(Limit::SseEventBytes)), "{err:?}");
                 failed = true;
                 break;
             }
         }
         assert!(failed, "20 MiB without a newline was accepted");
+    }
+
+    /// Regression: only lines were capped, so an event of many short `data:`
+    /// lines and no blank line grew without bound.
+    #[test]
+    fn an_event_of_many_short_data_lines_is_capped() {
+        let mut parser = SseParser::default();
+        let chunk = "data: xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n".repeat(16 * 1024);
+        let mut events = Vec::new();
+        let mut fed = 0;
+        let err = loop {
+            match parser.feed(chunk.as_bytes(), &mut events) {
+                Ok(()) => fed += chunk.len(),
+                Err(err) => break err,
+            }
+            assert!(fed <= 2 * MAX_SSE_EVENT_BYTES, "{fed} bytes of one event were accepted");
+        };
+        assert!(matches!(err, ModelError::TooLarge(Limit::SseEventBytes)), "{err:?}");
+        assert!(parser.data.len() <= MAX_SSE_EVENT_BYTES, "{}", parser.data.len());
+        assert_eq!(events, vec![]);
+
+        // An event just under the cap is handed out whole.
+        let mut parser = SseParser::default();
+        let half = format!("data: {}\n", "y".repeat(MAX_SSE_EVENT_BYTES / 2 - 1));
+        parser.feed(half.as_bytes(), &mut events).unwrap();
+        parser.feed(half.as_bytes(), &mut events).unwrap();
+        parser.feed(b"data:\n\n", &mut events).unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].data.len(), MAX_SSE_EVENT_BYTES);
     }
 
     proptest! {
@@ -220,7 +252,7 @@ mod tests {
             for piece in &pieces {
                 parser.feed(piece, &mut events).unwrap();
             }
-            parser.finish();
+            parser.finish().unwrap();
         }
     }
 }

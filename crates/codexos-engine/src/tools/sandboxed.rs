@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use codexos_sandbox::{
-    Limits, NetworkDecision, NetworkPolicy, SandboxCommand, SandboxError, SandboxOutcome, SandboxPolicy, Usage,
-    Violation, ViolationKind,
+    Limits, NetworkDecision, NetworkPolicy, SandboxCommand, SandboxError, SandboxOutcome, SandboxPolicy, StopSignal,
+    Usage, Violation, ViolationKind,
 };
 use serde::Serialize;
 
@@ -76,12 +76,19 @@ pub async fn execute(invocation: &ToolInvocation, sandbox: &SandboxSettings) -> 
     let invocation = invocation.clone();
     let settings = sandbox.clone();
     let tool = invocation.tool;
-    tokio::task::spawn_blocking(move || execute_blocking(&invocation, &settings))
+    // Held by this future: if it is dropped (the execution was cancelled, or
+    // the worker stops), the sandbox's process tree is killed at once.
+    let (_stopper, signal) = codexos_sandbox::stop_pair().map_err(|source| ToolError::Sandbox { tool, source })?;
+    tokio::task::spawn_blocking(move || execute_blocking(&invocation, &settings, signal))
         .await
         .map_err(|_| ToolError::Thread { tool })?
 }
 
-fn execute_blocking(invocation: &ToolInvocation, settings: &SandboxSettings) -> Result<ToolExecution, ToolError> {
+fn execute_blocking(
+    invocation: &ToolInvocation,
+    settings: &SandboxSettings,
+    stop: StopSignal,
+) -> Result<ToolExecution, ToolError> {
     let tool = invocation.tool;
     let parsed = match args::parse(tool, invocation.arguments.clone()) {
         Ok(parsed) => parsed,
@@ -113,7 +120,7 @@ fn execute_blocking(invocation: &ToolInvocation, settings: &SandboxSettings) -> 
                 cwd,
                 stdin: Vec::new(),
             };
-            let outcome = codexos_sandbox::run(&policy, &command).map_err(sandbox_error)?;
+            let outcome = codexos_sandbox::run_stoppable(&policy, &command, stop).map_err(sandbox_error)?;
             Ok(shell_execution(outcome, settings.output_limit_bytes))
         }
         ToolArgs::HttpFetch(_) if settings.network == NetworkPolicy::None => {
@@ -138,7 +145,8 @@ fn execute_blocking(invocation: &ToolInvocation, settings: &SandboxSettings) -> 
                 cwd: None,
                 stdin,
             };
-            let outcome = codexos_sandbox::run(&policy(settings, true), &command).map_err(sandbox_error)?;
+            let outcome =
+                codexos_sandbox::run_stoppable(&policy(settings, true), &command, stop).map_err(sandbox_error)?;
             Ok(runner_execution(tool, outcome, settings.output_limit_bytes))
         }
     }

@@ -1,2 +1,3 @@
+mod mcp;
 mod model;
 mod tools;

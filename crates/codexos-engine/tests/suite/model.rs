@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use codexos_engine::model::limits::{self, Limit};
 use codexos_engine::model::{ModelClient, ModelConfig, ModelError, ModelEvent, ModelRequest, Provider, TimeoutKind};
 use codexos_engine::{Message, ModelReply, TokenUsage, ToolCall, ToolSpec};
 use codexos_test_support::fake_model::{FakeModel, FakeTurn};
@@ -455,5 +456,143 @@ async fn the_api_key_goes_in_the_provider_header_and_nowhere_else() {
         assert!(matches!(err, ModelError::Status { status: 401, .. }), "{provider}: {err:?}");
         assert!(!err.to_string().contains("sk-wrong"), "{err}");
         assert_eq!(events, vec![]);
+    }
+}
+
+/// The failure of a call that must not have been retried.
+fn refused_at_once(reply: Result<ModelReply, ModelError>, events: &[ModelEvent], fake: &FakeModel) -> ModelError {
+    assert_eq!(retries(events), vec![], "not retried");
+    assert_eq!(fake.requests().len(), 1);
+    reply.unwrap_err()
+}
+
+/// Regression: a hostile server could make a reply as large as it liked:
+/// its text, its number of tool calls, one call's arguments, the whole body.
+/// Each cap is refused at once: the server would only send it again.
+#[tokio::test]
+async fn replies_past_the_limits_are_refused_and_not_retried() {
+    let tool = |n: usize, arguments: &str| (format!("call_{n}"), "read_file".to_owned(), arguments.to_owned());
+    // `{"path":"…"}` of `size` bytes.
+    let arguments_of = |size: usize| format!("{{\"path\":\"{}\"}}", "a".repeat(size - 11));
+    let cases = [
+        (Some("é".repeat(limits::MAX_CONTENT_BYTES / 2 + 1)), vec![], Limit::ContentBytes),
+        (None, (0..=limits::MAX_TOOL_CALLS).map(|n| tool(n, "{}")).collect(), Limit::ToolCalls),
+        (None, vec![tool(0, &arguments_of(limits::MAX_TOOL_CALL_ARGUMENTS_BYTES + 1))], Limit::ToolCallArgumentsBytes),
+        // Each call within its cap, together past the reply's.
+        (
+            None,
+            (0..9).map(|n| tool(n, &arguments_of(limits::MAX_TOOL_CALL_ARGUMENTS_BYTES))).collect(),
+            Limit::ReplyBytes,
+        ),
+    ];
+    for (provider, stream) in MODES {
+        for (text, tool_calls, limit) in &cases {
+            let fake = FakeModel::start().await;
+            let turn = FakeTurn::Reply {
+                text: text.clone(),
+                tool_calls: tool_calls.clone(),
+                input_tokens: 1,
+                output_tokens: 1,
+            };
+            fake.push(turn.clone());
+            fake.push(turn);
+            let (reply, events) = call(&client(&fake, provider, stream), &task()).await;
+            let err = refused_at_once(reply, &events, &fake);
+            assert!(
+                matches!(err, ModelError::TooLarge(refused) if refused == *limit),
+                "{provider} stream={stream}: {err:?}"
+            );
+            assert!(err.to_string().contains(&limit.to_string()), "{err}");
+        }
+    }
+    // Just under the caps, a reply passes.
+    for (provider, stream) in MODES {
+        let fake = FakeModel::start().await;
+        let tool_calls = (0..limits::MAX_TOOL_CALLS).map(|n| tool(n, "{}")).collect();
+        fake.push(FakeTurn::Reply { text: Some("ok".to_owned()), tool_calls, input_tokens: 1, output_tokens: 1 });
+        let (reply, _) = call(&client(&fake, provider, stream), &task()).await;
+        assert_eq!(reply.unwrap().tool_calls.len(), limits::MAX_TOOL_CALLS, "{provider} stream={stream}");
+    }
+}
+
+/// Regression: reqwest followed redirects, and on a redirect to another host
+/// it drops `Authorization` but not Anthropic's `x-api-key`.
+#[tokio::test]
+async fn redirects_are_not_followed_and_the_key_stays_home() {
+    const KEY: &str = "sk-ant-secret-key";
+    for (provider, stream) in MODES {
+        let elsewhere = FakeModel::start().await;
+        elsewhere.push(FakeTurn::text("the key arrived here"));
+        let fake = FakeModel::start().await;
+        let location = match provider {
+            Provider::OpenAi => format!("{}/chat/completions?token=hunter2", elsewhere.openai_base_url()),
+            Provider::Anthropic => format!("{}/v1/messages?token=hunter2", elsewhere.anthropic_base_url()),
+        };
+        fake.push(FakeTurn::Redirect { status: 307, location });
+        fake.push(FakeTurn::text("not asked twice"));
+        let mut config = config(&fake, provider, stream);
+        config.api_key = Some(SecretString::from(KEY));
+        let (reply, events) = call(&ModelClient::new(config).unwrap(), &task()).await;
+        assert_eq!(elsewhere.requests(), vec![], "{provider} stream={stream}: the redirect was followed");
+        let err = refused_at_once(reply, &events, &fake);
+        let host = elsewhere.anthropic_base_url().trim_start_matches("http://").to_owned();
+        match &err {
+            ModelError::Status { status: 307, message } => {
+                assert!(message.contains(&host), "{message}");
+                assert!(!message.contains("hunter2") && !message.contains("token"), "{message}");
+            }
+            other => panic!("{provider} stream={stream}: {other:?}"),
+        }
+    }
+}
+
+/// Regression: error text chosen by the server reached messages (and so
+/// events, logs and terminals) with its control characters.
+#[tokio::test]
+async fn server_error_text_loses_its_control_characters() {
+    let hostile = "rate limited\u{1b}[2J\u{1b}]0;owned\u{7}\r\nretry\tlater\u{9b}1m";
+    for (provider, stream) in MODES {
+        let fake = FakeModel::start().await;
+        fake.push(FakeTurn::error(400, hostile));
+        let (reply, _) = call(&client(&fake, provider, stream), &task()).await;
+        match reply {
+            Err(ModelError::Status { status: 400, message }) => {
+                assert_eq!(message, "rate limited[2J]0;owned\nretry\tlater1m", "{provider} stream={stream}");
+            }
+            other => panic!("{provider} stream={stream}: {other:?}"),
+        }
+    }
+}
+
+/// Errors name the endpoint but never a URL's user info or query.
+#[tokio::test]
+async fn connection_errors_name_the_endpoint_only() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let mut config = ModelConfig::new(Provider::OpenAi, "m");
+    config.base_url = format!("http://127.0.0.1:{port}/v1");
+    config.max_retries = 0;
+    let (reply, _) = call(&ModelClient::new(config.clone()).unwrap(), &task()).await;
+    let message = reply.unwrap_err().to_string();
+    assert!(message.contains(&format!("http://127.0.0.1:{port}/v1/chat/completions")), "{message}");
+    assert!(!message.contains("for url ("), "reqwest's own copy of the URL is left out: {message}");
+
+    config.base_url = format!("http://user:hunter2@127.0.0.1:{port}/v1");
+    let err = ModelClient::new(config).unwrap_err();
+    assert!(matches!(err, ModelError::InvalidConfig(_)) && !err.to_string().contains("hunter2"), "{err}");
+}
+
+#[tokio::test]
+async fn the_contract_check_reports_answers_out_of_order() {
+    fn answer_in_reverse(calls: &[ToolCall]) -> Vec<Message> {
+        let mut answers = answer_all(calls);
+        answers.reverse();
+        answers
+    }
+    for provider in [Provider::OpenAi, Provider::Anthropic] {
+        let fake = two_turn_conversation(provider, true, answer_in_reverse).await;
+        let problems = fake.check_tool_calls_answered().unwrap_err();
+        assert!(problems.contains(r#"in the order ["call_2", "call_1"]"#), "{provider}: {problems}");
     }
 }

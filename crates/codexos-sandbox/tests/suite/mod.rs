@@ -1,5 +1,6 @@
 mod bad_input;
 mod escape;
+mod interactive;
 mod limits;
 mod network;
 mod tools;

@@ -120,6 +120,14 @@ pub async fn create_agent(
             problems,
         )
     })?;
+    // Where the operator's keys may go is the operator's choice, not the manifest's.
+    manifest.check_model_endpoint(&state.model_endpoints).map_err(|problem| {
+        ApiError::invalid_document(
+            "invalid_manifest",
+            "the manifest has 1 problem",
+            vec![Problem { key: problem.key, reason: problem.reason }],
+        )
+    })?;
     let new_version = NewAgentVersion {
         name: manifest.name.to_string(),
         version: manifest.version.to_string(),

@@ -8,7 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use codexos_core::{ExecutionId, ExecutionStatus, Permission, format_millis};
-use codexos_store::{Event, Execution, ExecutionFilter, ExecutionTotals, NewExecution};
+use codexos_store::{ControlAction, Event, Execution, ExecutionFilter, ExecutionTotals, NewExecution};
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -152,6 +152,16 @@ pub async fn create_execution(
     let workspace = std::path::Path::new(&request.workspace);
     if !workspace.is_absolute() || request.workspace.contains('\0') || request.workspace.len() > 4096 {
         return Err(ApiError::bad_request("invalid_field", "workspace must be an absolute path"));
+    }
+    // A lexical check here (the API may not run on the workers' hosts); the
+    // worker checks again with symbolic links resolved.
+    let normal = workspace.components().all(|part| !matches!(part, std::path::Component::ParentDir));
+    if !normal || !state.workspace_roots.iter().any(|root| workspace.starts_with(root)) {
+        let roots: Vec<String> = state.workspace_roots.iter().map(|root| root.display().to_string()).collect();
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            format!("workspace must lie in one of the workspace roots ({}), without '..'", roots.join(", ")),
+        ));
     }
     let version = state.store.agent_version(caller.0.tenant, &request.agent, request.version.as_deref()).await?;
     let new_execution = NewExecution {
@@ -339,6 +349,93 @@ pub async fn stream_events(
         }
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// Asks to pause an execution: one no worker holds is paused at once; a
+/// running one finishes its current step first (watch for the `paused`
+/// status event). Needs `executions:run`; 409 if it cannot be paused.
+#[utoipa::path(
+    post, path = "/v1/executions/{id}/pause", tag = "executions", security(("api_key" = [])),
+    params(("id" = String, Path, description = "The execution's id")),
+    responses(
+        (status = 200, body = ExecutionView, description = "The execution, paused or with a pause requested"),
+        (status = 400, body = ErrorEnvelope),
+        (status = 401, body = ErrorEnvelope),
+        (status = 403, body = ErrorEnvelope),
+        (status = 404, body = ErrorEnvelope),
+        (status = 409, body = ErrorEnvelope, description = "Finished, or already paused or pausing"),
+    )
+)]
+pub async fn pause_execution(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<ApiJson<ExecutionView>> {
+    control(&state, &caller, &id, ControlAction::Pause).await
+}
+
+/// Resumes a paused execution (a worker picks it up and carries on from its
+/// last recorded step), or withdraws a pause not yet taken. Needs
+/// `executions:run`; 409 if it is not paused.
+#[utoipa::path(
+    post, path = "/v1/executions/{id}/resume", tag = "executions", security(("api_key" = [])),
+    params(("id" = String, Path, description = "The execution's id")),
+    responses(
+        (status = 200, body = ExecutionView),
+        (status = 400, body = ErrorEnvelope),
+        (status = 401, body = ErrorEnvelope),
+        (status = 403, body = ErrorEnvelope),
+        (status = 404, body = ErrorEnvelope),
+        (status = 409, body = ErrorEnvelope, description = "Not paused"),
+    )
+)]
+pub async fn resume_execution(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<ApiJson<ExecutionView>> {
+    control(&state, &caller, &id, ControlAction::Resume).await
+}
+
+/// Cancels an execution: at once if no worker holds it; a running one is
+/// stopped by its worker within moments, its tool call abandoned. Needs
+/// `executions:run`; 409 if it has finished.
+#[utoipa::path(
+    post, path = "/v1/executions/{id}/cancel", tag = "executions", security(("api_key" = [])),
+    params(("id" = String, Path, description = "The execution's id")),
+    responses(
+        (status = 200, body = ExecutionView, description = "The execution, cancelled or with a cancel requested"),
+        (status = 400, body = ErrorEnvelope),
+        (status = 401, body = ErrorEnvelope),
+        (status = 403, body = ErrorEnvelope),
+        (status = 404, body = ErrorEnvelope),
+        (status = 409, body = ErrorEnvelope, description = "Already finished or being cancelled"),
+    )
+)]
+pub async fn cancel_execution(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<ApiJson<ExecutionView>> {
+    control(&state, &caller, &id, ControlAction::Cancel).await
+}
+
+async fn control(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    action: ControlAction,
+) -> ApiResult<ApiJson<ExecutionView>> {
+    caller.require(Permission::ExecutionsRun)?;
+    let execution_id = parse_execution_id(id)?;
+    // Who asked, as the timeline records it: the user, or the API key.
+    let actor = match caller.0.user {
+        Some(user) => format!("user {user}"),
+        None => format!("key {}", caller.0.key),
+    };
+    let execution = state.store.control_execution(caller.0.tenant, execution_id, action, &actor).await?;
+    tracing::info!(execution = %execution_id, action = action.as_str(), %actor, "execution control");
+    Ok(ApiJson(execution.into()))
 }
 
 /// A stream fed by a task through a small channel; the task stops when the

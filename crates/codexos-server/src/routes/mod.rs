@@ -63,6 +63,9 @@ pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(executions::show_execution))
         .routes(routes!(executions::list_events))
         .routes(routes!(executions::stream_events))
+        .routes(routes!(executions::pause_execution))
+        .routes(routes!(executions::resume_execution))
+        .routes(routes!(executions::cancel_execution))
         .split_for_parts()
 }
 

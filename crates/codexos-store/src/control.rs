@@ -1,0 +1,214 @@
+//! Controlling executions: pause, resume, cancel.
+//!
+//! An execution no worker holds (queued, paused, waiting for approval)
+//! changes state at once. A running one gets a request in its `control`
+//! column that its worker reads while it runs: it pauses after the current
+//! step, or cancels at once, and records the new state under its lease.
+//! Every request and every change is an event of the timeline.
+
+use codexos_core::{ExecutionId, ExecutionStatus, TenantId, now_millis};
+use serde_json::json;
+use sqlx::Row;
+
+use crate::events::{self, encode};
+use crate::executions::fetch_execution;
+use crate::leases::{HELD, Lease, bind_held};
+use crate::{Entity, Execution, Intent, Result, Store, StoreError};
+
+/// What a caller asks of an execution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlAction {
+    Pause,
+    Resume,
+    Cancel,
+}
+
+impl ControlAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ControlAction::Pause => "pause",
+            ControlAction::Resume => "resume",
+            ControlAction::Cancel => "cancel",
+        }
+    }
+}
+
+/// A request the running execution's worker must act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlRequest {
+    Pause,
+    Cancel,
+}
+
+impl Store {
+    /// Applies `action` to the tenant's execution on behalf of `actor` and
+    /// returns the execution as it is now. A request that does not fit the
+    /// execution's state is `InvalidState`, with nothing changed.
+    pub async fn control_execution(
+        &self,
+        tenant: TenantId,
+        id: ExecutionId,
+        action: ControlAction,
+        actor: &str,
+    ) -> Result<Execution> {
+        let mut tx = self.tenant_tx(tenant, Intent::Write).await?;
+        let now = now_millis();
+        // Touching the row first takes its lock (on PostgreSQL; SQLite's
+        // write transaction is already exclusive), which serializes this
+        // with the worker's own writes and sequence numbers.
+        let touched = sqlx::query("UPDATE executions SET updated_at = $3 WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.to_string())
+            .bind(id.to_string())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        if touched.rows_affected() == 0 {
+            return Err(StoreError::NotFound(Entity::Execution));
+        }
+        let row = sqlx::query("SELECT status, control FROM executions WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.to_string())
+            .bind(id.to_string())
+            .fetch_one(&mut *tx)
+            .await?;
+        let status: String = row.try_get("status")?;
+        let status: ExecutionStatus =
+            status.parse().map_err(|err: codexos_core::execution::StatusError| StoreError::Corrupt(err.to_string()))?;
+        let control: Option<String> = row.try_get("control")?;
+        let invalid =
+            |why: &str| Err(StoreError::InvalidState(format!("cannot {} execution {id}: {why}", action.as_str())));
+
+        // (new status, new control, event kind, event payload)
+        use ExecutionStatus as S;
+        let change = match (action, status, control.as_deref()) {
+            (_, status, _) if status.is_final() => return invalid(&format!("it has already {}", past(status))),
+            (ControlAction::Pause, S::Queued, _) => {
+                Change::status(S::Paused, json!({ "status": S::Paused, "by": actor }))
+            }
+            (ControlAction::Pause, S::Running, None) => {
+                Change::request(Some("pause"), json!({ "action": "pause_requested", "by": actor }))
+            }
+            (ControlAction::Pause, S::Running, Some("pause")) => return invalid("a pause is already requested"),
+            (ControlAction::Pause, S::Running, Some(_)) => return invalid("it is being cancelled"),
+            (ControlAction::Pause, S::Paused, _) => return invalid("it is already paused"),
+            (ControlAction::Pause, _, _) => return invalid("it is waiting for an approval"),
+            (ControlAction::Resume, S::Paused, _) => {
+                Change::status(S::Queued, json!({ "status": S::Queued, "resumed_by": actor }))
+            }
+            (ControlAction::Resume, S::Running, Some("pause")) => {
+                Change::request(None, json!({ "action": "pause_withdrawn", "by": actor }))
+            }
+            (ControlAction::Resume, _, _) => return invalid("it is not paused"),
+            (ControlAction::Cancel, S::Running, Some("cancel")) => return invalid("a cancel is already requested"),
+            (ControlAction::Cancel, S::Running, _) => {
+                Change::request(Some("cancel"), json!({ "action": "cancel_requested", "by": actor }))
+            }
+            (ControlAction::Cancel, _, _) => Change::status(
+                S::Cancelled,
+                json!({ "status": S::Cancelled, "reason": "cancelled", "error": format!("cancelled by {actor}") }),
+            ),
+        };
+        let event = encode(change.kind, &change.payload)?;
+        match change.status {
+            Some(new_status) => {
+                let finished = new_status.is_final().then_some(now);
+                let outcome = new_status
+                    .is_final()
+                    .then(|| json!({ "reason": "cancelled", "error": format!("cancelled by {actor}") }).to_string());
+                sqlx::query(
+                    "UPDATE executions SET status = $3, control = NULL, lease_owner = NULL, lease_expires_at = NULL, \
+                     finished_at = COALESCE($4, finished_at), outcome = COALESCE($5, outcome) \
+                     WHERE tenant_id = $1 AND id = $2",
+                )
+                .bind(tenant.to_string())
+                .bind(id.to_string())
+                .bind(new_status.as_str())
+                .bind(finished)
+                .bind(outcome)
+                .execute(&mut *tx)
+                .await?;
+            }
+            None => {
+                sqlx::query("UPDATE executions SET control = $3 WHERE tenant_id = $1 AND id = $2")
+                    .bind(tenant.to_string())
+                    .bind(id.to_string())
+                    .bind(change.control)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        events::append_one(&mut tx, tenant, id, &event, now).await?;
+        let execution = fetch_execution(&mut tx, tenant, id).await?;
+        tx.commit().await?;
+        Ok(execution)
+    }
+
+    /// The request waiting for the worker that holds `lease`, if any;
+    /// `LeaseLost` if it holds it no more.
+    pub async fn pending_control(&self, lease: &Lease) -> Result<Option<ControlRequest>> {
+        let mut tx = self.tenant_tx(lease.tenant, Intent::Read).await?;
+        let row = bind_held(sqlx::query(&format!("SELECT control FROM executions WHERE {HELD}")), lease)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::LeaseLost)?;
+        tx.commit().await?;
+        let control: Option<String> = row.try_get("control")?;
+        Ok(match control.as_deref() {
+            Some("pause") => Some(ControlRequest::Pause),
+            Some("cancel") => Some(ControlRequest::Cancel),
+            _ => None,
+        })
+    }
+
+    /// Parks a running execution as `paused` after its worker stopped at a
+    /// step boundary: releases the lease, clears the request and appends
+    /// `status` `{"status": "paused"}`. `LeaseLost` if the lease is not held.
+    pub async fn pause_execution(&self, lease: &Lease) -> Result<()> {
+        let paused = json!({ "status": ExecutionStatus::Paused });
+        let event = encode("status", &paused)?;
+        let now = now_millis();
+        let mut tx = self.tenant_tx(lease.tenant, Intent::Write).await?;
+        let parked = bind_held(
+            sqlx::query(&format!(
+                "UPDATE executions SET status = 'paused', control = NULL, lease_owner = NULL, \
+                 lease_expires_at = NULL, updated_at = $4 WHERE {HELD}"
+            )),
+            lease,
+        )
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if parked.rows_affected() == 0 {
+            return Err(StoreError::LeaseLost);
+        }
+        events::append_one(&mut tx, lease.tenant, lease.execution_id, &event, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// What a control request changes: the status (for executions no worker
+/// holds) or the request column (for running ones), and the event saying so.
+struct Change {
+    status: Option<ExecutionStatus>,
+    control: Option<&'static str>,
+    kind: &'static str,
+    payload: serde_json::Value,
+}
+
+impl Change {
+    fn status(status: ExecutionStatus, payload: serde_json::Value) -> Self {
+        Self { status: Some(status), control: None, kind: "status", payload }
+    }
+
+    fn request(control: Option<&'static str>, payload: serde_json::Value) -> Self {
+        Self { status: None, control, kind: "control", payload }
+    }
+}
+
+fn past(status: ExecutionStatus) -> &'static str {
+    match status {
+        ExecutionStatus::Succeeded => "succeeded",
+        ExecutionStatus::Failed => "failed",
+        _ => "been cancelled",
+    }
+}
