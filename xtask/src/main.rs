@@ -7,6 +7,8 @@
 //!   sandbox and in bubblewrap, in one run (see BENCHMARKS.md).
 //! - `cargo xtask bench engine`: the engine's own overhead per step, on
 //!   SQLite and with an in-memory journal (criterion; see BENCHMARKS.md).
+//! - `cargo xtask bench checkpoint`: checkpoint and rollback time and storage
+//!   for a 10,000-file workspace (criterion; see BENCHMARKS.md).
 
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
@@ -18,7 +20,7 @@ use anyhow::{Context, bail};
 const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 const POSTGRES_ENV: &str = "CODEXOS_TEST_POSTGRES";
 /// Crates whose tests never touch a database run once, not per backend.
-const DATABASE_FREE_CRATES: [&str; 2] = ["codexos-core", "codexos-sandbox"];
+const DATABASE_FREE_CRATES: [&str; 3] = ["codexos-core", "codexos-sandbox", "codexos-checkpoint"];
 
 fn main() {
     if let Err(err) = run() {
@@ -39,8 +41,10 @@ fn run() -> anyhow::Result<()> {
         ["postgres"] => ensure_postgres().map(|_| ()),
         ["bench", "sandbox"] => bench_sandbox(),
         ["bench", "engine"] => bench_engine(),
+        ["bench", "checkpoint"] => bench_checkpoint(),
         _ => bail!(
-            "usage: cargo xtask test [sqlite|postgres|all] | cargo xtask postgres | cargo xtask bench sandbox|engine"
+            "usage: cargo xtask test [sqlite|postgres|all] | cargo xtask postgres | \
+             cargo xtask bench sandbox|engine|checkpoint"
         ),
     }
 }
@@ -222,6 +226,14 @@ fn bench_engine() -> anyhow::Result<()> {
     let report = target.join("criterion/engine_step/report/index.html");
     println!("criterion's report: {}", report.canonicalize().unwrap_or(report).display());
     Ok(())
+}
+
+/// The criterion benchmark of checkpoints: snapshot and rollback of a one-file
+/// change in a 10,000-file workspace, the storage it adds, the first snapshot.
+fn bench_checkpoint() -> anyhow::Result<()> {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
+    command.args(["bench", "--locked", "-p", "codexos-checkpoint", "--bench", "checkpoint"]);
+    run_command(&mut command)
 }
 
 fn percentile(samples: &mut [Duration], pct: usize) -> Duration {

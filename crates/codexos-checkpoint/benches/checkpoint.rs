@@ -56,10 +56,12 @@ fn file_size(rng: &mut Rng) -> usize {
 
 /// 10,000 files in 8 top-level directories, each with 6 modules of 5 leaf directories (three
 /// levels deep, about 40 files a leaf), a few in the intermediate directories; one file in 50
-/// executable; a few symbolic links and empty directories. Returns the total bytes.
-fn build_workspace(ws: &Path) -> u64 {
+/// executable; a few symbolic links and empty directories. Returns the total bytes and the path
+/// of a small file three levels deep, the one the benchmark changes.
+fn build_workspace(ws: &Path) -> (u64, PathBuf) {
     let mut rng = Rng(0x5eed_cafe_f00d_d00d);
     let mut total = 0;
+    let mut small_deep_file = None;
     for index in 0..FILES {
         let leaf = index % 240;
         let (top, module, sub) = (leaf / 30, (leaf / 5) % 6, leaf % 5);
@@ -76,12 +78,15 @@ fn build_workspace(ws: &Path) -> u64 {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
         }
         total += size as u64;
+        if index % 25 != 0 && (2_000..4_000).contains(&size) && index > FILES / 2 {
+            small_deep_file.get_or_insert(path);
+        }
     }
     for n in 0..8 {
         symlink(format!("pkg{n}/module0/part0"), ws.join(format!("link{n}"))).unwrap();
         std::fs::create_dir_all(ws.join(format!("pkg{n}/empty"))).unwrap();
     }
-    total
+    (total, small_deep_file.expect("a small file"))
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -93,7 +98,7 @@ fn benches(c: &mut Criterion) {
     let root = tempfile::tempdir_in(base).unwrap();
     let ws = root.path().join("workspace");
     let started = Instant::now();
-    let total = build_workspace(&ws);
+    let (total, changed) = build_workspace(&ws);
     eprintln!("workspace: {FILES} files, {:.1} MiB, built in {:.1?}", mib(total), started.elapsed());
     // Files written less than two seconds before a snapshot are hashed again by the next one
     // (racy timestamps); an agent's workspace is older than that when its first step runs.
@@ -128,7 +133,6 @@ fn benches(c: &mut Criterion) {
 
     // One file changes per step: always the same one, as when an agent edits a file; its
     // content differs every time, so every snapshot stores a new blob.
-    let changed = ws.join("pkg3/module2/part4/file03123.rs");
     let size = std::fs::metadata(&changed).unwrap().len() as usize;
     let mut rng = Rng(42);
     let mut change_one_file = || std::fs::write(&changed, rng.bytes(size)).unwrap();

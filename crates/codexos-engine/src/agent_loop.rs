@@ -266,13 +266,20 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
         // MCP servers are connected for the whole execution and closed at
         // its end, however it ends.
         if !self.setup.manifest.mcp.is_empty() {
-            match McpSession::connect(&self.setup.manifest.mcp, &self.mcp_settings()).await {
+            let settings = self.mcp_settings();
+            let connected = tokio::select! {
+                connected = McpSession::connect(&self.setup.manifest.mcp, &settings) => connected,
+                () = self.setup.shutdown.cancelled() => return Err(Interrupted::Shutdown),
+                () = self.setup.cancel.cancelled() => return Ok(cancelled()),
+            };
+            match connected {
                 Ok(session) => {
                     let events: Vec<TimelineEvent> =
                         session.connected().iter().cloned().map(TimelineEvent::McpConnected).collect();
                     self.mcp = session;
                     if let Err(err) = journal.append(&events, &self.totals).await {
-                        self.close_mcp(None::<&mut J>).await;
+                        // Not recorded: the journal just failed.
+                        let _ = self.close_mcp(None::<&mut J>).await;
                         return Err(err.into());
                     }
                 }

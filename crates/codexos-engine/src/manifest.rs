@@ -352,6 +352,14 @@ fn read_manifest(mut fields: Fields<'_, '_>) -> Option<AgentManifest> {
         }
         None => None,
     };
+    if let Some(AgentKind::Workflow(workflow)) = &kind
+        && workflow.steps.len() > limits.max_steps as usize
+    {
+        fields.problem(
+            "limits.max_steps",
+            format!("is {}, fewer than the workflow's {} steps", limits.max_steps, workflow.steps.len()),
+        );
+    }
     fields.finish();
     Some(AgentManifest {
         name: name?,

@@ -313,3 +313,9 @@ fn models_must_be_on_an_endpoint_the_operator_allows() {
     assert_eq!(err.key, "model.base_url");
     assert_eq!(AgentManifest::parse(WORKFLOW).unwrap().check_model_endpoint(&[]), Ok(()));
 }
+
+#[test]
+fn a_workflow_longer_than_its_step_limit_is_refused() {
+    let text = WORKFLOW.replace("[tools]", "[limits]\nmax_steps = 1\n\n[tools]");
+    assert_eq!(problems(&text), vec![("limits.max_steps".into(), "is 1, fewer than the workflow's 2 steps".into())]);
+}

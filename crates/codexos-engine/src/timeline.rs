@@ -89,13 +89,34 @@ impl TimelineEvent {
         }
     }
 
-    /// The payload without the kind, as stored.
+    /// The payload without the kind, as stored. A tool's output is cut (in
+    /// the middle, with a note) so that, escaped as JSON, it stays within
+    /// [`MAX_RECORDED_OUTPUT_BYTES`]: output full of control characters
+    /// grows sixfold when escaped.
     pub fn payload(&self) -> serde_json::Value {
         let mut value = serde_json::to_value(self).unwrap_or_default();
         if let Some(object) = value.as_object_mut() {
             object.remove("kind");
+            if let Some(serde_json::Value::String(output)) = object.get_mut("output") {
+                fit_escaped(output, MAX_RECORDED_OUTPUT_BYTES);
+            }
         }
         value
+    }
+}
+
+/// The most a recorded tool output takes once escaped as JSON.
+pub const MAX_RECORDED_OUTPUT_BYTES: usize = 4 * 1024 * 1024;
+
+/// Cuts `text` until its JSON-escaped form fits `limit` bytes.
+fn fit_escaped(text: &mut String, limit: usize) {
+    let escaped = |text: &str| serde_json::to_string(text).map_or(usize::MAX, |json| json.len());
+    let mut budget = limit;
+    while escaped(text) > limit && budget > 1024 {
+        // Scale the raw budget by how much escaping inflates this text.
+        let ratio = escaped(text) as f64 / text.len().max(1) as f64;
+        budget = ((limit as f64 / ratio) * 0.95) as usize;
+        *text = crate::tools::for_model(text, budget);
     }
 }
 
@@ -130,4 +151,32 @@ pub trait Journal: Send {
         events: &[TimelineEvent],
         totals: &Totals,
     ) -> impl Future<Output = Result<(), JournalError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_character_output_is_cut_to_fit_when_escaped() {
+        let event = TimelineEvent::ToolResult {
+            step: 1,
+            call_id: "c".into(),
+            tool: "shell".into(),
+            is_error: false,
+            exit_code: Some(0),
+            output: "\u{1}".repeat(2 * 1024 * 1024),
+            truncated_for_model: true,
+            cpu_ms: 0,
+            peak_memory_bytes: 0,
+            wall_ms: 0,
+            violations: Vec::new(),
+            network: Vec::new(),
+            absent_protections: Vec::new(),
+        };
+        let payload = event.payload();
+        assert!(payload.to_string().len() <= MAX_RECORDED_OUTPUT_BYTES + 1024, "{}", payload.to_string().len());
+        assert!(payload["output"].as_str().unwrap().contains("bytes cut here"));
+        assert!(payload.get("kind").is_none());
+    }
 }

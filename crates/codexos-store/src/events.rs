@@ -15,7 +15,7 @@ use crate::{Intent, Result, Store, StoreError};
 
 /// The largest event payload the store accepts, as JSON text. The engine
 /// caps what it records well below this; a payload this large is a bug.
-pub const MAX_EVENT_PAYLOAD_BYTES: usize = 4 * 1024 * 1024;
+pub const MAX_EVENT_PAYLOAD_BYTES: usize = 16 * 1024 * 1024;
 
 /// An event to append.
 #[derive(Debug, Clone, PartialEq, Eq)]

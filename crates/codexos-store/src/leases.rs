@@ -88,8 +88,20 @@ impl Store {
             Backend::Postgres => " FOR UPDATE SKIP LOCKED",
             Backend::Sqlite => "",
         };
-        let mut tx = self.begin(Intent::Write).await?;
         let now = now_millis();
+        // Idle workers poll often: a plain read first, so that an empty queue
+        // costs no write lock (on SQLite, the whole database's).
+        let waiting: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM executions WHERE status = 'queued' \
+             OR (status = 'running' AND lease_expires_at < $1) LIMIT 1",
+        )
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        if waiting.is_none() {
+            return Ok(None);
+        }
+        let mut tx = self.begin(Intent::Write).await?;
         let expired = sqlx::query(&format!(
             "SELECT id, tenant_id, started_at FROM executions \
              WHERE status = 'running' AND lease_expires_at < $1 ORDER BY lease_expires_at LIMIT 1{lock}"

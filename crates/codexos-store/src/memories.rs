@@ -56,7 +56,7 @@ impl Store {
         .bind(&memory.agent_name)
         .bind(memory.execution_id.map(|id| id.to_string()))
         .bind(&memory.content)
-        .bind(memory.tags.join(" "))
+        .bind(serde_json::to_string(&memory.tags).unwrap_or_else(|_| "[]".to_owned()))
         .bind(now_millis())
         .bind(memory.expires_at)
         .execute(&mut *tx)
@@ -113,10 +113,12 @@ impl Store {
         rows.iter()
             .map(|row| {
                 let tags: String = row.try_get("tags")?;
+                let tags = serde_json::from_str(&tags)
+                    .map_err(|err| StoreError::Corrupt(format!("tags of a memory note: {err}")))?;
                 Ok(Memory {
                     id: row.try_get("id")?,
                     content: row.try_get("content")?,
-                    tags: tags.split_whitespace().map(str::to_owned).collect(),
+                    tags,
                     created_at: row.try_get("created_at")?,
                     score: row.try_get("score")?,
                 })

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use codexos_core::ExecutionStatus;
 use codexos_engine::manifest::{AgentKind, ApiKeySource};
-use codexos_engine::{AgentManifest, ExecutionSetup, Interrupted, RecordedEvent, Totals};
+use codexos_engine::{AgentManifest, ExecutionSetup, Interrupted, JournalError, RecordedEvent, Totals};
 use codexos_store::{ControlRequest, Lease, LeasedExecution, Store, StoreError};
 use secrecy::SecretString;
 use serde_json::json;
@@ -86,10 +86,29 @@ pub async fn run_leased(
             Ok(()) => tracing::info!(parent: &span, "execution paused"),
             Err(err) => tracing::warn!(parent: &span, error = %err, "cannot record the pause"),
         },
-        Err(Interrupted::Shutdown | Interrupted::Cancelled) => {
+        Err(Interrupted::Shutdown | Interrupted::Cancelled) if shutdown.is_cancelled() => {
             tracing::info!(parent: &span, "execution interrupted by shutdown; its lease will expire")
         }
-        Err(Interrupted::Journal(err)) => tracing::warn!(parent: &span, error = %err, "execution stopped"),
+        Err(Interrupted::Shutdown | Interrupted::Cancelled) => {
+            tracing::warn!(parent: &span, "execution stopped: its lease was lost")
+        }
+        Err(Interrupted::Journal(JournalError::Storage(error))) => {
+            // The timeline cannot take the step: end the execution with the
+            // reason rather than leave it to expire and be retried forever.
+            tracing::error!(parent: &span, %error, "cannot record a step; failing the execution");
+            let totals = match store.execution(lease.tenant, lease.execution_id).await {
+                Ok(execution) => execution.totals,
+                Err(_) => leased.execution.totals,
+            };
+            let outcome =
+                json!({ "reason": "journal_error", "error": format!("a step could not be recorded: {error}") });
+            if let Err(err) = store.finish_execution(&lease, ExecutionStatus::Failed, &outcome, &totals).await {
+                tracing::error!(parent: &span, error = %err, "cannot record the execution's end");
+            }
+        }
+        Err(Interrupted::Journal(JournalError::LeaseLost)) => {
+            tracing::warn!(parent: &span, "execution stopped: its lease passed to another worker")
+        }
     }
 }
 

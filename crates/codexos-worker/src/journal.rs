@@ -4,6 +4,11 @@
 use codexos_engine::{Journal, JournalError, TimelineEvent, Totals};
 use codexos_store::{ExecutionTotals, Lease, NewEvent, Store, StoreError};
 
+/// Retries of an append that failed in the database, and the first wait
+/// (then four times longer each time: 0.2 s, 0.8 s, 3.2 s).
+const APPEND_RETRIES: u32 = 3;
+const APPEND_BACKOFF: std::time::Duration = std::time::Duration::from_millis(200);
+
 pub struct StoreJournal {
     pub store: Store,
     pub lease: Lease,
@@ -13,13 +18,24 @@ impl Journal for StoreJournal {
     async fn append(&mut self, events: &[TimelineEvent], totals: &Totals) -> Result<(), JournalError> {
         let events: Vec<NewEvent> =
             events.iter().map(|event| NewEvent { kind: event.kind().to_owned(), payload: event.payload() }).collect();
-        let started = std::time::Instant::now();
-        let res = self.store.append_events(&self.lease, &events, Some(&store_totals(totals))).await;
-        metrics::histogram!("codexos_journal_append_seconds").record(started.elapsed().as_secs_f64());
-        match res {
-            Ok(_) => Ok(()),
-            Err(StoreError::LeaseLost) => Err(JournalError::LeaseLost),
-            Err(err) => Err(JournalError::Storage(err.to_string())),
+        let totals = store_totals(totals);
+        let mut attempt = 0;
+        loop {
+            let started = std::time::Instant::now();
+            let res = self.store.append_events(&self.lease, &events, Some(&totals)).await;
+            metrics::histogram!("codexos_journal_append_seconds").record(started.elapsed().as_secs_f64());
+            match res {
+                Ok(_) => return Ok(()),
+                Err(StoreError::LeaseLost) => return Err(JournalError::LeaseLost),
+                // A database that is briefly busy or unreachable: the events
+                // are written in one transaction, so trying again is safe.
+                Err(StoreError::Database(err)) if attempt < APPEND_RETRIES => {
+                    attempt += 1;
+                    tracing::warn!(execution = %self.lease.execution_id, attempt, error = %err, "journal append failed; retrying");
+                    tokio::time::sleep(APPEND_BACKOFF * 4u32.pow(attempt - 1)).await;
+                }
+                Err(err) => return Err(JournalError::Storage(err.to_string())),
+            }
         }
     }
 }

@@ -99,7 +99,7 @@ fn fork_path(dir: &tempfile::TempDir) -> PathBuf {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
     #[test]
     fn restoring_a_snapshot_gives_back_the_tree(

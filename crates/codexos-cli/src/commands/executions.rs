@@ -167,6 +167,7 @@ async fn follow(client: &Client, id: &str, after: i64, on_event: &mut dyn FnMut(
         let mut parser = SseParser::default();
         let mut events: Vec<SseEvent> = Vec::new();
         let mut dropped = false;
+        let mut ended = false;
         loop {
             let chunk = match response.chunk().await {
                 Ok(Some(chunk)) => chunk,
@@ -185,13 +186,19 @@ async fn follow(client: &Client, id: &str, after: i64, on_event: &mut dyn FnMut(
                 if let Some(seq) = event["seq"].as_i64() {
                     last_seen = seq;
                 }
+                ended |= event["kind"] == "status" && is_final(&event["payload"]["status"]);
                 failures = 0;
                 on_event(&event);
             }
         }
-        if !dropped {
-            // The server ends the stream after the execution's final event.
+        if ended {
             return Ok(());
+        }
+        if !dropped {
+            // The server closed the stream before the final event (it could
+            // not read the timeline): ask again from the last event seen.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
         }
         failures += 1;
         anyhow::ensure!(failures <= 5, "lost the connection to the server while following {id}");
@@ -217,15 +224,15 @@ impl Renderer {
         }
         self.clear_spinner();
         let payload = &event["payload"];
-        let step = text(&payload["step"]);
+        let step = shown(&payload["step"]);
         match event["kind"].as_str().unwrap_or("") {
-            "status" => println!("● {}", status_line(payload)),
+            "status" => println!("● {}", printable(&status_line(payload))),
             "model_request" => self.start_spinner(format!("step {step}: the model is thinking")),
             "model_retry" => println!(
                 "  ↻ model call retried (attempt {}): {} — next try in {} ms",
-                text(&payload["attempt"]),
-                first_line(&text(&payload["reason"]), 100),
-                text(&payload["delay_ms"])
+                shown(&payload["attempt"]),
+                first_line(&shown(&payload["reason"]), 100),
+                shown(&payload["delay_ms"])
             ),
             "model_reply" => {
                 let content = payload["content"].as_str().unwrap_or("");
@@ -235,9 +242,9 @@ impl Renderer {
                 }
                 println!(
                     "  step {step}: model replied in {} ms ({} in / {} out tokens){}",
-                    text(&payload["duration_ms"]),
-                    text(&payload["usage"]["input_tokens"]),
-                    text(&payload["usage"]["output_tokens"]),
+                    shown(&payload["duration_ms"]),
+                    shown(&payload["usage"]["input_tokens"]),
+                    shown(&payload["usage"]["output_tokens"]),
                     if calls > 0 {
                         format!(", {calls} tool call{}", if calls == 1 { "" } else { "s" })
                     } else {
@@ -245,9 +252,9 @@ impl Renderer {
                     }
                 );
             }
-            "model_error" => println!("  ✘ model error: {}", first_line(&text(&payload["error"]), 200)),
-            "tool_call" => println!("  $ {}", describe_call(&text(&payload["tool"]), &payload["arguments"])),
-            "tool_denied" => println!("  ✘ denied {}: {}", text(&payload["tool"]), text(&payload["reason"])),
+            "model_error" => println!("  ✘ model error: {}", first_line(&shown(&payload["error"]), 200)),
+            "tool_call" => println!("  $ {}", describe_call(&shown(&payload["tool"]), &payload["arguments"])),
+            "tool_denied" => println!("  ✘ denied {}: {}", shown(&payload["tool"]), shown(&payload["reason"])),
             "tool_result" => {
                 let mark = if payload["is_error"].as_bool() == Some(true) { "✘" } else { "✔" };
                 let exit = match payload["exit_code"].as_i64() {
@@ -265,7 +272,7 @@ impl Renderer {
                 } else {
                     format!(", violations: {}", violations.join(", "))
                 };
-                println!("    {mark} {exit}{} ms{violations}", text(&payload["wall_ms"]));
+                println!("    {mark} {exit}{} ms{violations}", shown(&payload["wall_ms"]));
                 // The end of the output is where results and errors are.
                 let lines: Vec<&str> = payload["output"]
                     .as_str()
@@ -279,13 +286,13 @@ impl Renderer {
                     println!("      {}", first_line(line, 110));
                 }
             }
-            "control" => println!("● {} by {}", text(&payload["action"]).replace('_', " "), text(&payload["by"])),
-            "limit_hit" => println!("  ⏹ limit hit ({}): {}", text(&payload["limit"]), text(&payload["detail"])),
+            "control" => println!("● {} by {}", shown(&payload["action"]).replace('_', " "), shown(&payload["by"])),
+            "limit_hit" => println!("  ⏹ limit hit ({}): {}", shown(&payload["limit"]), shown(&payload["detail"])),
             "compacted" => println!(
                 "  … session compacted: {} earlier results elided ({} → {} tokens)",
-                text(&payload["elided_results"]),
-                text(&payload["estimated_tokens_before"]),
-                text(&payload["estimated_tokens_after"])
+                shown(&payload["elided_results"]),
+                shown(&payload["estimated_tokens_before"]),
+                shown(&payload["estimated_tokens_after"])
             ),
             other => println!("  {other}: {}", first_line(&payload.to_string(), 120)),
         }
@@ -315,7 +322,7 @@ impl Renderer {
 }
 
 fn status_line(payload: &Value) -> String {
-    let status = text(&payload["status"]);
+    let status = shown(&payload["status"]);
     match status.as_str() {
         "running" if payload["resumed"].as_bool() == Some(true) => "running (resumed by another worker)".to_owned(),
         "failed" | "cancelled" => match payload["error"].as_str() {
@@ -352,11 +359,11 @@ fn print_summary(execution: &Value) {
     println!("{mark} {status}");
     if let Some(answer) = outcome["answer"].as_str().filter(|answer| !answer.trim().is_empty()) {
         println!();
-        println!("{}", answer.trim_end());
+        println!("{}", printable(answer.trim_end()));
         println!();
     }
     if let Some(error) = outcome["error"].as_str() {
-        println!("  error     {error}");
+        println!("  error     {}", printable(error));
     }
     let cost = totals["cost_microdollars"].as_i64().unwrap_or(0) as f64 / 1_000_000.0;
     println!(
@@ -374,7 +381,24 @@ fn exit_code_of(execution: &Value) -> ExitCode {
     if execution["status"].as_str() == Some("succeeded") { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
+/// A value of an event as safe, readable text.
+fn shown(value: &Value) -> String {
+    printable(&text(value))
+}
+
+fn is_final(status: &Value) -> bool {
+    matches!(status.as_str(), Some("succeeded" | "failed" | "cancelled"))
+}
+
+/// Text from the timeline (model output, tool output, errors) as it is safe
+/// to print: control characters other than newline and tab, which could
+/// drive the terminal (clear it, rewrite lines, set the clipboard), become `�`.
+fn printable(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() && c != '\n' && c != '\t' { '\u{fffd}' } else { c }).collect()
+}
+
 fn first_line(text: &str, max_chars: usize) -> String {
+    let text = &printable(text);
     let line = text.lines().next().unwrap_or("");
     if line.chars().count() > max_chars || text.lines().nth(1).is_some() {
         format!("{}…", line.chars().take(max_chars).collect::<String>())

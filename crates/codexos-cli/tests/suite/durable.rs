@@ -10,7 +10,7 @@ use pretty_assertions::assert_eq;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::bin;
+use super::{bin, sandbox_available};
 
 const KEY_VAR: &str = codexos_test_support::TEST_MODEL_KEY_VAR;
 
@@ -26,14 +26,6 @@ async fn server() -> TestServer {
         ],
     )
     .await
-}
-
-fn sandbox_available() -> bool {
-    let missing = &codexos_sandbox::host_capabilities().missing;
-    if !missing.is_empty() {
-        eprintln!("skipping: this host lacks sandbox protections {missing:?}");
-    }
-    missing.is_empty()
 }
 
 async fn start(server: &TestServer, manifest: &str, agent: &str, workspace: &Path) -> String {

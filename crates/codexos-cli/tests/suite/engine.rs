@@ -12,7 +12,7 @@ use pretty_assertions::assert_eq;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::bin;
+use super::{bin, sandbox_available};
 
 /// The variable the LLM manifests below read their key from.
 const KEY_VAR: &str = codexos_test_support::TEST_MODEL_KEY_VAR;
@@ -20,14 +20,6 @@ const KEY: &str = "sk-test-not-a-real-key";
 
 async fn server() -> TestServer {
     TestServer::start_with_env(bin(), &[(KEY_VAR, KEY)]).await
-}
-
-fn sandbox_available() -> bool {
-    let missing = &codexos_sandbox::host_capabilities().missing;
-    if !missing.is_empty() {
-        eprintln!("skipping: this host lacks sandbox protections {missing:?}");
-    }
-    missing.is_empty()
 }
 
 async fn create_agent(server: &TestServer, manifest: &str) -> (StatusCode, Value) {

@@ -23,6 +23,23 @@ const MAX_TASK_BYTES: usize = 64 * 1024;
 const STREAM_POLL: Duration = Duration::from_millis(150);
 /// Events read per page of a live stream.
 const STREAM_PAGE: i64 = 200;
+/// The most payload one page of events carries (one event always goes out,
+/// however large): events hold up to megabytes of tool output each.
+const PAGE_BYTES: usize = 8 * 1024 * 1024;
+
+/// The events that fit a page's byte budget, at least one.
+fn within_budget(events: Vec<Event>) -> Vec<Event> {
+    let mut used = 0;
+    let mut kept = Vec::with_capacity(events.len());
+    for event in events {
+        used += event.payload.to_string().len();
+        if used > PAGE_BYTES && !kept.is_empty() {
+            break;
+        }
+        kept.push(event);
+    }
+    kept
+}
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -262,7 +279,7 @@ pub async fn list_events(
     // Status first: a page read after it cannot miss the final event of a
     // status it reports as final.
     let status = state.store.execution(caller.0.tenant, execution_id).await?.status;
-    let events = state.store.events(caller.0.tenant, execution_id, after, limit).await?;
+    let events = within_budget(state.store.events(caller.0.tenant, execution_id, after, limit).await?);
     let next_after = events.last().map_or(after, |event| event.seq);
     Ok(ApiJson(EventPage {
         events: events.into_iter().map(EventView::from).collect(),
@@ -328,7 +345,10 @@ pub async fn stream_events(
                     return;
                 }
             };
-            let full_page = events.len() as i64 == STREAM_PAGE;
+            // More may follow at once when the page was full or cut short.
+            let fetched = events.len();
+            let events = within_budget(events);
+            let full_page = fetched as i64 == STREAM_PAGE || events.len() < fetched;
             for event in events {
                 after = event.seq;
                 let sse = SseEvent::default()

@@ -6,9 +6,9 @@ CREATE TABLE memories (
     id            TEXT PRIMARY KEY,
     tenant_id     TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
     agent_name    TEXT NOT NULL,
-    execution_id  TEXT,
+    execution_id  TEXT,               -- where the note was written; informational, notes outlive executions
     content       TEXT NOT NULL,
-    tags          TEXT NOT NULL,
+    tags          TEXT NOT NULL,      -- a JSON array of strings
     created_at    BIGINT NOT NULL,
     expires_at    BIGINT,
     FOREIGN KEY (tenant_id, agent_name) REFERENCES agents (tenant_id, name) ON DELETE CASCADE

@@ -86,3 +86,13 @@ async fn notes_need_an_agent_of_the_tenant_and_a_sane_size() {
     let err = store.remember(acme, &note("fixer", &huge, &[], None)).await.unwrap_err();
     assert!(matches!(err, StoreError::PayloadTooLarge { .. }), "{err}");
 }
+
+#[tokio::test]
+async fn tags_keep_their_spaces() {
+    let (store, _db) = fresh_store().await;
+    let acme = tenant(&store, "acme").await;
+    store.create_agent_version(acme, &new_version("fixer", "1.0.0")).await.unwrap();
+    store.remember(acme, &note("fixer", "release steps", &["release process", "docs"], None)).await.unwrap();
+    let found = store.recall(acme, "fixer", "process", 5).await.unwrap();
+    assert_eq!(found[0].tags, vec!["release process", "docs"]);
+}
