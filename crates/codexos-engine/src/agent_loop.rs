@@ -455,9 +455,26 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
             // Every call is answered under its own id, even when an earlier
             // one in the same turn failed: the model needs all the answers.
             // A pause between two calls leaves the rest to the resumed run.
-            for call in &reply.tool_calls {
+            for (index, call) in reply.tool_calls.iter().enumerate() {
                 if self.setup.pause.is_cancelled() {
                     return Err(Interrupted::Paused);
+                }
+                if Instant::now() >= self.deadline {
+                    // The calls not started are recorded as such, under their ids.
+                    let reason = "not run: the execution's time ran out".to_owned();
+                    let skipped: Vec<TimelineEvent> = reply.tool_calls[index..]
+                        .iter()
+                        .map(|call| TimelineEvent::ToolDenied {
+                            step,
+                            call_id: call.id.clone(),
+                            tool: call.name.clone(),
+                            reason: reason.clone(),
+                            arguments: call.arguments.chars().take(4096).collect(),
+                        })
+                        .collect();
+                    journal.append(&skipped, &self.totals).await?;
+                    let detail = "the execution ran out of time in the middle of a turn";
+                    return self.limit_hit("timeout", detail, journal).await;
                 }
                 let answered = self.tool_call(step, call, journal).await?;
                 messages.push(Message::Tool {

@@ -53,7 +53,7 @@ pub struct ToolExecution {
 /// Why a tool call could not run at all (nothing ran).
 #[derive(Debug, thiserror::Error)]
 pub enum ToolError {
-    #[error("the sandbox could not run the {tool} tool")]
+    #[error("the sandbox could not run the {tool} tool: {source}")]
     Sandbox {
         tool: BuiltinTool,
         #[source]

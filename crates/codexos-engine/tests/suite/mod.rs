@@ -1,3 +1,4 @@
+mod agent_loop;
 mod mcp;
 mod model;
 mod tools;
