@@ -402,22 +402,32 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
             journal.append(&[request_event], &self.totals).await?;
 
             let called = Instant::now();
-            let mut retries = Vec::new();
-            let request = ModelRequest { system: &system, messages: &messages, tools: &specs };
-            let mut on_event = |event: ModelEvent| {
-                if let ModelEvent::Retry { attempt, reason, delay } = event {
-                    retries.push(TimelineEvent::ModelRetry { step, attempt, reason, delay_ms: millis(delay) });
+            // Retries are recorded as they happen, so the live timeline shows
+            // a model that is being retried rather than silence.
+            let (retry_sender, mut retry_receiver) = tokio::sync::mpsc::unbounded_channel();
+            let deadline = tokio::time::Instant::from_std(self.deadline);
+            let reply = {
+                let request = ModelRequest { system: &system, messages: &messages, tools: &specs };
+                let mut on_event = move |event: ModelEvent| {
+                    if let ModelEvent::Retry { attempt, reason, delay } = event {
+                        let retry = TimelineEvent::ModelRetry { step, attempt, reason, delay_ms: millis(delay) };
+                        let _ = retry_sender.send(retry);
+                    }
+                };
+                let call = client.complete(&request, &mut on_event);
+                tokio::pin!(call);
+                loop {
+                    tokio::select! {
+                        reply = &mut call => break Some(reply),
+                        Some(retry) = retry_receiver.recv() => journal.append(&[retry], &self.totals).await?,
+                        () = tokio::time::sleep_until(deadline) => break None,
+                        () = self.setup.shutdown.cancelled() => return Err(Interrupted::Shutdown),
+                        () = self.setup.cancel.cancelled() => return Ok(cancelled()),
+                    }
                 }
             };
-            let remaining = self.deadline.saturating_duration_since(Instant::now());
-            let reply = tokio::select! {
-                reply = client.complete(&request, &mut on_event) => Some(reply),
-                () = tokio::time::sleep(remaining) => None,
-                () = self.setup.shutdown.cancelled() => return Err(Interrupted::Shutdown),
-                () = self.setup.cancel.cancelled() => return Ok(cancelled()),
-            };
-            if !retries.is_empty() {
-                journal.append(&retries, &self.totals).await?;
+            while let Ok(retry) = retry_receiver.try_recv() {
+                journal.append(&[retry], &self.totals).await?;
             }
             let reply = match reply {
                 None => {
