@@ -175,7 +175,7 @@ pub async fn run_with<Mo: Model, T: ToolRunner, J: Journal, M: Memory>(
     let history = History::read(&setup.history, setup.manifest.limits.tool_output_bytes);
     let totals = setup.totals;
     let wall_before = totals.wall_ms;
-    let mut run = Run { deadline, totals, setup, tools, memory, mcp: McpSession::empty() };
+    let mut run = Run { deadline, totals, setup, tools, memory, mcp: McpSession::default() };
     let history = match history {
         Ok(history) => history,
         Err(error) => {
@@ -303,7 +303,7 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
     /// Closes the MCP servers, adds what the sandbox accounted for them to
     /// the totals and, with a journal, records how each ended.
     async fn close_mcp<J: Journal>(&mut self, journal: Option<&mut J>) -> Result<(), JournalError> {
-        let session = std::mem::replace(&mut self.mcp, McpSession::empty());
+        let session = std::mem::take(&mut self.mcp);
         let closed = session.close().await;
         for server in &closed {
             if let Some(usage) = &server.usage {

@@ -388,7 +388,8 @@ pub struct McpCallResult {
     pub is_error: bool,
 }
 
-/// The connected servers of one execution.
+/// The connected servers of one execution (none by default).
+#[derive(Default)]
 pub struct McpSession {
     connections: Vec<Connection>,
     tools: Vec<McpTool>,
@@ -413,17 +414,12 @@ struct Connection {
 }
 
 impl McpSession {
-    /// A session with no server (for agents without `[[mcp]]`).
-    pub fn empty() -> Self {
-        Self { connections: Vec::new(), tools: Vec::new(), connected: Vec::new(), output_limit_bytes: 0 }
-    }
-
     /// Connects every server in order: starts it (stdio) or reaches it
     /// (HTTP), initializes the MCP session and lists its tools, each within
     /// `connect_timeout`. The first server that fails ends the attempt: the
     /// ones already connected are closed again.
     pub async fn connect(specs: &[McpServerSpec], settings: &McpSettings) -> Result<McpSession, McpConnectError> {
-        let mut session = McpSession::empty();
+        let mut session = McpSession::default();
         session.output_limit_bytes = settings.output_limit_bytes;
         for spec in specs {
             let started = Instant::now();

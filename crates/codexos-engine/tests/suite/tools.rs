@@ -741,7 +741,10 @@ async fn a_missing_runner_means_the_sandbox_cannot_run() {
     let invocation = parse_call(BuiltinTool::ListDir, "{}").unwrap();
     let err = execute(&invocation, &settings(ws.path())).await.unwrap_err();
     assert!(matches!(err, ToolError::Sandbox { tool: BuiltinTool::ListDir, .. }), "{err:?}");
-    assert_eq!(err.to_string(), "the sandbox could not run the list_dir tool");
+    assert_eq!(
+        err.to_string(),
+        "the sandbox could not run the list_dir tool: read-only path /nonexistent/codexos: does not exist"
+    );
     let source = std::error::Error::source(&err).unwrap().to_string();
     assert_eq!(source, "read-only path /nonexistent/codexos: does not exist");
 }

@@ -62,6 +62,11 @@ fn lines_go_back_and_forth_over_the_pipes() {
     // End of file on stdin ends the loop; the command exits by itself.
     drop(stdin);
     assert_eq!(line(&mut stdout), "");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !process.has_ended() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(process.has_ended());
     let outcome = process.wait().unwrap();
     assert_eq!(outcome.exit_code, Some(0));
     assert_eq!(String::from_utf8_lossy(&outcome.stderr.bytes), "bye\n");
