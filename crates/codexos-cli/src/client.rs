@@ -43,7 +43,8 @@ impl Client {
         if !base_url.starts_with("http://") && !base_url.starts_with("https://") {
             bail!("server URL '{base_url}' must start with http:// or https://");
         }
-        let http = reqwest::Client::builder()
+        let http = codexos_engine::http_client::builder()
+            .context("cannot set up TLS")?
             .user_agent(concat!("codexos-cli/", env!("CARGO_PKG_VERSION")))
             .timeout(std::time::Duration::from_secs(60))
             .build()

@@ -23,7 +23,7 @@ use crate::mcp::{McpSession, McpSettings, McpTool};
 use crate::memory::{self, Memory, MemoryTool};
 use crate::model::{ModelClient, ModelConfig, ModelError, ModelEvent, ModelRequest};
 use crate::replay::{History, RecordedEvent, denied_content, result_content};
-use crate::timeline::{Journal, JournalError, TimelineEvent, Totals};
+use crate::timeline::{CheckpointTaken, Journal, JournalError, TimelineEvent, Totals};
 use crate::tools::{self, BuiltinTool, SandboxSettings, ToolError, ToolExecution, ToolInvocation};
 
 /// The model an execution talks to: [`ModelClient`] over HTTP, or anything
@@ -98,6 +98,9 @@ pub struct ExecutionSetup {
     pub history: Vec<RecordedEvent>,
     /// The totals recorded so far (zero for a fresh start).
     pub totals: Totals,
+    /// Where checkpoints of the workspace are kept (a store per tenant), if
+    /// they are taken: before every call that can change the workspace.
+    pub checkpoints: Option<PathBuf>,
 }
 
 /// How an execution ended.
@@ -231,6 +234,7 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
                     if let Some(ended) = self.check_limits(number, journal).await? {
                         return Ok(ended);
                     }
+                    self.restore_before_rerun(number, &call_id, history, journal).await?;
                     self.totals.steps += 1;
                     let call = ToolCall { id: call_id, name: step.tool.clone(), arguments: step.arguments.to_string() };
                     self.tool_call(number, &call, journal).await?
@@ -362,20 +366,23 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
         let mut step = 0u32;
         // Replay: the conversation as the recorded turns and answers built it;
         // calls of the last turn without a recorded answer run now.
-        for turn in history.turns {
+        for turn in &history.turns {
             step = turn.step;
             messages.push(Message::Assistant { content: turn.content.clone(), tool_calls: turn.tool_calls.clone() });
             if turn.tool_calls.is_empty() {
                 return Ok((
                     ExecutionStatus::Succeeded,
-                    json!({ "reason": "completed", "answer": turn.content.unwrap_or_default() }),
+                    json!({ "reason": "completed", "answer": turn.content.clone().unwrap_or_default() }),
                 ));
             }
             for call in &turn.tool_calls {
                 let answered = match history.answers.get(&call.id) {
                     Some(answer) => Answered { content: answer.content.clone(), is_error: answer.is_error },
                     None if self.setup.pause.is_cancelled() => return Err(Interrupted::Paused),
-                    None => self.tool_call(step, call, journal).await?,
+                    None => {
+                        self.restore_before_rerun(step, &call.id, &history, journal).await?;
+                        self.tool_call(step, call, journal).await?
+                    }
                 };
                 messages.push(Message::Tool {
                     call_id: call.id.clone(),
@@ -537,11 +544,16 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
                 return Ok(Answered { content: denied_content(&reason), is_error: true });
             }
         };
+        let checkpoint = match builtin {
+            BuiltinTool::Shell | BuiltinTool::WriteFile | BuiltinTool::ApplyPatch => self.checkpoint().await,
+            _ => None,
+        };
         let call_event = TimelineEvent::ToolCall {
             step,
             call_id: call.id.clone(),
             tool: call.name.clone(),
             arguments: invocation.arguments.clone(),
+            checkpoint,
         };
         journal.append(&[call_event], &self.totals).await?;
 
@@ -650,6 +662,7 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
             call_id: call.id.clone(),
             tool: tool.qualified_name.clone(),
             arguments: serde_json::Value::Object(arguments.clone()),
+            checkpoint: None,
         };
         journal.append(&[call_event], &self.totals).await?;
         let limits = &self.setup.manifest.limits;
@@ -706,7 +719,13 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
             }
         };
         let arguments = serde_json::from_str(&call.arguments).unwrap_or_default();
-        let call_event = TimelineEvent::ToolCall { step, call_id: call.id.clone(), tool: call.name.clone(), arguments };
+        let call_event = TimelineEvent::ToolCall {
+            step,
+            call_id: call.id.clone(),
+            tool: call.name.clone(),
+            arguments,
+            checkpoint: None,
+        };
         journal.append(&[call_event], &self.totals).await?;
         let started = Instant::now();
         let (output, is_error) = memory::perform(self.memory, &parsed).await;
@@ -728,6 +747,71 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
         };
         journal.append(&[result], &self.totals).await?;
         Ok(Answered { content, is_error })
+    }
+
+    /// A checkpoint of the workspace, when the execution keeps them. A
+    /// checkpoint that fails does not stop the call: the event says why.
+    async fn checkpoint(&self) -> Option<CheckpointTaken> {
+        let store_dir = self.setup.checkpoints.clone()?;
+        let workspace = self.setup.workspace.clone();
+        let started = Instant::now();
+        let taken = tokio::task::spawn_blocking(move || {
+            codexos_checkpoint::Store::open(&store_dir).and_then(|store| store.snapshot(&workspace))
+        })
+        .await;
+        let duration_ms = millis(started.elapsed());
+        Some(match taken {
+            Ok(Ok(snapshot)) => CheckpointTaken {
+                id: Some(snapshot.checkpoint.id.to_string()),
+                added_bytes: snapshot.checkpoint.added_bytes,
+                workspace_bytes: snapshot.checkpoint.logical_bytes,
+                duration_ms,
+                error: None,
+            },
+            Ok(Err(err)) => CheckpointTaken { duration_ms, error: Some(err.to_string()), ..CheckpointTaken::default() },
+            Err(_) => CheckpointTaken {
+                duration_ms,
+                error: Some("the checkpoint thread ended abnormally".to_owned()),
+                ..CheckpointTaken::default()
+            },
+        })
+    }
+
+    /// Before an interrupted call runs again: the workspace goes back to the
+    /// checkpoint taken before it, so the call's partial effects are undone
+    /// and the call runs on what it first saw.
+    async fn restore_before_rerun<J: Journal>(
+        &mut self,
+        step: u32,
+        call_id: &str,
+        history: &History,
+        journal: &mut J,
+    ) -> Result<(), Interrupted> {
+        let (Some(store_dir), Some(checkpoint)) = (self.setup.checkpoints.clone(), history.checkpoints.get(call_id))
+        else {
+            return Ok(());
+        };
+        let Ok(id) = codexos_checkpoint::CheckpointId::parse(checkpoint) else { return Ok(()) };
+        let workspace = self.setup.workspace.clone();
+        let restored = tokio::task::spawn_blocking(move || {
+            codexos_checkpoint::Store::open(&store_dir).and_then(|store| store.restore(&id, &workspace))
+        })
+        .await;
+        match restored {
+            Ok(Ok(report)) => {
+                let event = TimelineEvent::WorkspaceRestored {
+                    step,
+                    call_id: call_id.to_owned(),
+                    checkpoint: checkpoint.clone(),
+                    files_written: report.files_written + report.symlinks_written,
+                    removed: report.removed,
+                };
+                journal.append(&[event], &self.totals).await?;
+            }
+            Ok(Err(err)) => tracing::warn!(error = %err, "cannot restore the checkpoint before running a call again"),
+            Err(_) => tracing::warn!("the restore thread ended abnormally"),
+        }
+        Ok(())
     }
 
     /// The sandbox for the next tool call: the manifest's limits, with the

@@ -8,6 +8,7 @@
 
 pub mod agent_loop;
 pub mod conversation;
+pub mod http_client;
 pub mod manifest;
 pub mod mcp;
 pub mod memory;

@@ -713,20 +713,12 @@ async fn start_process(
 }
 
 /// The streamable-HTTP transport for `url`, with our HTTP client: the
-/// workspace's TLS (rustls with ring, the webpki roots), no redirects, no
-/// proxy, and the message limits.
-fn http_transport(
-    url: &str,
-    settings: &McpSettings,
-) -> Result<StreamableHttpClientTransport<reqwest_mcp::Client>, String> {
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
+/// workspace's TLS (`http_client`), no redirects, no proxy, and the message
+/// limits.
+fn http_transport(url: &str, settings: &McpSettings) -> Result<StreamableHttpClientTransport<reqwest::Client>, String> {
+    let client = crate::http_client::builder()
         .map_err(|err| format!("cannot set up TLS: {err}"))?
-        .with_root_certificates(rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() })
-        .with_no_client_auth();
-    let client = reqwest_mcp::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .redirect(reqwest_mcp::redirect::Policy::none())
+        .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .connect_timeout(settings.connect_timeout)
         .user_agent(concat!("codexos/", env!("CARGO_PKG_VERSION")))

@@ -51,6 +51,14 @@ pub(crate) struct Turn {
 pub(crate) struct History {
     pub turns: Vec<Turn>,
     pub answers: HashMap<String, Answer>,
+    /// The checkpoint taken before each call that had one, by call id.
+    pub checkpoints: HashMap<String, String>,
+}
+
+#[derive(Deserialize)]
+struct CheckpointRef {
+    #[serde(default)]
+    id: Option<String>,
 }
 
 /// The fields replay needs; everything else in a payload is ignored.
@@ -72,6 +80,11 @@ enum Replayed {
     ToolDenied {
         call_id: String,
         reason: String,
+    },
+    ToolCall {
+        call_id: String,
+        #[serde(default)]
+        checkpoint: Option<CheckpointRef>,
     },
     #[serde(other)]
     Other,
@@ -100,6 +113,11 @@ impl History {
                 }
                 Replayed::ToolDenied { call_id, reason } => {
                     history.answers.insert(call_id, Answer { content: denied_content(&reason), is_error: true });
+                }
+                Replayed::ToolCall { call_id, checkpoint } => {
+                    if let Some(id) = checkpoint.and_then(|checkpoint| checkpoint.id) {
+                        history.checkpoints.insert(call_id, id);
+                    }
                 }
                 Replayed::Other => {}
             }

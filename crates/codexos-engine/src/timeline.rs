@@ -31,7 +31,19 @@ pub enum TimelineEvent {
     /// A model call failed for good.
     ModelError { step: u32, error: String },
     /// A tool call is about to run (it passed the allow-list and its schema).
-    ToolCall { step: u32, call_id: String, tool: String, arguments: serde_json::Value },
+    ToolCall {
+        step: u32,
+        call_id: String,
+        tool: String,
+        arguments: serde_json::Value,
+        /// The checkpoint of the workspace taken just before a call that can
+        /// change it (shell and the file-writing tools).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        checkpoint: Option<CheckpointTaken>,
+    },
+    /// A resumed execution put the workspace back to the checkpoint taken
+    /// before a call that was interrupted, before running that call again.
+    WorkspaceRestored { step: u32, call_id: String, checkpoint: String, files_written: u64, removed: u64 },
     /// A tool call that was refused: not allowed, unknown, or with arguments
     /// that do not match the tool's schema. The model is told why.
     ToolDenied { step: u32, call_id: String, tool: String, reason: String, arguments: String },
@@ -79,6 +91,7 @@ impl TimelineEvent {
             TimelineEvent::ModelReply { .. } => "model_reply",
             TimelineEvent::ModelError { .. } => "model_error",
             TimelineEvent::ToolCall { .. } => "tool_call",
+            TimelineEvent::WorkspaceRestored { .. } => "workspace_restored",
             TimelineEvent::ToolDenied { .. } => "tool_denied",
             TimelineEvent::ToolResult { .. } => "tool_result",
             TimelineEvent::Compacted { .. } => "compacted",
@@ -103,6 +116,23 @@ impl TimelineEvent {
         }
         value
     }
+}
+
+/// A checkpoint of the workspace, or why none could be taken.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointTaken {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// New content it added to the checkpoint store.
+    #[serde(default)]
+    pub added_bytes: u64,
+    /// The workspace's size.
+    #[serde(default)]
+    pub workspace_bytes: u64,
+    #[serde(default)]
+    pub duration_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// The most a recorded tool output takes once escaped as JSON.

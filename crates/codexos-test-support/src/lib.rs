@@ -14,6 +14,7 @@ pub mod mcp_server;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -182,7 +183,7 @@ impl TestServer {
             child,
             data_dir,
             logs,
-            http: reqwest::Client::new(),
+            http: loopback_client(),
             database,
             env,
             _dir: dir,
@@ -338,6 +339,19 @@ pub async fn terminate(child: &mut Child) -> ExitStatus {
         assert!(Instant::now() < deadline, "process did not stop within 30s of SIGTERM");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The client tests drive servers with: plain HTTP to loopback. reqwest still
+/// wants a rustls config to build any client (it is built with
+/// `rustls-no-provider`), so it gets one with ring and no roots at all,
+/// which refuses every HTTPS server.
+fn loopback_client() -> reqwest::Client {
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    reqwest::Client::builder().tls_backend_preconfigured(tls).build().unwrap()
 }
 
 /// The caller's own environment must not leak into a test's CLI runs.

@@ -231,6 +231,8 @@ fn execution_setup(manifest: &str, workspace: &std::path::Path) -> ExecutionSetu
         cancel: CancellationToken::new(),
         history: Vec::new(),
         totals: Totals::default(),
+        // `read_file` takes no checkpoint anyway.
+        checkpoints: None,
     }
 }
 

@@ -174,6 +174,8 @@ fn prepare(
         cancel: controls.cancel.clone(),
         history,
         totals: engine_totals(&leased.execution.totals),
+        // One store per tenant: checkpoints share content within a tenant only.
+        checkpoints: options.checkpoint_root.as_ref().map(|root| root.join(leased.lease.tenant.to_string())),
     })
 }
 

@@ -42,6 +42,9 @@ pub struct WorkerOptions {
     pub model_endpoints: Vec<codexos_core::ModelEndpoint>,
     /// The directories workspaces must lie in.
     pub workspace_roots: Vec<PathBuf>,
+    /// Where checkpoint stores live (one per tenant below it), or `None` to
+    /// take no checkpoints.
+    pub checkpoint_root: Option<PathBuf>,
 }
 
 /// Runs a worker until `shutdown` is cancelled, then deregisters it.

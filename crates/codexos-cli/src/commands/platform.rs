@@ -99,6 +99,7 @@ pub async fn run(
             prices: settings.prices.clone(),
             model_endpoints: settings.model_endpoints.clone(),
             workspace_roots: settings.worker.workspace_roots.clone(),
+            checkpoint_root: Some(settings.data_dir.join("checkpoints")),
         };
         let (store, shutdown) = (store.clone(), shutdown.clone());
         tokio::spawn(async move {

@@ -119,13 +119,22 @@ async fn a_workflow_killed_mid_step_resumes_without_repeating_recorded_steps() {
 
     let execution = finished(&server, &id).await;
     assert_eq!(execution["status"], "succeeded", "{execution}\n{}", server.stderr());
-    // Step 1 ran once; step 2 was interrupted and ran again; step 3 once.
+    // Step 1 ran once. Step 2 was interrupted: the workspace went back to
+    // the checkpoint taken before it, and it ran again, so its effects show
+    // once. Step 3 ran once.
     let log = std::fs::read_to_string(workspace.path().join("log.txt")).unwrap();
-    assert_eq!(log, "one\ntwo-started\ntwo-started\ntwo\nthree\n");
+    assert_eq!(log, "one\ntwo-started\ntwo\nthree\n");
     let timeline = events(&server, &id).await;
     assert_contiguous(&timeline);
     assert_eq!(tool_events(&timeline, "tool_result"), vec!["step-1", "step-2", "step-3"]);
     assert_eq!(tool_events(&timeline, "tool_call"), vec!["step-1", "step-2", "step-2", "step-3"]);
+    assert_eq!(tool_events(&timeline, "workspace_restored"), vec!["step-2"]);
+    let checkpoints: Vec<&Value> = timeline
+        .iter()
+        .filter(|event| event["kind"] == "tool_call")
+        .map(|event| &event["payload"]["checkpoint"]["id"])
+        .collect();
+    assert!(checkpoints.iter().all(|id| id.as_str().is_some_and(|id| id.len() == 64)), "{checkpoints:?}");
     let statuses: Vec<(&str, bool)> = timeline
         .iter()
         .filter(|event| event["kind"] == "status")
@@ -181,8 +190,10 @@ allow = ["shell", "write_file"]
     model.check_tool_calls_answered().unwrap();
     // The tokens of both turns are counted once each.
     assert_eq!(execution["totals"]["input_tokens"], 300);
-    // call_a ran once; call_b was interrupted and ran again.
-    assert_eq!(std::fs::read_to_string(workspace.path().join("b.txt")).unwrap(), "b\nb\n");
+    // call_a ran once; call_b was interrupted, its effect undone by the
+    // checkpoint before it, and ran again.
+    assert_eq!(std::fs::read_to_string(workspace.path().join("b.txt")).unwrap(), "b\n");
+    assert_eq!(std::fs::read_to_string(workspace.path().join("a.txt")).unwrap(), "a");
     let timeline = events(&server, &id).await;
     assert_contiguous(&timeline);
     assert_eq!(tool_events(&timeline, "tool_result"), vec!["call_a", "call_b"]);

@@ -267,7 +267,8 @@ impl ModelClient {
         // No redirect is followed: reqwest drops `Authorization` on a redirect
         // to another host but not `x-api-key`, and a model API has no reason
         // to redirect a POST anyway.
-        let http = reqwest::Client::builder()
+        let http = crate::http_client::builder()
+            .map_err(|err| ModelError::InvalidConfig(format!("cannot set up TLS: {err}")))?
             .connect_timeout(config.request_timeout.min(MAX_CONNECT_TIMEOUT))
             .user_agent(concat!("codexos/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
@@ -821,7 +822,7 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         drop(listener);
         let url = format!("http://user:hunter2@127.0.0.1:{port}/v1/chat/completions?key=hunter3");
-        let err = reqwest::Client::new().post(&url).send().await.unwrap_err();
+        let err = crate::http_client::builder().unwrap().build().unwrap().post(&url).send().await.unwrap_err();
         assert!(error_chain(&err).contains("hunter"), "the test needs an error that names the URL");
         let message = http_error(err);
         assert!(!message.contains("hunter") && !message.contains("key="), "{message}");

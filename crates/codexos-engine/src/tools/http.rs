@@ -60,7 +60,8 @@ async fn request(args: &HttpFetchArgs, proxy: &str, max_body: usize) -> std::io:
         Ok(url) => url,
         Err(err) => return Ok(ToolResult::error(err.to_string())),
     };
-    let client = reqwest::Client::builder()
+    let client = crate::http_client::builder()
+        .map_err(std::io::Error::other)?
         .proxy(reqwest::Proxy::all(proxy).map_err(std::io::Error::other)?)
         .timeout(REQUEST_TIMEOUT)
         .user_agent(concat!("codexos-http-fetch/", env!("CARGO_PKG_VERSION")))

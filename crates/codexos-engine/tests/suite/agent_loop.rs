@@ -111,6 +111,7 @@ fn setup(manifest: &str) -> ExecutionSetup {
         cancel: CancellationToken::new(),
         history: Vec::new(),
         totals: Totals::default(),
+        checkpoints: None,
     }
 }
 
