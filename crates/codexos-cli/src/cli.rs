@@ -56,7 +56,7 @@ pub enum Command {
     Agent(AgentCommand),
     /// Start an execution and follow its timeline
     Run(RunArgs),
-    /// Inspect and control executions: list, show, events, pause, resume, cancel
+    /// Inspect and control executions: list, show, events, pause, resume, cancel, rollback
     #[command(subcommand)]
     Exec(ExecCommand),
     /// Verify and export the audit log
@@ -221,6 +221,19 @@ pub enum ExecCommand {
     /// Resume a paused execution from its last recorded step
     Resume {
         id: String,
+        /// A new instruction for the agent, read as the user's next message
+        #[arg(long, value_name = "TEXT")]
+        task: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Roll a paused or finished execution back to the start of a step: the
+    /// workspace as it was then, the session forgetting what followed
+    Rollback {
+        id: String,
+        /// The step to go back to (the `step` of `exec events`)
+        #[arg(long = "to", value_name = "STEP")]
+        to_step: u32,
         #[arg(long)]
         json: bool,
     },

@@ -22,7 +22,7 @@ use crate::manifest::{AgentKind, AgentManifest, LlmAgent, ModelSpec, Workflow};
 use crate::mcp::{McpSession, McpSettings, McpTool};
 use crate::memory::{self, Memory, MemoryTool};
 use crate::model::{ModelClient, ModelConfig, ModelError, ModelEvent, ModelRequest};
-use crate::replay::{History, RecordedEvent, denied_content, result_content};
+use crate::replay::{History, Item, PendingRollback, RecordedEvent, denied_content, result_content};
 use crate::timeline::{CheckpointTaken, Journal, JournalError, TimelineEvent, Totals};
 use crate::tools::{self, BuiltinTool, SandboxSettings, ToolError, ToolExecution, ToolInvocation};
 
@@ -186,6 +186,12 @@ pub async fn run_with<Mo: Model, T: ToolRunner, J: Journal, M: Memory>(
             return Ok(ExecutionOutcome { status: ExecutionStatus::Failed, summary, totals: run.totals });
         }
     };
+    if let Some(rollback) = history.pending_rollback.clone() {
+        // Asked for while no worker held the execution: put the workspace
+        // back, record it, and wait (paused) for a resume.
+        run.roll_back(&rollback, journal).await?;
+        return Err(Interrupted::Paused);
+    }
     let ended = match (&kind, model) {
         (AgentKind::Workflow(workflow), _) => run.workflow(workflow, &history, journal).await,
         (AgentKind::Llm(llm), Some(model)) => run.llm(llm, model, history, journal).await,
@@ -366,7 +372,14 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
         let mut step = 0u32;
         // Replay: the conversation as the recorded turns and answers built it;
         // calls of the last turn without a recorded answer run now.
-        for turn in &history.turns {
+        for item in &history.items {
+            let turn = match item {
+                Item::Instruction(text) => {
+                    messages.push(Message::User { content: text.clone() });
+                    continue;
+                }
+                Item::Turn(turn) => turn,
+            };
             step = turn.step;
             messages.push(Message::Assistant { content: turn.content.clone(), tool_calls: turn.tool_calls.clone() });
             if turn.tool_calls.is_empty() {
@@ -811,6 +824,32 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
             Ok(Err(err)) => tracing::warn!(error = %err, "cannot restore the checkpoint before running a call again"),
             Err(_) => tracing::warn!("the restore thread ended abnormally"),
         }
+        Ok(())
+    }
+
+    /// Puts the workspace back to how it was when `rollback.to_step` began
+    /// and records it. Without a checkpoint, nothing changed the workspace
+    /// from that step on, and nothing needs restoring.
+    async fn roll_back<J: Journal>(&mut self, rollback: &PendingRollback, journal: &mut J) -> Result<(), Interrupted> {
+        let mut restored = (0, 0);
+        if let (Some(store_dir), Some(checkpoint)) = (self.setup.checkpoints.clone(), rollback.checkpoint.clone()) {
+            let workspace = self.setup.workspace.clone();
+            let report = tokio::task::spawn_blocking(move || {
+                let id = codexos_checkpoint::CheckpointId::parse(&checkpoint)?;
+                codexos_checkpoint::Store::open(&store_dir)?.restore(&id, &workspace)
+            })
+            .await
+            .map_err(|_| JournalError::Storage("the restore thread ended abnormally".to_owned()))?
+            .map_err(|err| JournalError::Storage(format!("cannot restore the checkpoint: {err}")))?;
+            restored = (report.files_written + report.symlinks_written, report.removed);
+        }
+        let event = TimelineEvent::RolledBack {
+            to_step: rollback.to_step,
+            checkpoint: rollback.checkpoint.clone(),
+            files_written: restored.0,
+            removed: restored.1,
+        };
+        journal.append(&[event], &self.totals).await?;
         Ok(())
     }
 

@@ -21,6 +21,12 @@ pub struct RecordedEvent {
     pub payload: serde_json::Value,
 }
 
+/// The step a rollback may go back to at most: the last one the timeline,
+/// replayed, still holds (earlier rollbacks taken into account).
+pub fn last_recorded_step(events: &[RecordedEvent]) -> Result<u32, String> {
+    Ok(History::read(events, usize::MAX)?.last_step())
+}
+
 /// What the model is told of a tool's result.
 pub(crate) fn result_content(output: &str, tool_output_bytes: usize) -> String {
     tools::for_model(output, tool_output_bytes)
@@ -46,13 +52,33 @@ pub(crate) struct Turn {
     pub tool_calls: Vec<ToolCall>,
 }
 
+/// What the conversation holds, in order: model turns, and instructions
+/// given when the execution was resumed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Item {
+    Turn(Turn),
+    Instruction(String),
+}
+
+/// A rollback asked for and not done yet: the step to go back to, and the
+/// checkpoint that holds the workspace as it was when that step began
+/// (none if nothing changed the workspace from that step on).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PendingRollback {
+    pub to_step: u32,
+    pub checkpoint: Option<String>,
+}
+
 /// What the timeline says happened.
 #[derive(Debug, Default)]
 pub(crate) struct History {
-    pub turns: Vec<Turn>,
+    pub items: Vec<Item>,
     pub answers: HashMap<String, Answer>,
     /// The checkpoint taken before each call that had one, by call id.
     pub checkpoints: HashMap<String, String>,
+    /// Calls in the order they were recorded, with their step.
+    calls: Vec<(u32, String)>,
+    pub pending_rollback: Option<PendingRollback>,
 }
 
 #[derive(Deserialize)]
@@ -78,13 +104,25 @@ enum Replayed {
         is_error: bool,
     },
     ToolDenied {
+        step: u32,
         call_id: String,
         reason: String,
     },
     ToolCall {
+        step: u32,
         call_id: String,
         #[serde(default)]
         checkpoint: Option<CheckpointRef>,
+    },
+    /// Written by the API when someone asks to go back to a step.
+    RollbackRequested {
+        to_step: u32,
+    },
+    /// Written by the engine once the workspace is back.
+    RolledBack {},
+    /// Written by the API when someone resumes with a new instruction.
+    Instruction {
+        text: String,
     },
     #[serde(other)]
     Other,
@@ -105,24 +143,66 @@ impl History {
                 .map_err(|err| format!("event {} ({}) cannot be read: {err}", index + 1, event.kind))?;
             match replayed {
                 Replayed::ModelReply { step, content, tool_calls } => {
-                    history.turns.push(Turn { step, content, tool_calls });
+                    history.items.push(Item::Turn(Turn { step, content, tool_calls }));
                 }
                 Replayed::ToolResult { call_id, output, is_error } => {
                     let content = result_content(&output, tool_output_bytes);
                     history.answers.insert(call_id, Answer { content, is_error });
                 }
-                Replayed::ToolDenied { call_id, reason } => {
+                Replayed::ToolDenied { step, call_id, reason } => {
+                    history.calls.push((step, call_id.clone()));
                     history.answers.insert(call_id, Answer { content: denied_content(&reason), is_error: true });
                 }
-                Replayed::ToolCall { call_id, checkpoint } => {
+                Replayed::ToolCall { step, call_id, checkpoint } => {
+                    history.calls.push((step, call_id.clone()));
                     if let Some(id) = checkpoint.and_then(|checkpoint| checkpoint.id) {
                         history.checkpoints.insert(call_id, id);
                     }
                 }
+                Replayed::RollbackRequested { to_step } => {
+                    let checkpoint = history.first_checkpoint_from(to_step);
+                    history.truncate_at(to_step);
+                    history.pending_rollback = Some(PendingRollback { to_step, checkpoint });
+                }
+                Replayed::RolledBack { .. } => history.pending_rollback = None,
+                Replayed::Instruction { text } => history.items.push(Item::Instruction(text)),
                 Replayed::Other => {}
             }
         }
         Ok(history)
+    }
+
+    /// The checkpoint taken before the first call of `step` or later that
+    /// has one: the workspace as it was when `step` began.
+    fn first_checkpoint_from(&self, step: u32) -> Option<String> {
+        self.calls
+            .iter()
+            .filter(|(call_step, _)| *call_step >= step)
+            .find_map(|(_, call_id)| self.checkpoints.get(call_id).cloned())
+    }
+
+    /// Forgets everything from `step` on: the turns, the calls and their
+    /// answers, and what came after them (instructions included).
+    fn truncate_at(&mut self, step: u32) {
+        if let Some(cut) = self.items.iter().position(|item| matches!(item, Item::Turn(turn) if turn.step >= step)) {
+            self.items.truncate(cut);
+        }
+        let dropped: Vec<String> =
+            self.calls.iter().filter(|(call_step, _)| *call_step >= step).map(|(_, id)| id.clone()).collect();
+        for call_id in &dropped {
+            self.answers.remove(call_id);
+            self.checkpoints.remove(call_id);
+        }
+        self.calls.retain(|(call_step, _)| *call_step < step);
+    }
+
+    /// The highest step of the conversation as it stands.
+    fn last_step(&self) -> u32 {
+        let turns = self.items.iter().filter_map(|item| match item {
+            Item::Turn(turn) => Some(turn.step),
+            Item::Instruction(_) => None,
+        });
+        turns.chain(self.calls.iter().map(|(step, _)| *step)).max().unwrap_or(0)
     }
 }
 
@@ -163,10 +243,52 @@ mod tests {
             ),
         ];
         let history = History::read(&events, 1024).unwrap();
-        assert_eq!(history.turns.len(), 1);
-        assert_eq!(history.turns[0].tool_calls.len(), 2);
+        assert_eq!(history.items.len(), 1);
+        assert!(matches!(&history.items[0], Item::Turn(turn) if turn.tool_calls.len() == 2));
         assert_eq!(history.answers["a"], Answer { content: "x".repeat(100), is_error: false });
         assert_eq!(history.answers["b"], Answer { content: "error: not allowed".into(), is_error: true });
+    }
+
+    #[test]
+    fn a_rollback_forgets_the_steps_from_its_target_on() {
+        let turn = |step: u32, id: &str| {
+            event(
+                "model_reply",
+                json!({ "step": step, "tool_calls": [{ "id": id, "name": "shell", "arguments": "{}" }] }),
+            )
+        };
+        let call = |step: u32, id: &str, checkpoint: &str| {
+            event(
+                "tool_call",
+                json!({ "step": step, "call_id": id, "tool": "shell", "arguments": {},
+                                        "checkpoint": { "id": checkpoint } }),
+            )
+        };
+        let result = |id: &str| event("tool_result", json!({ "call_id": id, "output": "ok", "is_error": false }));
+        let events = vec![
+            turn(1, "a"),
+            call(1, "a", "c1"),
+            result("a"),
+            turn(2, "b"),
+            call(2, "b", "c2"),
+            result("b"),
+            turn(3, "c"),
+            call(3, "c", "c3"),
+            result("c"),
+            event("rollback_requested", json!({ "to_step": 2, "by": "user u" })),
+        ];
+        let history = History::read(&events, 1024).unwrap();
+        assert_eq!(history.pending_rollback, Some(PendingRollback { to_step: 2, checkpoint: Some("c2".into()) }));
+        assert_eq!(history.items.len(), 1);
+        assert!(history.answers.contains_key("a") && !history.answers.contains_key("b"));
+        assert_eq!(history.last_step(), 1);
+
+        let mut done = events.clone();
+        done.push(event("rolled_back", json!({ "to_step": 2 })));
+        done.push(event("instruction", json!({ "text": "try another way", "by": "user u" })));
+        let history = History::read(&done, 1024).unwrap();
+        assert_eq!(history.pending_rollback, None);
+        assert_eq!(history.items.last(), Some(&Item::Instruction("try another way".into())));
     }
 
     #[test]

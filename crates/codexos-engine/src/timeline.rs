@@ -44,6 +44,15 @@ pub enum TimelineEvent {
     /// A resumed execution put the workspace back to the checkpoint taken
     /// before a call that was interrupted, before running that call again.
     WorkspaceRestored { step: u32, call_id: String, checkpoint: String, files_written: u64, removed: u64 },
+    /// A rollback was carried out: the workspace is as it was when `to_step`
+    /// began, and the session forgets everything from that step on.
+    RolledBack {
+        to_step: u32,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        checkpoint: Option<String>,
+        files_written: u64,
+        removed: u64,
+    },
     /// A tool call that was refused: not allowed, unknown, or with arguments
     /// that do not match the tool's schema. The model is told why.
     ToolDenied { step: u32, call_id: String, tool: String, reason: String, arguments: String },
@@ -92,6 +101,7 @@ impl TimelineEvent {
             TimelineEvent::ModelError { .. } => "model_error",
             TimelineEvent::ToolCall { .. } => "tool_call",
             TimelineEvent::WorkspaceRestored { .. } => "workspace_restored",
+            TimelineEvent::RolledBack { .. } => "rolled_back",
             TimelineEvent::ToolDenied { .. } => "tool_denied",
             TimelineEvent::ToolResult { .. } => "tool_result",
             TimelineEvent::Compacted { .. } => "compacted",

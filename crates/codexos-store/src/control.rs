@@ -142,6 +142,62 @@ impl Store {
         Ok(execution)
     }
 
+    /// Asks for a rollback to `to_step` of an execution no worker holds
+    /// (paused or finished): appends `rollback_requested` and queues it, for
+    /// a worker to put the workspace back and park it as paused. The caller
+    /// checks that the step exists.
+    pub async fn request_rollback(
+        &self,
+        tenant: TenantId,
+        id: ExecutionId,
+        to_step: u32,
+        actor: &str,
+    ) -> Result<Execution> {
+        let payload = json!({ "to_step": to_step, "by": actor });
+        let event = encode("rollback_requested", &payload)?;
+        let mut tx = self.tenant_tx(tenant, Intent::Write).await?;
+        let now = now_millis();
+        let status = lock_status(&mut tx, tenant, id, now).await?;
+        if !matches!(
+            status,
+            ExecutionStatus::Paused | ExecutionStatus::Succeeded | ExecutionStatus::Failed | ExecutionStatus::Cancelled
+        ) {
+            return Err(StoreError::InvalidState(format!(
+                "cannot roll back execution {id}: it is {status}; pause it first"
+            )));
+        }
+        sqlx::query(
+            "UPDATE executions SET status = 'queued', control = NULL, finished_at = NULL, outcome = NULL \
+             WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(tenant.to_string())
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await?;
+        events::append_one(&mut tx, tenant, id, &event, now).await?;
+        let execution = fetch_execution(&mut tx, tenant, id).await?;
+        tx.commit().await?;
+        Ok(execution)
+    }
+
+    /// Adds an instruction for the agent to a paused execution: when it
+    /// resumes, the model reads it as the user's next message.
+    pub async fn add_instruction(&self, tenant: TenantId, id: ExecutionId, text: &str, actor: &str) -> Result<()> {
+        let payload = json!({ "text": text, "by": actor });
+        let event = encode("instruction", &payload)?;
+        let mut tx = self.tenant_tx(tenant, Intent::Write).await?;
+        let now = now_millis();
+        let status = lock_status(&mut tx, tenant, id, now).await?;
+        if status != ExecutionStatus::Paused {
+            return Err(StoreError::InvalidState(format!(
+                "cannot give execution {id} an instruction: it is {status}, not paused"
+            )));
+        }
+        events::append_one(&mut tx, tenant, id, &event, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// The request waiting for the worker that holds `lease`, if any;
     /// `LeaseLost` if it holds it no more.
     pub async fn pending_control(&self, lease: &Lease) -> Result<Option<ControlRequest>> {
@@ -184,6 +240,30 @@ impl Store {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Locks the execution's row (see `control_execution`) and reads its status.
+async fn lock_status(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tenant: TenantId,
+    id: ExecutionId,
+    now: i64,
+) -> Result<ExecutionStatus> {
+    let touched = sqlx::query("UPDATE executions SET updated_at = $3 WHERE tenant_id = $1 AND id = $2")
+        .bind(tenant.to_string())
+        .bind(id.to_string())
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    if touched.rows_affected() == 0 {
+        return Err(StoreError::NotFound(Entity::Execution));
+    }
+    let status: String = sqlx::query_scalar("SELECT status FROM executions WHERE tenant_id = $1 AND id = $2")
+        .bind(tenant.to_string())
+        .bind(id.to_string())
+        .fetch_one(&mut **tx)
+        .await?;
+    status.parse().map_err(|err: codexos_core::execution::StatusError| StoreError::Corrupt(err.to_string()))
 }
 
 /// What a control request changes: the status (for executions no worker

@@ -94,9 +94,14 @@ pub async fn run(global: &GlobalArgs, command: ExecCommand) -> anyhow::Result<Ex
             }
             Ok(ExitCode::SUCCESS)
         }
-        ExecCommand::Pause { id, json } => control(&client, &id, "pause", json).await,
-        ExecCommand::Resume { id, json } => control(&client, &id, "resume", json).await,
-        ExecCommand::Cancel { id, json } => control(&client, &id, "cancel", json).await,
+        ExecCommand::Pause { id, json } => control(&client, &id, "pause", &json!({}), json).await,
+        ExecCommand::Resume { id, task, json } => {
+            control(&client, &id, "resume", &json!({ "instruction": task }), json).await
+        }
+        ExecCommand::Cancel { id, json } => control(&client, &id, "cancel", &json!({}), json).await,
+        ExecCommand::Rollback { id, to_step, json } => {
+            control(&client, &id, "rollback", &json!({ "to_step": to_step }), json).await
+        }
         ExecCommand::Events { id, follow: keep_following, after, json } => {
             let mut renderer = Renderer::new(!json);
             let mut print = |event: &Value| {
@@ -128,8 +133,8 @@ pub async fn run(global: &GlobalArgs, command: ExecCommand) -> anyhow::Result<Ex
 }
 
 /// `exec pause|resume|cancel`: the request, and what it did.
-async fn control(client: &Client, id: &str, action: &str, json: bool) -> anyhow::Result<ExitCode> {
-    let execution: Value = client.post(&format!("/v1/executions/{}/{action}", urlencode(id)), &json!({})).await?;
+async fn control(client: &Client, id: &str, action: &str, body: &Value, json: bool) -> anyhow::Result<ExitCode> {
+    let execution: Value = client.post(&format!("/v1/executions/{}/{action}", urlencode(id)), body).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&execution)?);
         return Ok(ExitCode::SUCCESS);
@@ -140,6 +145,7 @@ async fn control(client: &Client, id: &str, action: &str, json: bool) -> anyhow:
         ("cancel", "running") => "cancel requested: its worker stops it now".to_owned(),
         ("resume", "running") => "pause withdrawn: it carries on".to_owned(),
         ("resume", "queued") => "resumed: a worker carries on from its last recorded step".to_owned(),
+        ("rollback", _) => "rollback queued: a worker puts the workspace back, then it waits, paused".to_owned(),
         (_, status) => format!("now {status}"),
     };
     println!("Execution {}: {message}.", text(&execution["id"]));
@@ -287,6 +293,21 @@ impl Renderer {
                 }
             }
             "control" => println!("● {} by {}", shown(&payload["action"]).replace('_', " "), shown(&payload["by"])),
+            "rollback_requested" => {
+                println!("● rollback to step {} requested by {}", shown(&payload["to_step"]), shown(&payload["by"]))
+            }
+            "rolled_back" => println!(
+                "● rolled back to step {}: {} files written, {} removed",
+                shown(&payload["to_step"]),
+                shown(&payload["files_written"]),
+                shown(&payload["removed"])
+            ),
+            "instruction" => {
+                println!("● instruction from {}: {}", shown(&payload["by"]), first_line(&text(&payload["text"]), 100))
+            }
+            "workspace_restored" => {
+                println!("  ↺ workspace restored to the checkpoint before {}", shown(&payload["call_id"]))
+            }
             "limit_hit" => println!("  ⏹ limit hit ({}): {}", shown(&payload["limit"]), shown(&payload["detail"])),
             "compacted" => println!(
                 "  … session compacted: {} earlier results elided ({} → {} tokens)",

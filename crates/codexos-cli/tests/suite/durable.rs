@@ -297,3 +297,96 @@ async fn a_cancelled_execution_stops_now_and_its_tool_call_is_killed() {
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["error"]["code"], "invalid_state");
 }
+
+const CHANGING_WORKFLOW: &str = r#"
+name = "changer"
+version = "1.0.0"
+kind = "workflow"
+[tools]
+allow = ["shell", "write_file"]
+[[steps]]
+tool = "shell"
+args = { command = "echo edited > keep.txt && mkdir -p out && echo one > out/one.txt" }
+[[steps]]
+tool = "shell"
+args = { command = "rm keep.txt && echo two > out/two.txt && ln -s out/two.txt link && chmod +x out/one.txt" }
+[[steps]]
+tool = "write_file"
+args = { path = "three.txt", content = "three" }
+"#;
+
+/// Every path of a directory with its kind, permission bits and content.
+fn tree(root: &Path) -> Vec<(String, String)> {
+    let mut entries = Vec::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            let path = entry.path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let name = path.strip_prefix(root).unwrap().display().to_string();
+            let what = if meta.file_type().is_symlink() {
+                format!("link -> {}", std::fs::read_link(&path).unwrap().display())
+            } else if meta.is_dir() {
+                stack.push(path.clone());
+                "dir".to_owned()
+            } else {
+                use std::os::unix::fs::PermissionsExt;
+                format!("{:o} {}", meta.permissions().mode() & 0o777, std::fs::read_to_string(&path).unwrap())
+            };
+            entries.push((name, what));
+        }
+    }
+    entries.sort();
+    entries
+}
+
+#[tokio::test]
+async fn a_rollback_puts_the_workspace_back_and_the_execution_runs_on_from_there() {
+    if !sandbox_available() {
+        return;
+    }
+    let server = server().await;
+    let workspace = tempfile::tempdir().unwrap();
+    std::fs::write(workspace.path().join("keep.txt"), "original\n").unwrap();
+    let id = start(&server, CHANGING_WORKFLOW, "changer", workspace.path()).await;
+    assert_eq!(finished(&server, &id).await["status"], "succeeded");
+    let after_all = tree(workspace.path());
+
+    // Bad requests change nothing.
+    let rollback_path = format!("/v1/executions/{id}/rollback");
+    let rollback = |to_step: u32| {
+        server.call(Method::POST, &rollback_path, Some(&server.owner_key), Some(json!({ "to_step": to_step })))
+    };
+    let (status, body) = rollback(9).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("its steps are 1 to 3"), "{body}");
+
+    // Back to the start of step 2: step 1's changes stay, the rest are undone.
+    let (code, stdout, stderr) = codexos_test_support::run(server.cli().args(["exec", "rollback", &id, "--to", "2"]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("rollback queued"), "{stdout}");
+    wait_for_status(&server, &id, "paused").await;
+    assert_eq!(
+        tree(workspace.path()),
+        vec![
+            ("keep.txt".to_owned(), "644 edited\n".to_owned()),
+            ("out".to_owned(), "dir".to_owned()),
+            ("out/one.txt".to_owned(), "644 one\n".to_owned()),
+        ]
+    );
+    let timeline = events(&server, &id).await;
+    let rolled = timeline.iter().find(|event| event["kind"] == "rolled_back").unwrap();
+    assert_eq!(rolled["payload"]["to_step"], 2);
+    let (status, _) = rollback(1).await;
+    assert_eq!(status, StatusCode::OK, "a paused execution may be rolled back further");
+    wait_for_status(&server, &id, "paused").await;
+    assert_eq!(tree(workspace.path()), vec![("keep.txt".to_owned(), "644 original\n".to_owned())]);
+
+    // Resumed, it runs the steps again from there, to the same end.
+    let (code, _, stderr) = codexos_test_support::run(server.cli().args(["exec", "resume", &id]));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(finished(&server, &id).await["status"], "succeeded");
+    assert_eq!(tree(workspace.path()), after_all);
+    assert_contiguous(&events(&server, &id).await);
+}

@@ -8,6 +8,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use codexos_core::{ExecutionId, ExecutionStatus, Permission, format_millis};
+use codexos_engine::RecordedEvent;
+use codexos_engine::replay::last_recorded_step;
 use codexos_store::{ControlAction, Event, Execution, ExecutionFilter, ExecutionTotals, NewExecution};
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
@@ -399,7 +401,7 @@ pub async fn pause_execution(
 /// `executions:run`; 409 if it is not paused.
 #[utoipa::path(
     post, path = "/v1/executions/{id}/resume", tag = "executions", security(("api_key" = [])),
-    params(("id" = String, Path, description = "The execution's id")),
+    params(("id" = String, Path, description = "The execution's id")), request_body(content = Option<ResumeExecution>),
     responses(
         (status = 200, body = ExecutionView),
         (status = 400, body = ErrorEnvelope),
@@ -413,8 +415,91 @@ pub async fn resume_execution(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    body: axum::body::Bytes,
 ) -> ApiResult<ApiJson<ExecutionView>> {
+    // The body is optional: `{"instruction": "..."}` gives the agent a new
+    // instruction, read by the model as the user's next message.
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        let request: ResumeExecution = serde_json::from_slice(&body)
+            .map_err(|err| ApiError::bad_request("invalid_body", format!("the body is not a resume request: {err}")))?;
+        if let Some(instruction) = request.instruction.as_deref().map(str::trim).filter(|text| !text.is_empty()) {
+            caller.require(Permission::ExecutionsRun)?;
+            if instruction.len() > MAX_TASK_BYTES {
+                return Err(ApiError::bad_request(
+                    "invalid_field",
+                    format!("instruction must be at most {MAX_TASK_BYTES} bytes"),
+                ));
+            }
+            let execution_id = parse_execution_id(&id)?;
+            state.store.add_instruction(caller.0.tenant, execution_id, instruction, &actor(&caller)).await?;
+        }
+    }
     control(&state, &caller, &id, ControlAction::Resume).await
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResumeExecution {
+    /// A new instruction for the agent (after a rollback, say).
+    instruction: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackExecution {
+    /// The step to go back to: the workspace becomes what it was when that
+    /// step began, and the agent forgets that step and everything after.
+    to_step: u32,
+}
+
+/// Rolls a paused or finished execution back to the start of a step: a
+/// worker restores the workspace from the checkpoint taken then, and the
+/// session forgets the step and what followed; the execution is then
+/// paused, to be resumed (with a new instruction, if wanted). Needs
+/// `executions:run`; 404 for a step it never reached; 409 while it runs.
+#[utoipa::path(
+    post, path = "/v1/executions/{id}/rollback", tag = "executions", security(("api_key" = [])),
+    params(("id" = String, Path, description = "The execution's id")), request_body = RollbackExecution,
+    responses(
+        (status = 200, body = ExecutionView, description = "The execution, queued for the rollback"),
+        (status = 400, body = ErrorEnvelope),
+        (status = 401, body = ErrorEnvelope),
+        (status = 403, body = ErrorEnvelope),
+        (status = 404, body = ErrorEnvelope, description = "No such execution, or no such step"),
+        (status = 409, body = ErrorEnvelope, description = "Queued or running: pause it first"),
+    )
+)]
+pub async fn rollback_execution(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<RollbackExecution>,
+) -> ApiResult<ApiJson<ExecutionView>> {
+    caller.require(Permission::ExecutionsRun)?;
+    let execution_id = parse_execution_id(&id)?;
+    let mut recorded = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = state.store.events(caller.0.tenant, execution_id, after, 1000).await?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        let full = page.len() == 1000;
+        recorded.extend(page.into_iter().map(|event| RecordedEvent { kind: event.kind, payload: event.payload }));
+        if !full {
+            break;
+        }
+    }
+    let last_step = last_recorded_step(&recorded).map_err(|err| ApiError::internal(&std::io::Error::other(err)))?;
+    if request.to_step == 0 || request.to_step > last_step {
+        return Err(ApiError::not_found(format!(
+            "execution {execution_id} has no step {} (its steps are 1 to {last_step})",
+            request.to_step
+        )));
+    }
+    let execution =
+        state.store.request_rollback(caller.0.tenant, execution_id, request.to_step, &actor(&caller)).await?;
+    tracing::info!(execution = %execution_id, to_step = request.to_step, "rollback requested");
+    Ok(ApiJson(execution.into()))
 }
 
 /// Cancels an execution: at once if no worker holds it; a running one is
@@ -448,14 +533,18 @@ async fn control(
 ) -> ApiResult<ApiJson<ExecutionView>> {
     caller.require(Permission::ExecutionsRun)?;
     let execution_id = parse_execution_id(id)?;
-    // Who asked, as the timeline records it: the user, or the API key.
-    let actor = match caller.0.user {
-        Some(user) => format!("user {user}"),
-        None => format!("key {}", caller.0.key),
-    };
+    let actor = actor(caller);
     let execution = state.store.control_execution(caller.0.tenant, execution_id, action, &actor).await?;
     tracing::info!(execution = %execution_id, action = action.as_str(), %actor, "execution control");
     Ok(ApiJson(execution.into()))
+}
+
+/// Who asked, as the timeline records it: the user, or the API key.
+fn actor(caller: &Caller) -> String {
+    match caller.0.user {
+        Some(user) => format!("user {user}"),
+        None => format!("key {}", caller.0.key),
+    }
 }
 
 /// A stream fed by a task through a small channel; the task stops when the

@@ -66,6 +66,7 @@ pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(executions::pause_execution))
         .routes(routes!(executions::resume_execution))
         .routes(routes!(executions::cancel_execution))
+        .routes(routes!(executions::rollback_execution))
         .split_for_parts()
 }
 
