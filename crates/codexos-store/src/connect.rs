@@ -61,13 +61,20 @@ impl Store {
         let pool_options = match backend {
             // SQLite allows one writer at a time; a handful of connections
             // serve readers while WAL keeps them from blocking the writer.
-            Backend::Sqlite => AnyPoolOptions::new().max_connections(8).after_connect(|conn, _meta| {
-                Box::pin(async move {
-                    conn.execute("PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL;")
+            // An embedded file's connections do not drop like a server's, so
+            // the pool does not ping one before handing it out: that ping was
+            // a third of a journal append's time (BENCHMARKS.md).
+            Backend::Sqlite => {
+                AnyPoolOptions::new().max_connections(8).test_before_acquire(false).after_connect(|conn, _meta| {
+                    Box::pin(async move {
+                        conn.execute(
+                            "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL;",
+                        )
                         .await?;
-                    Ok(())
+                        Ok(())
+                    })
                 })
-            }),
+            }
             Backend::Postgres => AnyPoolOptions::new().max_connections(16),
         };
         let pool = pool_options
