@@ -56,7 +56,7 @@ pub enum Command {
     Agent(AgentCommand),
     /// Start an execution and follow its timeline
     Run(RunArgs),
-    /// Inspect and control executions: list, show, events, pause, resume, cancel, rollback
+    /// Inspect and control executions: list, show, events, pause, resume, cancel, rollback, fork
     #[command(subcommand)]
     Exec(ExecCommand),
     /// Verify and export the audit log
@@ -224,6 +224,21 @@ pub enum ExecCommand {
         /// A new instruction for the agent, read as the user's next message
         #[arg(long, value_name = "TEXT")]
         task: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fork an execution at a step into a new one that runs on from there
+    Fork {
+        id: String,
+        /// The step to fork at (the `step` of `exec events`)
+        #[arg(long = "from", value_name = "STEP")]
+        from_step: u32,
+        /// A new instruction for the fork's agent
+        #[arg(long, value_name = "TEXT")]
+        task: Option<String>,
+        /// The fork's workspace, a new directory [default: beside the parent's]
+        #[arg(long, value_name = "DIR")]
+        workspace: Option<std::path::PathBuf>,
         #[arg(long)]
         json: bool,
     },

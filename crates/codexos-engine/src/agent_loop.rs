@@ -188,9 +188,12 @@ pub async fn run_with<Mo: Model, T: ToolRunner, J: Journal, M: Memory>(
     };
     if let Some(rollback) = history.pending_rollback.clone() {
         // Asked for while no worker held the execution: put the workspace
-        // back, record it, and wait (paused) for a resume.
+        // back and record it. A rollback then waits (paused) for a resume; a
+        // fork, whose workspace was just made, carries on at once.
         run.roll_back(&rollback, journal).await?;
-        return Err(Interrupted::Paused);
+        if rollback.fork_of.is_none() {
+            return Err(Interrupted::Paused);
+        }
     }
     let ended = match (&kind, model) {
         (AgentKind::Workflow(workflow), _) => run.workflow(workflow, &history, journal).await,
@@ -832,15 +835,34 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
     /// from that step on, and nothing needs restoring.
     async fn roll_back<J: Journal>(&mut self, rollback: &PendingRollback, journal: &mut J) -> Result<(), Interrupted> {
         let mut restored = (0, 0);
-        if let (Some(store_dir), Some(checkpoint)) = (self.setup.checkpoints.clone(), rollback.checkpoint.clone()) {
-            let workspace = self.setup.workspace.clone();
-            let report = tokio::task::spawn_blocking(move || {
-                let id = codexos_checkpoint::CheckpointId::parse(&checkpoint)?;
-                codexos_checkpoint::Store::open(&store_dir)?.restore(&id, &workspace)
-            })
+        let store_dir = self.setup.checkpoints.clone();
+        let workspace = self.setup.workspace.clone();
+        let (checkpoint, fork_of) = (rollback.checkpoint.clone(), rollback.fork_of.clone());
+        let work = move || -> Result<Option<codexos_checkpoint::RestoreReport>, codexos_checkpoint::Error> {
+            let Some(store_dir) = store_dir else { return Ok(None) };
+            let store = codexos_checkpoint::Store::open(&store_dir)?;
+            let report = match (checkpoint, fork_of) {
+                (Some(checkpoint), None) => {
+                    store.restore(&codexos_checkpoint::CheckpointId::parse(&checkpoint)?, &workspace)?
+                }
+                (Some(checkpoint), Some(_)) => {
+                    store.restore_into(&codexos_checkpoint::CheckpointId::parse(&checkpoint)?, &workspace)?
+                }
+                // Nothing changed the parent's workspace from that step on:
+                // the fork starts from a copy of it as it is.
+                (None, Some(parent)) => {
+                    let snapshot = store.snapshot(&parent)?;
+                    store.restore_into(&snapshot.checkpoint.id, &workspace)?
+                }
+                (None, None) => return Ok(None),
+            };
+            Ok(Some(report))
+        };
+        let report = tokio::task::spawn_blocking(work)
             .await
             .map_err(|_| JournalError::Storage("the restore thread ended abnormally".to_owned()))?
             .map_err(|err| JournalError::Storage(format!("cannot restore the checkpoint: {err}")))?;
+        if let Some(report) = report {
             restored = (report.files_written + report.symlinks_written, report.removed);
         }
         let event = TimelineEvent::RolledBack {

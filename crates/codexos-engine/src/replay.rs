@@ -67,6 +67,9 @@ pub(crate) enum Item {
 pub(crate) struct PendingRollback {
     pub to_step: u32,
     pub checkpoint: Option<String>,
+    /// For a fork: the parent's workspace; the execution's own workspace is
+    /// to be made from the checkpoint (or from the parent's, without one).
+    pub fork_of: Option<std::path::PathBuf>,
 }
 
 /// What the timeline says happened.
@@ -117,6 +120,8 @@ enum Replayed {
     /// Written by the API when someone asks to go back to a step.
     RollbackRequested {
         to_step: u32,
+        #[serde(default)]
+        fork_of: Option<std::path::PathBuf>,
     },
     /// Written by the engine once the workspace is back.
     RolledBack {},
@@ -159,10 +164,10 @@ impl History {
                         history.checkpoints.insert(call_id, id);
                     }
                 }
-                Replayed::RollbackRequested { to_step } => {
+                Replayed::RollbackRequested { to_step, fork_of } => {
                     let checkpoint = history.first_checkpoint_from(to_step);
                     history.truncate_at(to_step);
-                    history.pending_rollback = Some(PendingRollback { to_step, checkpoint });
+                    history.pending_rollback = Some(PendingRollback { to_step, checkpoint, fork_of });
                 }
                 Replayed::RolledBack { .. } => history.pending_rollback = None,
                 Replayed::Instruction { text } => history.items.push(Item::Instruction(text)),
@@ -278,7 +283,10 @@ mod tests {
             event("rollback_requested", json!({ "to_step": 2, "by": "user u" })),
         ];
         let history = History::read(&events, 1024).unwrap();
-        assert_eq!(history.pending_rollback, Some(PendingRollback { to_step: 2, checkpoint: Some("c2".into()) }));
+        assert_eq!(
+            history.pending_rollback,
+            Some(PendingRollback { to_step: 2, checkpoint: Some("c2".into()), fork_of: None })
+        );
         assert_eq!(history.items.len(), 1);
         assert!(history.answers.contains_key("a") && !history.answers.contains_key("b"));
         assert_eq!(history.last_step(), 1);

@@ -180,6 +180,81 @@ impl Store {
         Ok(execution)
     }
 
+    /// Forks an execution at `from_step` into a new one on `workspace` (a
+    /// directory that must not exist yet): the same agent version and task,
+    /// queued, with `instruction` as the model's next user message if
+    /// given. Its timeline starts with
+    /// `status` `{"status": "queued", "forked_from", "from_step"}`, then holds
+    /// the parent's events as they are now (not its status or control
+    /// events), then `rollback_requested` `{"to_step": from_step, "fork_of":
+    /// parent workspace}`: the worker that takes it builds its workspace from
+    /// the parent's checkpoint and carries on from that step. The parent is
+    /// not changed. The caller checks that the step exists.
+    pub async fn fork_execution(
+        &self,
+        tenant: TenantId,
+        parent_id: ExecutionId,
+        from_step: u32,
+        workspace: &str,
+        instruction: Option<&str>,
+        created_by: Option<codexos_core::UserId>,
+        actor: &str,
+    ) -> Result<Execution> {
+        let mut tx = self.tenant_tx(tenant, Intent::Write).await?;
+        let now = now_millis();
+        let parent = fetch_execution(&mut tx, tenant, parent_id).await?;
+        if parent.status == ExecutionStatus::Queued {
+            return Err(StoreError::InvalidState(format!("cannot fork execution {parent_id}: it has not started")));
+        }
+        let id = ExecutionId::new();
+        let task = &parent.task;
+        sqlx::query(
+            "INSERT INTO executions (id, tenant_id, agent_version_id, status, task, workspace, parent_execution_id, \
+             parent_step, created_by, created_at, updated_at) VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $9)",
+        )
+        .bind(id.to_string())
+        .bind(tenant.to_string())
+        .bind(parent.agent_version_id.to_string())
+        .bind(task)
+        .bind(workspace)
+        .bind(parent_id.to_string())
+        .bind(i64::from(from_step))
+        .bind(created_by.map(|user| user.to_string()))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let queued =
+            json!({ "status": ExecutionStatus::Queued, "forked_from": parent_id, "from_step": from_step, "by": actor });
+        events::append_one(&mut tx, tenant, id, &encode("status", &queued)?, now).await?;
+        let inherited = sqlx::query(
+            "SELECT kind, payload FROM execution_events WHERE tenant_id = $1 AND execution_id = $2 \
+             AND kind NOT IN ('status', 'control') ORDER BY seq",
+        )
+        .bind(tenant.to_string())
+        .bind(parent_id.to_string())
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut copies = Vec::with_capacity(inherited.len());
+        for row in &inherited {
+            let kind: String = row.try_get("kind")?;
+            let payload: String = row.try_get("payload")?;
+            let payload: serde_json::Value = serde_json::from_str(&payload)
+                .map_err(|err| StoreError::Corrupt(format!("an event of execution {parent_id}: {err}")))?;
+            copies.push((kind, payload));
+        }
+        let encoded = copies.iter().map(|(kind, payload)| encode(kind, payload)).collect::<Result<Vec<_>>>()?;
+        events::append(&mut tx, tenant, id, &encoded, now).await?;
+        let rollback = json!({ "to_step": from_step, "fork_of": parent.workspace, "by": actor });
+        events::append_one(&mut tx, tenant, id, &encode("rollback_requested", &rollback)?, now).await?;
+        if let Some(text) = instruction {
+            let instruction = json!({ "text": text, "by": actor });
+            events::append_one(&mut tx, tenant, id, &encode("instruction", &instruction)?, now).await?;
+        }
+        let execution = fetch_execution(&mut tx, tenant, id).await?;
+        tx.commit().await?;
+        Ok(execution)
+    }
+
     /// Adds an instruction for the agent to a paused execution: when it
     /// resumes, the model reads it as the user's next message.
     pub async fn add_instruction(&self, tenant: TenantId, id: ExecutionId, text: &str, actor: &str) -> Result<()> {

@@ -47,6 +47,8 @@ pub struct Execution {
     pub totals: ExecutionTotals,
     /// The final summary or error, written when the execution finishes.
     pub outcome: Option<serde_json::Value>,
+    /// For a fork: the execution it was forked from, and the step.
+    pub parent: Option<(ExecutionId, i64)>,
 }
 
 /// Which executions to list: newest first, `limit` at most, and with
@@ -71,7 +73,7 @@ impl Default for ExecutionFilter {
 pub(crate) const EXECUTION_COLUMNS: &str = "e.id, e.tenant_id, e.agent_version_id, a.name AS agent_name, \
      v.version AS agent_version, e.status, e.task, e.workspace, e.created_at, e.updated_at, e.started_at, \
      e.finished_at, e.steps, e.input_tokens, e.output_tokens, e.cost_microdollars, e.cpu_ms, e.peak_memory_bytes, \
-     e.wall_ms, e.outcome";
+     e.wall_ms, e.outcome, e.parent_execution_id, e.parent_step";
 pub(crate) const EXECUTIONS_FROM: &str = "executions e \
      JOIN agent_versions v ON v.tenant_id = e.tenant_id AND v.id = e.agent_version_id \
      JOIN agents a ON a.tenant_id = v.tenant_id AND a.id = v.agent_id";
@@ -109,6 +111,7 @@ impl Store {
             finished_at: None,
             totals: ExecutionTotals::default(),
             outcome: None,
+            parent: None,
         };
         sqlx::query(
             "INSERT INTO executions (id, tenant_id, agent_version_id, status, task, workspace, created_by, created_at, \
@@ -190,6 +193,8 @@ pub(crate) fn execution_from_row(row: &sqlx::any::AnyRow) -> Result<Execution> {
     let agent_version_id: String = row.try_get("agent_version_id")?;
     let status: String = row.try_get("status")?;
     let outcome: Option<String> = row.try_get("outcome")?;
+    let parent_id: Option<String> = row.try_get("parent_execution_id")?;
+    let parent_step: Option<i64> = row.try_get("parent_step")?;
     let outcome = outcome
         .map(|text| serde_json::from_str(&text))
         .transpose()
@@ -219,5 +224,9 @@ pub(crate) fn execution_from_row(row: &sqlx::any::AnyRow) -> Result<Execution> {
             wall_ms: row.try_get("wall_ms")?,
         },
         outcome,
+        parent: match (parent_id, parent_step) {
+            (Some(id), Some(step)) => Some((parse_id(&id, ExecutionId::parse)?, step)),
+            _ => None,
+        },
     })
 }

@@ -125,9 +125,19 @@ fn prepare(
         |reason: &str, error: String| (ExecutionStatus::Failed, json!({ "reason": reason, "error": error }), totals);
     let manifest = AgentManifest::parse(&leased.manifest)
         .map_err(|err| failed("invalid_manifest", format!("the stored manifest no longer parses: {err}")))?;
-    let workspace =
-        check_workspace(Path::new(&leased.execution.workspace), &options.workspace_roots, &options.hidden_paths)
-            .map_err(|error| failed("invalid_workspace", error))?;
+    let requested = Path::new(&leased.execution.workspace);
+    let parent_in_roots = requested.parent().and_then(|parent| parent.canonicalize().ok()).is_some_and(|parent| {
+        options.workspace_roots.iter().filter_map(|root| root.canonicalize().ok()).any(|root| parent.starts_with(root))
+    });
+    if leased.execution.parent.is_some() && !requested.exists() && parent_in_roots {
+        // A fork's workspace is made from its parent's checkpoint: an empty
+        // directory first, checked like any workspace below.
+        std::fs::create_dir(requested).map_err(|err| {
+            failed("invalid_workspace", format!("cannot create the fork's workspace {}: {err}", requested.display()))
+        })?;
+    }
+    let workspace = check_workspace(requested, &options.workspace_roots, &options.hidden_paths)
+        .map_err(|error| failed("invalid_workspace", error))?;
     // Checked at registration too; checked again because the operator's list
     // may have changed since, and this is where keys are read.
     manifest

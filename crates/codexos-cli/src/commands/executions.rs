@@ -99,6 +99,21 @@ pub async fn run(global: &GlobalArgs, command: ExecCommand) -> anyhow::Result<Ex
             control(&client, &id, "resume", &json!({ "instruction": task }), json).await
         }
         ExecCommand::Cancel { id, json } => control(&client, &id, "cancel", &json!({}), json).await,
+        ExecCommand::Fork { id, from_step, task, workspace, json } => {
+            let workspace = match workspace {
+                // Absolute, as the API wants; it need not exist yet.
+                Some(dir) => Some(std::path::absolute(&dir).context("cannot resolve the fork's workspace")?),
+                None => None,
+            };
+            let body = json!({ "from_step": from_step, "task": task, "workspace": workspace });
+            let fork: Value = client.post(&format!("/v1/executions/{}/fork", urlencode(&id)), &body).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&fork)?);
+            } else {
+                println!("Forked {id} at step {from_step} into {} on {}.", text(&fork["id"]), text(&fork["workspace"]));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         ExecCommand::Rollback { id, to_step, json } => {
             control(&client, &id, "rollback", &json!({ "to_step": to_step }), json).await
         }

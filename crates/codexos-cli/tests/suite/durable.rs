@@ -390,3 +390,52 @@ async fn a_rollback_puts_the_workspace_back_and_the_execution_runs_on_from_there
     assert_eq!(tree(workspace.path()), after_all);
     assert_contiguous(&events(&server, &id).await);
 }
+
+#[tokio::test]
+async fn a_fork_starts_from_the_parents_step_on_its_own_workspace_and_diverges() {
+    if !sandbox_available() {
+        return;
+    }
+    let server = server().await;
+    let root = tempfile::tempdir().unwrap();
+    let parent_workspace = root.path().join("parent");
+    std::fs::create_dir(&parent_workspace).unwrap();
+    std::fs::write(parent_workspace.join("keep.txt"), "original\n").unwrap();
+    let id = start(&server, CHANGING_WORKFLOW, "changer", &parent_workspace).await;
+    assert_eq!(finished(&server, &id).await["status"], "succeeded");
+    let parent_after = tree(&parent_workspace);
+    let parent_events = events(&server, &id).await.len();
+
+    let fork_workspace = root.path().join("fork");
+    let (code, stdout, stderr) = codexos_test_support::run(
+        server.cli().args(["exec", "fork", &id, "--from", "2", "--json", "--workspace"]).arg(&fork_workspace),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let fork: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(fork["forked_from"], json!({ "execution": id, "step": 2 }));
+    let fork_id = fork["id"].as_str().unwrap();
+    let finished_fork = finished(&server, fork_id).await;
+    assert_eq!(finished_fork["status"], "succeeded", "{finished_fork}\n{:?}", events(&server, fork_id).await);
+    // The fork ran steps 2 and 3 on a copy of the workspace as step 2 found
+    // it, so it ends like the parent; the parent was not touched.
+    assert_eq!(tree(&fork_workspace), parent_after);
+    assert_eq!(tree(&parent_workspace), parent_after);
+    assert_eq!(events(&server, &id).await.len(), parent_events);
+    let timeline = events(&server, fork_id).await;
+    assert_contiguous(&timeline);
+    assert_eq!(tool_events(&timeline, "tool_result"), vec!["step-1", "step-2", "step-3", "step-2", "step-3"]);
+    assert!(timeline.iter().any(|event| event["kind"] == "rolled_back"));
+
+    // Diverging: the fork's workspace is its own.
+    std::fs::write(fork_workspace.join("only-in-fork.txt"), "x").unwrap();
+    assert!(!parent_workspace.join("only-in-fork.txt").exists());
+
+    // Bad requests: a step never reached, a workspace that exists.
+    let fork_path = format!("/v1/executions/{id}/fork");
+    let (status, _) =
+        server.call(Method::POST, &fork_path, Some(&server.owner_key), Some(json!({ "from_step": 7 }))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let existing = json!({ "from_step": 1, "workspace": fork_workspace.to_str().unwrap() });
+    let (status, _) = server.call(Method::POST, &fork_path, Some(&server.owner_key), Some(existing)).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+}

@@ -75,6 +75,15 @@ pub struct ExecutionView {
     /// How it ended: `reason`, and `answer` or `error`.
     #[schema(value_type = Option<Object>)]
     outcome: Option<serde_json::Value>,
+    /// For a fork: the execution and step it was forked from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    forked_from: Option<ForkedFrom>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ForkedFrom {
+    execution: String,
+    step: i64,
 }
 
 impl From<Execution> for ExecutionView {
@@ -92,6 +101,7 @@ impl From<Execution> for ExecutionView {
             finished_at: execution.finished_at.map(format_millis),
             totals: execution.totals,
             outcome: execution.outcome,
+            forked_from: execution.parent.map(|(id, step)| ForkedFrom { execution: id.to_string(), step }),
         }
     }
 }
@@ -168,20 +178,7 @@ pub async fn create_execution(
     if task.is_empty() || task.len() > MAX_TASK_BYTES {
         return Err(ApiError::bad_request("invalid_field", format!("task must be 1 to {MAX_TASK_BYTES} bytes")));
     }
-    let workspace = std::path::Path::new(&request.workspace);
-    if !workspace.is_absolute() || request.workspace.contains('\0') || request.workspace.len() > 4096 {
-        return Err(ApiError::bad_request("invalid_field", "workspace must be an absolute path"));
-    }
-    // A lexical check here (the API may not run on the workers' hosts); the
-    // worker checks again with symbolic links resolved.
-    let normal = workspace.components().all(|part| !matches!(part, std::path::Component::ParentDir));
-    if !normal || !state.workspace_roots.iter().any(|root| workspace.starts_with(root)) {
-        let roots: Vec<String> = state.workspace_roots.iter().map(|root| root.display().to_string()).collect();
-        return Err(ApiError::bad_request(
-            "invalid_field",
-            format!("workspace must lie in one of the workspace roots ({}), without '..'", roots.join(", ")),
-        ));
-    }
+    check_workspace_path(&state, &request.workspace)?;
     let version = state.store.agent_version(caller.0.tenant, &request.agent, request.version.as_deref()).await?;
     let new_execution = NewExecution {
         agent_version_id: version.id,
@@ -477,25 +474,7 @@ pub async fn rollback_execution(
 ) -> ApiResult<ApiJson<ExecutionView>> {
     caller.require(Permission::ExecutionsRun)?;
     let execution_id = parse_execution_id(&id)?;
-    let mut recorded = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = state.store.events(caller.0.tenant, execution_id, after, 1000).await?;
-        let Some(last) = page.last() else { break };
-        after = last.seq;
-        let full = page.len() == 1000;
-        recorded.extend(page.into_iter().map(|event| RecordedEvent { kind: event.kind, payload: event.payload }));
-        if !full {
-            break;
-        }
-    }
-    let last_step = last_recorded_step(&recorded).map_err(|err| ApiError::internal(&std::io::Error::other(err)))?;
-    if request.to_step == 0 || request.to_step > last_step {
-        return Err(ApiError::not_found(format!(
-            "execution {execution_id} has no step {} (its steps are 1 to {last_step})",
-            request.to_step
-        )));
-    }
+    check_step(&state, &caller, execution_id, request.to_step).await?;
     let execution =
         state.store.request_rollback(caller.0.tenant, execution_id, request.to_step, &actor(&caller)).await?;
     tracing::info!(execution = %execution_id, to_step = request.to_step, "rollback requested");
@@ -537,6 +516,115 @@ async fn control(
     let execution = state.store.control_execution(caller.0.tenant, execution_id, action, &actor).await?;
     tracing::info!(execution = %execution_id, action = action.as_str(), %actor, "execution control");
     Ok(ApiJson(execution.into()))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForkExecution {
+    /// The step to fork at: the fork has the parent's history before it,
+    /// and a workspace as the parent's was when that step began.
+    from_step: u32,
+    /// A new instruction for the fork's agent, read as the user's next message.
+    task: Option<String>,
+    /// The fork's workspace: a directory that does not exist yet, in the
+    /// workspace roots. Default: beside the parent's, `<parent>-fork-<id>`.
+    workspace: Option<String>,
+}
+
+/// Forks an execution at a step into a new one: its history up to that
+/// step, its workspace a copy of the parent's as it was then (from the
+/// checkpoint), then it runs on, with a new instruction if given. The
+/// parent is not changed. Needs `executions:run`; 404 for a step it never
+/// reached.
+#[utoipa::path(
+    post, path = "/v1/executions/{id}/fork", tag = "executions", security(("api_key" = [])),
+    params(("id" = String, Path, description = "The execution to fork")), request_body = ForkExecution,
+    responses(
+        (status = 201, body = ExecutionView, description = "The fork, queued"),
+        (status = 400, body = ErrorEnvelope),
+        (status = 401, body = ErrorEnvelope),
+        (status = 403, body = ErrorEnvelope),
+        (status = 404, body = ErrorEnvelope, description = "No such execution, or no such step"),
+        (status = 409, body = ErrorEnvelope, description = "The parent has not started"),
+    )
+)]
+pub async fn fork_execution(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<ForkExecution>,
+) -> ApiResult<(StatusCode, ApiJson<ExecutionView>)> {
+    caller.require(Permission::ExecutionsRun)?;
+    let parent_id = parse_execution_id(&id)?;
+    let parent = state.store.execution(caller.0.tenant, parent_id).await?;
+    check_step(&state, &caller, parent_id, request.from_step).await?;
+    let workspace = match request.workspace {
+        Some(workspace) => workspace,
+        None => {
+            let suffix = uuid::Uuid::new_v4().simple().to_string();
+            format!("{}-fork-{}", parent.workspace.trim_end_matches('/'), &suffix[..8])
+        }
+    };
+    check_workspace_path(&state, &workspace)?;
+    if std::path::Path::new(&workspace).exists() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("the fork's workspace {workspace} exists already; name a new directory"),
+        ));
+    }
+    let task = request.task.as_deref().map(str::trim).filter(|task| !task.is_empty());
+    if task.is_some_and(|task| task.len() > MAX_TASK_BYTES) {
+        return Err(ApiError::bad_request("invalid_field", format!("task must be at most {MAX_TASK_BYTES} bytes")));
+    }
+    let fork = state
+        .store
+        .fork_execution(caller.0.tenant, parent_id, request.from_step, &workspace, task, caller.0.user, &actor(&caller))
+        .await?;
+    tracing::info!(parent = %parent_id, fork = %fork.id, from_step = request.from_step, "execution forked");
+    Ok((StatusCode::CREATED, ApiJson(fork.into())))
+}
+
+/// 404 unless the execution's timeline, replayed, reaches `step`.
+async fn check_step(state: &AppState, caller: &Caller, execution_id: ExecutionId, step: u32) -> ApiResult<()> {
+    let mut recorded = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = state.store.events(caller.0.tenant, execution_id, after, 1000).await?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        let full = page.len() == 1000;
+        recorded.extend(page.into_iter().map(|event| RecordedEvent { kind: event.kind, payload: event.payload }));
+        if !full {
+            break;
+        }
+    }
+    let last_step = last_recorded_step(&recorded).map_err(|err| ApiError::internal(&std::io::Error::other(err)))?;
+    if step == 0 || step > last_step {
+        return Err(ApiError::not_found(format!(
+            "execution {execution_id} has no step {step} (its steps are 1 to {last_step})"
+        )));
+    }
+    Ok(())
+}
+
+/// A workspace path must be absolute, without `..`, inside a workspace root.
+/// A lexical check here (the API may not run on the workers' hosts); the
+/// worker checks again with symbolic links resolved.
+fn check_workspace_path(state: &AppState, workspace: &str) -> ApiResult<()> {
+    let path = std::path::Path::new(workspace);
+    if !path.is_absolute() || workspace.contains('\0') || workspace.len() > 4096 {
+        return Err(ApiError::bad_request("invalid_field", "workspace must be an absolute path"));
+    }
+    let normal = path.components().all(|part| !matches!(part, std::path::Component::ParentDir));
+    if !normal || !state.workspace_roots.iter().any(|root| path.starts_with(root)) {
+        let roots: Vec<String> = state.workspace_roots.iter().map(|root| root.display().to_string()).collect();
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            format!("workspace must lie in one of the workspace roots ({}), without '..'", roots.join(", ")),
+        ));
+    }
+    Ok(())
 }
 
 /// Who asked, as the timeline records it: the user, or the API key.

@@ -67,6 +67,7 @@ pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(executions::resume_execution))
         .routes(routes!(executions::cancel_execution))
         .routes(routes!(executions::rollback_execution))
+        .routes(routes!(executions::fork_execution))
         .split_for_parts()
 }
 
