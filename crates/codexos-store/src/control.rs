@@ -33,6 +33,20 @@ impl ControlAction {
     }
 }
 
+/// What a fork is made of (see [`Store::fork_execution`]).
+#[derive(Debug, Clone, Copy)]
+pub struct NewFork<'a> {
+    pub parent: ExecutionId,
+    pub from_step: u32,
+    /// The fork's workspace, a directory that does not exist yet.
+    pub workspace: &'a str,
+    /// The model's next user message, if any.
+    pub instruction: Option<&'a str>,
+    pub created_by: Option<codexos_core::UserId>,
+    /// Who asked, as the timeline records it.
+    pub actor: &'a str,
+}
+
 /// A request the running execution's worker must act on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ControlRequest {
@@ -190,16 +204,8 @@ impl Store {
     /// parent workspace}`: the worker that takes it builds its workspace from
     /// the parent's checkpoint and carries on from that step. The parent is
     /// not changed. The caller checks that the step exists.
-    pub async fn fork_execution(
-        &self,
-        tenant: TenantId,
-        parent_id: ExecutionId,
-        from_step: u32,
-        workspace: &str,
-        instruction: Option<&str>,
-        created_by: Option<codexos_core::UserId>,
-        actor: &str,
-    ) -> Result<Execution> {
+    pub async fn fork_execution(&self, tenant: TenantId, fork: &NewFork<'_>) -> Result<Execution> {
+        let NewFork { parent: parent_id, from_step, workspace, instruction, created_by, actor } = *fork;
         let mut tx = self.tenant_tx(tenant, Intent::Write).await?;
         let now = now_millis();
         let parent = fetch_execution(&mut tx, tenant, parent_id).await?;

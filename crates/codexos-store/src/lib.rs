@@ -22,7 +22,7 @@ mod tenants;
 pub use agents::{AgentSummary, AgentVersion, NewAgentVersion};
 pub use api_keys::{ApiKey, ApiKeySecret, NewApiKey, Principal};
 pub use connect::{Backend, DatabaseReport};
-pub use control::{ControlAction, ControlRequest};
+pub use control::{ControlAction, ControlRequest, NewFork};
 pub use error::{Entity, Result, StoreError};
 pub use events::{Event, MAX_EVENT_PAYLOAD_BYTES, NewEvent};
 pub use executions::{Execution, ExecutionFilter, ExecutionTotals, NewExecution};

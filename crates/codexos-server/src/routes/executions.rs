@@ -10,7 +10,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use codexos_core::{ExecutionId, ExecutionStatus, Permission, format_millis};
 use codexos_engine::RecordedEvent;
 use codexos_engine::replay::last_recorded_step;
-use codexos_store::{ControlAction, Event, Execution, ExecutionFilter, ExecutionTotals, NewExecution};
+use codexos_store::{ControlAction, Event, Execution, ExecutionFilter, ExecutionTotals, NewExecution, NewFork};
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -577,10 +577,16 @@ pub async fn fork_execution(
     if task.is_some_and(|task| task.len() > MAX_TASK_BYTES) {
         return Err(ApiError::bad_request("invalid_field", format!("task must be at most {MAX_TASK_BYTES} bytes")));
     }
-    let fork = state
-        .store
-        .fork_execution(caller.0.tenant, parent_id, request.from_step, &workspace, task, caller.0.user, &actor(&caller))
-        .await?;
+    let actor = actor(&caller);
+    let new_fork = NewFork {
+        parent: parent_id,
+        from_step: request.from_step,
+        workspace: &workspace,
+        instruction: task,
+        created_by: caller.0.user,
+        actor: &actor,
+    };
+    let fork = state.store.fork_execution(caller.0.tenant, &new_fork).await?;
     tracing::info!(parent = %parent_id, fork = %fork.id, from_step = request.from_step, "execution forked");
     Ok((StatusCode::CREATED, ApiJson(fork.into())))
 }

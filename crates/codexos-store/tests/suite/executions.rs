@@ -39,6 +39,7 @@ async fn a_new_execution_is_queued_with_its_first_event() {
             finished_at: None,
             totals: ExecutionTotals::default(),
             outcome: None,
+            parent: None,
         }
     );
     assert_eq!(store.execution(acme, created.id).await.unwrap(), created);
