@@ -56,7 +56,7 @@ pub enum Command {
     Agent(AgentCommand),
     /// Start an execution and follow its timeline
     Run(RunArgs),
-    /// Inspect and control executions: list, show, events, pause, resume, cancel, rollback, fork
+    /// Inspect and control executions: list, show, events, pause, resume, cancel, approve, deny, rollback, fork
     #[command(subcommand)]
     Exec(ExecCommand),
     /// Verify and export the audit log
@@ -224,6 +224,24 @@ pub enum ExecCommand {
         /// A new instruction for the agent, read as the user's next message
         #[arg(long, value_name = "TEXT")]
         task: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve the call an execution waits for (STEP: the number of its approval request)
+    Approve {
+        id: String,
+        step: i64,
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Deny the call an execution waits for; the reason is told to the agent
+    Deny {
+        id: String,
+        step: i64,
+        #[arg(long)]
+        reason: Option<String>,
         #[arg(long)]
         json: bool,
     },

@@ -22,7 +22,7 @@ use crate::manifest::{AgentKind, AgentManifest, LlmAgent, ModelSpec, Workflow};
 use crate::mcp::{McpSession, McpSettings, McpTool};
 use crate::memory::{self, Memory, MemoryTool};
 use crate::model::{ModelClient, ModelConfig, ModelError, ModelEvent, ModelRequest};
-use crate::replay::{History, Item, PendingRollback, RecordedEvent, denied_content, result_content};
+use crate::replay::{Decision, History, Item, PendingRollback, RecordedEvent, denied_content, result_content};
 use crate::timeline::{CheckpointTaken, Journal, JournalError, TimelineEvent, Totals};
 use crate::tools::{self, BuiltinTool, SandboxSettings, ToolError, ToolExecution, ToolInvocation};
 
@@ -123,6 +123,10 @@ pub enum Interrupted {
     /// Someone asked to pause; the loop stopped between two steps.
     #[error("paused")]
     Paused,
+    /// A call needs a person's approval; the loop stopped before it, and
+    /// the execution waits (`waiting_approval`).
+    #[error("waiting for an approval")]
+    AwaitingApproval,
     /// Someone cancelled the execution during a tool call (internal: the
     /// loop turns it into a `cancelled` outcome).
     #[error("cancelled")]
@@ -178,7 +182,8 @@ pub async fn run_with<Mo: Model, T: ToolRunner, J: Journal, M: Memory>(
     let history = History::read(&setup.history, setup.manifest.limits.tool_output_bytes);
     let totals = setup.totals;
     let wall_before = totals.wall_ms;
-    let mut run = Run { deadline, totals, setup, tools, memory, mcp: McpSession::default() };
+    let mut run =
+        Run { deadline, totals, setup, tools, memory, mcp: McpSession::default(), decisions: Default::default() };
     let history = match history {
         Ok(history) => history,
         Err(error) => {
@@ -186,6 +191,7 @@ pub async fn run_with<Mo: Model, T: ToolRunner, J: Journal, M: Memory>(
             return Ok(ExecutionOutcome { status: ExecutionStatus::Failed, summary, totals: run.totals });
         }
     };
+    run.decisions = history.decisions.clone();
     if let Some(rollback) = history.pending_rollback.clone() {
         // Asked for while no worker held the execution: put the workspace
         // back and record it. A rollback then waits (paused) for a resume; a
@@ -220,6 +226,8 @@ struct Run<'a, T, M> {
     memory: &'a M,
     /// The agent's MCP servers, connected for an llm execution.
     mcp: McpSession,
+    /// Approvals decided so far, by call id.
+    decisions: std::collections::HashMap<String, Decision>,
 }
 
 type Ended = Result<(ExecutionStatus, serde_json::Value), Interrupted>;
@@ -543,6 +551,31 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
                 format!("tool '{}' is not allowed for this agent (allowed: {})", call.name, allowed.join(", "));
             journal.append(&[denied(reason.clone())], &self.totals).await?;
             return Ok(Answered { content: format!("error: {reason}"), is_error: true });
+        }
+        let arguments: serde_json::Value = serde_json::from_str(&call.arguments).unwrap_or_default();
+        if let Some(why) = self.setup.manifest.approval.needs_approval(&call.name, &arguments) {
+            match self.decisions.get(&call.id) {
+                Some(Decision { approved: true, .. }) => {}
+                Some(Decision { approved: false, reason, by }) => {
+                    let reason = match reason {
+                        Some(reason) => format!("denied by {by}: {reason}"),
+                        None => format!("denied by {by}"),
+                    };
+                    journal.append(&[denied(reason.clone())], &self.totals).await?;
+                    return Ok(Answered { content: denied_content(&reason), is_error: true });
+                }
+                None => {
+                    let request = TimelineEvent::ApprovalRequested {
+                        step,
+                        call_id: call.id.clone(),
+                        tool: call.name.clone(),
+                        arguments: call.arguments.chars().take(16 * 1024).collect(),
+                        reason: why,
+                    };
+                    journal.append(&[request], &self.totals).await?;
+                    return Err(Interrupted::AwaitingApproval);
+                }
+            }
         }
         if let Some(memory_tool) = MemoryTool::from_name(&call.name) {
             return self.memory_call(step, call, memory_tool, journal).await;

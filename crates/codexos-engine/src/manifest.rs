@@ -64,6 +64,38 @@ pub struct AgentManifest {
     pub memory_retention: Duration,
     /// MCP servers whose tools the agent may call (`[[mcp]]`).
     pub mcp: Vec<McpServerSpec>,
+    /// Which calls wait for a person's approval before they run.
+    pub approval: ApprovalRules,
+}
+
+/// Calls that need a person's approval (`[approval]`): every call of the
+/// listed tools, and `shell` calls whose command matches one of the
+/// patterns (globs: `*` any text, `?` one character).
+#[derive(Debug, Clone, Default)]
+pub struct ApprovalRules {
+    pub tools: Vec<String>,
+    pub shell: Vec<String>,
+    shell_matcher: Option<globset::GlobSet>,
+}
+
+impl PartialEq for ApprovalRules {
+    fn eq(&self, other: &Self) -> bool {
+        self.tools == other.tools && self.shell == other.shell
+    }
+}
+
+impl ApprovalRules {
+    /// Why the call needs approval, if it does.
+    pub fn needs_approval(&self, tool: &str, arguments: &serde_json::Value) -> Option<String> {
+        if self.tools.iter().any(|listed| listed == tool) {
+            return Some(format!("every call of {tool} needs approval"));
+        }
+        let command = arguments["command"].as_str().filter(|_| tool == "shell")?;
+        let matcher = self.shell_matcher.as_ref()?;
+        let matched = matcher.matches(command.trim());
+        let pattern = matched.first().and_then(|index| self.shell.get(*index))?;
+        Some(format!("the command matches the approval pattern '{pattern}'"))
+    }
 }
 
 /// Notes are kept this long unless the manifest says otherwise.
@@ -313,6 +345,8 @@ fn read_manifest(mut fields: Fields<'_, '_>) -> Option<AgentManifest> {
     let limits = fields.table("limits").map_or_else(ManifestLimits::default, |limits| read_limits(limits));
     let model = fields.table("model").and_then(|model| read_model(model));
     let memory_retention = fields.table("memory").map_or(Some(DEFAULT_MEMORY_RETENTION), |memory| read_memory(memory));
+    let approval =
+        fields.table("approval").map_or(Some(ApprovalRules::default()), |approval| read_approval(approval, &tools));
     let has_model = fields.has("model");
     let steps = fields.array_of_tables("steps");
 
@@ -370,7 +404,35 @@ fn read_manifest(mut fields: Fields<'_, '_>) -> Option<AgentManifest> {
         limits,
         memory_retention: memory_retention?,
         mcp,
+        approval: approval?,
     })
+}
+
+fn read_approval(mut fields: Fields<'_, '_>, allowed: &[String]) -> Option<ApprovalRules> {
+    let tools = fields.string_array("tools").unwrap_or_default();
+    for (index, tool) in tools.iter().enumerate() {
+        if !allowed.iter().any(|allowed| allowed == tool) {
+            fields.problem(&format!("tools[{index}]"), format!("'{tool}' is not in tools.allow"));
+        }
+    }
+    let shell = fields.string_array("shell").unwrap_or_default();
+    let mut builder = globset::GlobSetBuilder::new();
+    let mut valid = true;
+    for (index, pattern) in shell.iter().enumerate() {
+        // `*` matches any text, slashes included: commands are not paths.
+        match globset::GlobBuilder::new(pattern).literal_separator(false).build() {
+            Ok(glob) => {
+                builder.add(glob);
+            }
+            Err(err) => {
+                fields.problem(&format!("shell[{index}]"), format!("'{pattern}' is not a pattern: {}", err.kind()));
+                valid = false;
+            }
+        }
+    }
+    fields.finish();
+    let shell_matcher = if shell.is_empty() || !valid { None } else { builder.build().ok() };
+    valid.then_some(ApprovalRules { tools, shell, shell_matcher })
 }
 
 fn read_tools(mut fields: Fields<'_, '_>, mcp: &[McpServerSpec]) -> Vec<String> {

@@ -319,3 +319,21 @@ fn a_workflow_longer_than_its_step_limit_is_refused() {
     let text = WORKFLOW.replace("[tools]", "[limits]\nmax_steps = 1\n\n[tools]");
     assert_eq!(problems(&text), vec![("limits.max_steps".into(), "is 1, fewer than the workflow's 2 steps".into())]);
 }
+
+#[test]
+fn approval_rules_pick_the_calls_that_wait_for_a_person() {
+    let text = LLM
+        .replace("[limits]", "[approval]\ntools = [\"write_file\"]\nshell = [\"git push*\", \"rm -rf *\"]\n\n[limits]");
+    let manifest = AgentManifest::parse(&text).unwrap();
+    let rules = &manifest.approval;
+    assert!(rules.needs_approval("write_file", &serde_json::json!({"path": "a"})).is_some());
+    let push = rules.needs_approval("shell", &serde_json::json!({"command": "git push origin main"}));
+    assert_eq!(push.as_deref(), Some("the command matches the approval pattern 'git push*'"));
+    assert!(rules.needs_approval("shell", &serde_json::json!({"command": "rm -rf /tmp/x/y"})).is_some());
+    assert!(rules.needs_approval("shell", &serde_json::json!({"command": "cargo test"})).is_none());
+    assert!(rules.needs_approval("read_file", &serde_json::json!({"path": "a"})).is_none());
+
+    let bad = LLM.replace("[limits]", "[approval]\ntools = [\"http_fetch\"]\nshell = [\"[\"]\n\n[limits]");
+    let keys: Vec<String> = problems(&bad).into_iter().map(|(key, _)| key).collect();
+    assert_eq!(keys, vec!["approval.tools[0]", "approval.shell[0]"]);
+}

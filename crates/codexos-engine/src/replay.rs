@@ -82,6 +82,16 @@ pub(crate) struct History {
     /// Calls in the order they were recorded, with their step.
     calls: Vec<(u32, String)>,
     pub pending_rollback: Option<PendingRollback>,
+    /// Approvals decided, by call id.
+    pub decisions: HashMap<String, Decision>,
+}
+
+/// What a person decided about a call that needed approval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Decision {
+    pub approved: bool,
+    pub reason: Option<String>,
+    pub by: String,
 }
 
 #[derive(Deserialize)]
@@ -129,6 +139,14 @@ enum Replayed {
     Instruction {
         text: String,
     },
+    /// Written by the API when someone approves or denies a call.
+    ApprovalDecided {
+        call_id: String,
+        approved: bool,
+        #[serde(default)]
+        reason: Option<String>,
+        by: String,
+    },
     #[serde(other)]
     Other,
 }
@@ -171,6 +189,9 @@ impl History {
                 }
                 Replayed::RolledBack { .. } => history.pending_rollback = None,
                 Replayed::Instruction { text } => history.items.push(Item::Instruction(text)),
+                Replayed::ApprovalDecided { call_id, approved, reason, by } => {
+                    history.decisions.insert(call_id, Decision { approved, reason, by });
+                }
                 Replayed::Other => {}
             }
         }

@@ -44,6 +44,9 @@ pub enum TimelineEvent {
     /// A resumed execution put the workspace back to the checkpoint taken
     /// before a call that was interrupted, before running that call again.
     WorkspaceRestored { step: u32, call_id: String, checkpoint: String, files_written: u64, removed: u64 },
+    /// A call needs a person's approval: the execution waits (status
+    /// `waiting_approval`) until someone approves or denies it.
+    ApprovalRequested { step: u32, call_id: String, tool: String, arguments: String, reason: String },
     /// A rollback was carried out: the workspace is as it was when `to_step`
     /// began, and the session forgets everything from that step on.
     RolledBack {
@@ -102,6 +105,7 @@ impl TimelineEvent {
             TimelineEvent::ToolCall { .. } => "tool_call",
             TimelineEvent::WorkspaceRestored { .. } => "workspace_restored",
             TimelineEvent::RolledBack { .. } => "rolled_back",
+            TimelineEvent::ApprovalRequested { .. } => "approval_requested",
             TimelineEvent::ToolDenied { .. } => "tool_denied",
             TimelineEvent::ToolResult { .. } => "tool_result",
             TimelineEvent::Compacted { .. } => "compacted",

@@ -63,7 +63,7 @@ impl Store {
             // serve readers while WAL keeps them from blocking the writer.
             // An embedded file's connections do not drop like a server's, so
             // the pool does not ping one before handing it out: that ping was
-            // a third of a journal append's time (BENCHMARKS.md).
+            // a few per cent of a journal append (BENCHMARKS.md).
             Backend::Sqlite => {
                 AnyPoolOptions::new().max_connections(8).test_before_acquire(false).after_connect(|conn, _meta| {
                     Box::pin(async move {

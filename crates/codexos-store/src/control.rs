@@ -296,22 +296,27 @@ impl Store {
         })
     }
 
-    /// Parks a running execution as `paused` after its worker stopped at a
-    /// step boundary: releases the lease, clears the request and appends
-    /// `status` `{"status": "paused"}`. `LeaseLost` if the lease is not held.
-    pub async fn pause_execution(&self, lease: &Lease) -> Result<()> {
-        let paused = json!({ "status": ExecutionStatus::Paused });
-        let event = encode("status", &paused)?;
+    /// Parks a running execution after its worker stopped between steps:
+    /// as `paused` (someone asked, or a rollback was done) or
+    /// `waiting_approval` (a call needs a person). Releases the lease, clears
+    /// the request and appends `status`. `LeaseLost` if the lease is not held.
+    pub async fn park_execution(&self, lease: &Lease, status: ExecutionStatus) -> Result<()> {
+        if !matches!(status, ExecutionStatus::Paused | ExecutionStatus::WaitingApproval) {
+            return Err(StoreError::InvalidState(format!("an execution cannot be parked as {status}")));
+        }
+        let parked_event = json!({ "status": status });
+        let event = encode("status", &parked_event)?;
         let now = now_millis();
         let mut tx = self.tenant_tx(lease.tenant, Intent::Write).await?;
         let parked = bind_held(
             sqlx::query(&format!(
-                "UPDATE executions SET status = 'paused', control = NULL, lease_owner = NULL, \
+                "UPDATE executions SET status = $5, control = NULL, lease_owner = NULL, \
                  lease_expires_at = NULL, updated_at = $4 WHERE {HELD}"
             )),
             lease,
         )
         .bind(now)
+        .bind(status.as_str())
         .execute(&mut *tx)
         .await?;
         if parked.rows_affected() == 0 {
@@ -320,6 +325,62 @@ impl Store {
         events::append_one(&mut tx, lease.tenant, lease.execution_id, &event, now).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Decides the approval asked for by the event `request_seq` of an
+    /// execution waiting for it: appends `approval_decided` and queues the
+    /// execution, whose worker runs the call, or answers the model that it
+    /// was denied (with `reason`). `InvalidState` unless the execution waits
+    /// and `request_seq` is its last approval request; `NotFound` for no such event.
+    pub async fn decide_approval(
+        &self,
+        tenant: TenantId,
+        id: ExecutionId,
+        request_seq: i64,
+        approved: bool,
+        reason: Option<&str>,
+        actor: &str,
+    ) -> Result<Execution> {
+        let mut tx = self.tenant_tx(tenant, Intent::Write).await?;
+        let now = now_millis();
+        let status = lock_status(&mut tx, tenant, id, now).await?;
+        let request = sqlx::query(
+            "SELECT seq, payload FROM execution_events WHERE tenant_id = $1 AND execution_id = $2 \
+             AND kind = 'approval_requested' ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(tenant.to_string())
+        .bind(id.to_string())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(request) = request else {
+            return Err(StoreError::NotFound(Entity::ApprovalRequest));
+        };
+        let last_seq: i64 = request.try_get("seq")?;
+        if status != ExecutionStatus::WaitingApproval || last_seq != request_seq {
+            return Err(StoreError::InvalidState(format!(
+                "execution {id} is not waiting for an approval of step {request_seq}"
+            )));
+        }
+        let payload: String = request.try_get("payload")?;
+        let payload: serde_json::Value =
+            serde_json::from_str(&payload).map_err(|err| StoreError::Corrupt(format!("an approval request: {err}")))?;
+        let decided = json!({
+            "request_seq": request_seq,
+            "call_id": payload["call_id"],
+            "approved": approved,
+            "reason": reason,
+            "by": actor,
+        });
+        let event = encode("approval_decided", &decided)?;
+        sqlx::query("UPDATE executions SET status = 'queued' WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.to_string())
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        events::append_one(&mut tx, tenant, id, &event, now).await?;
+        let execution = fetch_execution(&mut tx, tenant, id).await?;
+        tx.commit().await?;
+        Ok(execution)
     }
 }
 

@@ -42,6 +42,7 @@ pub enum Entity {
     Agent,
     AgentVersion,
     Execution,
+    ApprovalRequest,
 }
 
 impl fmt::Display for Entity {
@@ -52,6 +53,7 @@ impl fmt::Display for Entity {
             Entity::Agent => "agent",
             Entity::AgentVersion => "agent version",
             Entity::Execution => "execution",
+            Entity::ApprovalRequest => "approval request",
         })
     }
 }

@@ -82,10 +82,16 @@ pub async fn run_leased(
                 Err(err) => tracing::error!(parent: &span, error = %err, "cannot record the execution's end"),
             }
         }
-        Err(Interrupted::Paused) => match store.pause_execution(&lease).await {
+        Err(Interrupted::Paused) => match store.park_execution(&lease, ExecutionStatus::Paused).await {
             Ok(()) => tracing::info!(parent: &span, "execution paused"),
             Err(err) => tracing::warn!(parent: &span, error = %err, "cannot record the pause"),
         },
+        Err(Interrupted::AwaitingApproval) => {
+            match store.park_execution(&lease, ExecutionStatus::WaitingApproval).await {
+                Ok(()) => tracing::info!(parent: &span, "execution waiting for an approval"),
+                Err(err) => tracing::warn!(parent: &span, error = %err, "cannot record the wait for an approval"),
+            }
+        }
         Err(Interrupted::Shutdown | Interrupted::Cancelled) if shutdown.is_cancelled() => {
             tracing::info!(parent: &span, "execution interrupted by shutdown; its lease will expire")
         }

@@ -38,8 +38,17 @@ pub async fn start(global: &GlobalArgs, args: RunArgs) -> anyhow::Result<ExitCod
     if !args.json {
         println!("Execution {id}: {} {} on {workspace}", text(&execution["agent"]), text(&execution["agent_version"]));
     }
-    let mut renderer = Renderer::new(!args.json);
-    follow(&client, &id, 0, &mut |event| renderer.event(event)).await?;
+    let mut renderer = Renderer::new(!args.json, &id);
+    // Attached to a terminal, a call that needs approval is asked about here.
+    let interactive = !args.json && std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    follow(&client, &id, 0, &mut |event| {
+        renderer.event(event);
+        if interactive && event["kind"] == "approval_requested" {
+            renderer.clear_spinner();
+            ask_approval(&client, &id, event);
+        }
+    })
+    .await?;
     renderer.clear_spinner();
     let finished: Value = client.get(&format!("/v1/executions/{}", urlencode(&id))).await?;
     if args.json {
@@ -99,6 +108,8 @@ pub async fn run(global: &GlobalArgs, command: ExecCommand) -> anyhow::Result<Ex
             control(&client, &id, "resume", &json!({ "instruction": task }), json).await
         }
         ExecCommand::Cancel { id, json } => control(&client, &id, "cancel", &json!({}), json).await,
+        ExecCommand::Approve { id, step, reason, json } => decide(&client, &id, step, true, reason, json).await,
+        ExecCommand::Deny { id, step, reason, json } => decide(&client, &id, step, false, reason, json).await,
         ExecCommand::Fork { id, from_step, task, workspace, json } => {
             let workspace = match workspace {
                 // Absolute, as the API wants; it need not exist yet.
@@ -118,7 +129,7 @@ pub async fn run(global: &GlobalArgs, command: ExecCommand) -> anyhow::Result<Ex
             control(&client, &id, "rollback", &json!({ "to_step": to_step }), json).await
         }
         ExecCommand::Events { id, follow: keep_following, after, json } => {
-            let mut renderer = Renderer::new(!json);
+            let mut renderer = Renderer::new(!json, &id);
             let mut print = |event: &Value| {
                 if json {
                     println!("{event}");
@@ -145,6 +156,56 @@ pub async fn run(global: &GlobalArgs, command: ExecCommand) -> anyhow::Result<Ex
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Asks at the terminal whether to approve a call, and sends the answer.
+/// Runs inside the event callback, so it blocks this task while it waits.
+fn ask_approval(client: &Client, id: &str, event: &Value) {
+    let seq = event["seq"].as_i64().unwrap_or(0);
+    print!("    approve this call? [y/N] ");
+    let _ = std::io::stdout().flush();
+    let mut answer = String::new();
+    if std::io::stdin().read_line(&mut answer).is_err() {
+        return;
+    }
+    let approve = matches!(answer.trim(), "y" | "Y" | "yes");
+    let reason = if approve {
+        None
+    } else {
+        print!("    reason for the agent (optional): ");
+        let _ = std::io::stdout().flush();
+        let mut reason = String::new();
+        let _ = std::io::stdin().read_line(&mut reason);
+        Some(reason.trim().to_owned()).filter(|reason| !reason.is_empty())
+    };
+    let path = format!("/v1/executions/{}/approvals/{seq}", urlencode(id));
+    let body = json!({ "approve": approve, "reason": reason });
+    let sent = tokio::task::block_in_place(|| {
+        tokio::runtime::Handle::current().block_on(client.post::<_, Value>(&path, &body))
+    });
+    if let Err(err) = sent {
+        eprintln!("    cannot send the decision: {err:#}");
+    }
+}
+
+/// `exec approve|deny`.
+async fn decide(
+    client: &Client,
+    id: &str,
+    step: i64,
+    approve: bool,
+    reason: Option<String>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let path = format!("/v1/executions/{}/approvals/{step}", urlencode(id));
+    let execution: Value = client.post(&path, &json!({ "approve": approve, "reason": reason })).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&execution)?);
+    } else {
+        let verdict = if approve { "approved" } else { "denied" };
+        println!("Execution {}: step {step} {verdict}; it carries on.", text(&execution["id"]));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `exec pause|resume|cancel`: the request, and what it did.
@@ -231,12 +292,14 @@ async fn follow(client: &Client, id: &str, after: i64, on_event: &mut dyn FnMut(
 /// model thinks.
 struct Renderer {
     text: bool,
+    /// The execution's id, for the commands the renderer suggests.
+    execution: String,
     spinner: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Renderer {
-    fn new(text: bool) -> Self {
-        Self { text, spinner: None }
+    fn new(text: bool, execution: &str) -> Self {
+        Self { text, execution: execution.to_owned(), spinner: None }
     }
 
     fn event(&mut self, event: &Value) {
@@ -308,6 +371,22 @@ impl Renderer {
                 }
             }
             "control" => println!("● {} by {}", shown(&payload["action"]).replace('_', " "), shown(&payload["by"])),
+            "approval_requested" => println!(
+                "  ⏸ approval needed for {} ({}): {}\n    approve: codexos exec approve {} {} · deny: codexos exec deny {} {} --reason ...",
+                shown(&payload["tool"]),
+                shown(&payload["reason"]),
+                first_line(&text(&payload["arguments"]), 100),
+                self.execution,
+                shown(&event["seq"]),
+                self.execution,
+                shown(&event["seq"])
+            ),
+            "approval_decided" => println!(
+                "  {} by {}{}",
+                if payload["approved"] == true { "✔ approved" } else { "✘ denied" },
+                shown(&payload["by"]),
+                payload["reason"].as_str().map(|reason| format!(": {}", printable(reason))).unwrap_or_default()
+            ),
             "rollback_requested" => {
                 println!("● rollback to step {} requested by {}", shown(&payload["to_step"]), shown(&payload["by"]))
             }

@@ -439,3 +439,102 @@ async fn a_fork_starts_from_the_parents_step_on_its_own_workspace_and_diverges()
     let (status, _) = server.call(Method::POST, &fork_path, Some(&server.owner_key), Some(existing)).await;
     assert_eq!(status, StatusCode::CONFLICT);
 }
+
+#[tokio::test]
+async fn calls_that_need_approval_wait_for_a_person_who_approves_or_denies() {
+    if !sandbox_available() {
+        return;
+    }
+    let model = FakeModel::start().await;
+    let server = server().await;
+    let manifest = format!(
+        r#"
+name = "careful"
+version = "1.0.0"
+kind = "llm"
+[model]
+provider = "openai"
+name = "m"
+base_url = "{}"
+api_key_env = "{KEY_VAR}"
+[tools]
+allow = ["shell"]
+[approval]
+shell = ["git push*", "touch *"]
+"#,
+        model.openai_base_url()
+    );
+    model.push(FakeTurn::Reply {
+        text: None,
+        tool_calls: vec![
+            ("call_ok".into(), "shell".into(), r#"{"command": "echo safe > safe.txt"}"#.into()),
+            ("call_ask".into(), "shell".into(), r#"{"command": "touch approved.txt"}"#.into()),
+        ],
+        input_tokens: 10,
+        output_tokens: 5,
+    });
+    model.push(FakeTurn::Reply {
+        text: None,
+        tool_calls: vec![("call_no".into(), "shell".into(), r#"{"command": "git push --force"}"#.into())],
+        input_tokens: 10,
+        output_tokens: 5,
+    });
+    model.push(FakeTurn::Reply { text: Some("done".into()), tool_calls: vec![], input_tokens: 10, output_tokens: 1 });
+    let workspace = tempfile::tempdir().unwrap();
+    let id = start(&server, &manifest, "careful", workspace.path()).await;
+
+    // The first call runs; the second waits, shown exactly.
+    wait_for_status(&server, &id, "waiting_approval").await;
+    assert!(workspace.path().join("safe.txt").exists());
+    assert!(!workspace.path().join("approved.txt").exists());
+    let timeline = events(&server, &id).await;
+    let request = timeline.iter().find(|event| event["kind"] == "approval_requested").unwrap();
+    assert_eq!(request["payload"]["call_id"], "call_ask");
+    assert_eq!(request["payload"]["arguments"], r#"{"command": "touch approved.txt"}"#);
+    let seq = request["seq"].as_i64().unwrap().to_string();
+
+    // Only the call waited for can be decided; then it runs.
+    let (code, _, stderr) = codexos_test_support::run(server.cli().args(["exec", "approve", &id, "1"]));
+    assert_eq!(code, 1);
+    assert!(stderr.contains("invalid_state (409)"), "{stderr}");
+    let (code, stdout, stderr) = codexos_test_support::run(server.cli().args(["exec", "approve", &id, &seq]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("approved"), "{stdout}");
+
+    // The next turn's push waits too, and is denied with a reason the model reads.
+    wait_for_event(&server, &id, |event| {
+        event["kind"] == "approval_requested" && event["payload"]["call_id"] == "call_no"
+    })
+    .await;
+    wait_for_status(&server, &id, "waiting_approval").await;
+    assert!(workspace.path().join("approved.txt").exists());
+    let timeline = events(&server, &id).await;
+    let seq = timeline.iter().rev().find(|event| event["kind"] == "approval_requested").unwrap()["seq"].to_string();
+    let (code, _, stderr) =
+        codexos_test_support::run(server.cli().args(["exec", "deny", &id, &seq, "--reason", "never force-push"]));
+    assert_eq!(code, 0, "{stderr}");
+
+    let execution = finished(&server, &id).await;
+    assert_eq!(execution["status"], "succeeded", "{execution}");
+    model.check_tool_calls_answered().unwrap();
+    let last_request = model.requests().last().unwrap().body.clone();
+    let denial = last_request["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|message| message["tool_call_id"] == "call_no")
+        .unwrap()["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(denial.contains("denied by") && denial.contains("never force-push"), "{denial}");
+    let decisions: Vec<(bool, String)> = events(&server, &id)
+        .await
+        .iter()
+        .filter(|event| event["kind"] == "approval_decided")
+        .map(|event| (event["payload"]["approved"] == true, event["payload"]["by"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(decisions.len(), 2);
+    assert!(decisions[0].0 && !decisions[1].0);
+    assert!(decisions.iter().all(|(_, by)| by.starts_with("key ") || by.starts_with("user ")), "{decisions:?}");
+}

@@ -633,6 +633,55 @@ fn check_workspace_path(state: &AppState, workspace: &str) -> ApiResult<()> {
     Ok(())
 }
 
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DecideApproval {
+    /// `true` runs the call; `false` answers the model that it was denied.
+    approve: bool,
+    /// Why (told to the model on a denial; recorded either way).
+    reason: Option<String>,
+}
+
+/// Approves or denies the call an execution is waiting for; `seq` is the
+/// sequence number of its `approval_requested` event. Who decided is
+/// recorded. Needs `executions:approve`; 409 unless that is the call the
+/// execution waits for.
+#[utoipa::path(
+    post, path = "/v1/executions/{id}/approvals/{seq}", tag = "executions", security(("api_key" = [])),
+    params(
+        ("id" = String, Path, description = "The execution's id"),
+        ("seq" = i64, Path, description = "The sequence number of the approval_requested event"),
+    ),
+    request_body = DecideApproval,
+    responses(
+        (status = 200, body = ExecutionView, description = "The execution, queued to carry on"),
+        (status = 400, body = ErrorEnvelope),
+        (status = 401, body = ErrorEnvelope),
+        (status = 403, body = ErrorEnvelope),
+        (status = 404, body = ErrorEnvelope),
+        (status = 409, body = ErrorEnvelope, description = "Not waiting for an approval of that step"),
+    )
+)]
+pub async fn decide_approval(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, seq)): Path<(String, i64)>,
+    ApiJson(request): ApiJson<DecideApproval>,
+) -> ApiResult<ApiJson<ExecutionView>> {
+    caller.require(Permission::ExecutionsApprove)?;
+    let execution_id = parse_execution_id(&id)?;
+    let reason = request.reason.as_deref().map(str::trim).filter(|reason| !reason.is_empty());
+    if reason.is_some_and(|reason| reason.len() > 4096) {
+        return Err(ApiError::bad_request("invalid_field", "reason must be at most 4096 bytes"));
+    }
+    let execution = state
+        .store
+        .decide_approval(caller.0.tenant, execution_id, seq, request.approve, reason, &actor(&caller))
+        .await?;
+    tracing::info!(execution = %execution_id, seq, approved = request.approve, "approval decided");
+    Ok(ApiJson(execution.into()))
+}
+
 /// Who asked, as the timeline records it: the user, or the API key.
 fn actor(caller: &Caller) -> String {
     match caller.0.user {

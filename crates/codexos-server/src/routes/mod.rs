@@ -68,6 +68,7 @@ pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(executions::cancel_execution))
         .routes(routes!(executions::rollback_execution))
         .routes(routes!(executions::fork_execution))
+        .routes(routes!(executions::decide_approval))
         .split_for_parts()
 }
 
