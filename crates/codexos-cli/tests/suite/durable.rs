@@ -538,3 +538,49 @@ shell = ["git push*", "touch *"]
     assert!(decisions[0].0 && !decisions[1].0);
     assert!(decisions.iter().all(|(_, by)| by.starts_with("key ") || by.starts_with("user ")), "{decisions:?}");
 }
+
+/// Kills `codexos up` at several points of a workflow and checks that each
+/// run ends exactly as an uninterrupted one would: every step's effect on
+/// the workspace once, every recorded result kept, the timeline whole.
+#[tokio::test]
+async fn kill_9_at_any_point_ends_as_an_uninterrupted_run_would() {
+    if !sandbox_available() {
+        return;
+    }
+    let workflow = r#"
+name = "counter"
+version = "1.0.0"
+kind = "workflow"
+[tools]
+allow = ["shell"]
+[[steps]]
+tool = "shell"
+args = { command = "echo one >> log.txt; sleep 1" }
+[[steps]]
+tool = "shell"
+args = { command = "echo two >> log.txt; sleep 1" }
+[[steps]]
+tool = "shell"
+args = { command = "echo three >> log.txt" }
+"#;
+    // (event kind, call id): the moment of the kill.
+    let moments = [("tool_call", "step-1"), ("tool_result", "step-1"), ("tool_call", "step-2"), ("tool_result", "step-2")];
+    for (kind, call_id) in moments {
+        let server = server().await;
+        let workspace = tempfile::tempdir().unwrap();
+        let id = start(&server, workflow, "counter", workspace.path()).await;
+        wait_for_event(&server, &id, |event| event["kind"] == kind && event["payload"]["call_id"] == call_id).await;
+        let server = server.crash_and_restart().await;
+        let execution = finished(&server, &id).await;
+        assert_eq!(execution["status"], "succeeded", "killed after {kind} {call_id}: {execution}");
+        let log = std::fs::read_to_string(workspace.path().join("log.txt")).unwrap();
+        assert_eq!(log, "one\ntwo\nthree\n", "killed after {kind} {call_id}");
+        let timeline = events(&server, &id).await;
+        assert_contiguous(&timeline);
+        assert_eq!(
+            tool_events(&timeline, "tool_result"),
+            vec!["step-1", "step-2", "step-3"],
+            "killed after {kind} {call_id}"
+        );
+    }
+}
