@@ -122,6 +122,9 @@ pub struct WorkerSettings {
     /// against the directory the process starts in). An execution on any
     /// other directory is refused.
     pub workspace_roots: Vec<PathBuf>,
+    /// The newest workspace checkpoints an execution keeps once it ends;
+    /// older ones are pruned (rollback and fork need the step's checkpoint).
+    pub checkpoints_per_execution: usize,
 }
 
 impl Default for Settings {
@@ -164,6 +167,7 @@ impl Default for WorkerSettings {
             max_concurrent: 4,
             allow_weaker_sandbox: false,
             workspace_roots: vec![PathBuf::from(".")],
+            checkpoints_per_execution: 100,
         }
     }
 }

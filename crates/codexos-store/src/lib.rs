@@ -9,6 +9,7 @@
 
 mod agents;
 mod api_keys;
+mod checkpoints;
 mod connect;
 mod control;
 mod error;
@@ -21,6 +22,7 @@ mod tenants;
 
 pub use agents::{AgentSummary, AgentVersion, NewAgentVersion};
 pub use api_keys::{ApiKey, ApiKeySecret, NewApiKey, Principal};
+pub use checkpoints::CheckpointUsage;
 pub use connect::{Backend, DatabaseReport};
 pub use control::{ControlAction, ControlRequest, NewFork};
 pub use error::{Entity, Result, StoreError};

@@ -75,6 +75,7 @@ pub async fn run_leased(
                 Ok(_) => {
                     metrics::counter!("codexos_executions_finished_total", "status" => status.as_str()).increment(1);
                     tracing::info!(parent: &span, %status, steps = totals.steps, "execution finished");
+                    apply_checkpoint_retention(&store, &lease, &options).await;
                 }
                 Err(StoreError::LeaseLost) => {
                     tracing::warn!(parent: &span, "execution finished here, but its lease had passed to another worker")
@@ -242,6 +243,51 @@ fn check_workspace(workspace: &Path, roots: &[PathBuf], hidden: &[PathBuf]) -> R
         }
     }
     Ok(resolved)
+}
+
+/// Checkpoints younger than this are never pruned: one may have been taken
+/// by a running execution and not indexed yet.
+const FRESH_CHECKPOINT: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Once an execution ends: keeps its newest checkpoints, and prunes from
+/// the tenant's store what no execution holds any more. Failures are
+/// logged; the next end prunes again.
+async fn apply_checkpoint_retention(store: &Store, lease: &Lease, options: &WorkerOptions) {
+    let Some(root) = &options.checkpoint_root else { return };
+    let keep = i64::try_from(options.checkpoints_per_execution).unwrap_or(i64::MAX);
+    if let Err(err) = store.trim_checkpoints(lease.tenant, lease.execution_id, keep).await {
+        tracing::warn!(execution = %lease.execution_id, error = %err, "cannot trim the checkpoints");
+        return;
+    }
+    let held = match store.tenant_checkpoints(lease.tenant).await {
+        Ok(held) => held,
+        Err(err) => return tracing::warn!(error = %err, "cannot list the tenant's checkpoints"),
+    };
+    let dir = root.join(lease.tenant.to_string());
+    let pruned = tokio::task::spawn_blocking(move || -> Result<u64, codexos_checkpoint::Error> {
+        if !dir.exists() {
+            return Ok(0);
+        }
+        let checkpoints = codexos_checkpoint::Store::open(&dir)?;
+        let fresh_since = codexos_core::now_millis().saturating_sub(FRESH_CHECKPOINT.as_millis() as i64).max(0) as u64;
+        let mut keep: Vec<codexos_checkpoint::CheckpointId> =
+            held.iter().filter_map(|id| codexos_checkpoint::CheckpointId::parse(id).ok()).collect();
+        keep.extend(
+            checkpoints
+                .checkpoints()?
+                .into_iter()
+                .filter(|checkpoint| checkpoint.created_at_ms >= fresh_since)
+                .map(|c| c.id),
+        );
+        Ok(checkpoints.prune(&keep)?.checkpoints)
+    })
+    .await;
+    match pruned {
+        Ok(Ok(0)) => {}
+        Ok(Ok(removed)) => tracing::info!(tenant = %lease.tenant, removed, "old checkpoints pruned"),
+        Ok(Err(err)) => tracing::warn!(error = %err, "cannot prune the checkpoint store"),
+        Err(_) => tracing::warn!("the prune thread ended abnormally"),
+    }
 }
 
 /// The signals a running execution listens to.

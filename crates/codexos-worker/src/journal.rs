@@ -1,6 +1,7 @@
 //! The engine's journal over the store: events are appended under the
 //! execution's lease, with the running totals, in one transaction.
 
+use codexos_engine::timeline::CheckpointTaken;
 use codexos_engine::{Journal, JournalError, TimelineEvent, Totals};
 use codexos_store::{ExecutionTotals, Lease, NewEvent, Store, StoreError};
 
@@ -16,6 +17,7 @@ pub struct StoreJournal {
 
 impl Journal for StoreJournal {
     async fn append(&mut self, events: &[TimelineEvent], totals: &Totals) -> Result<(), JournalError> {
+        let events_in = events;
         let events: Vec<NewEvent> =
             events.iter().map(|event| NewEvent { kind: event.kind().to_owned(), payload: event.payload() }).collect();
         let totals = store_totals(totals);
@@ -25,7 +27,10 @@ impl Journal for StoreJournal {
             let res = self.store.append_events(&self.lease, &events, Some(&totals)).await;
             metrics::histogram!("codexos_journal_append_seconds").record(started.elapsed().as_secs_f64());
             match res {
-                Ok(_) => return Ok(()),
+                Ok(_) => {
+                    self.index_checkpoints(events_in).await;
+                    return Ok(());
+                }
                 Err(StoreError::LeaseLost) => return Err(JournalError::LeaseLost),
                 // A database that is briefly busy or unreachable: the events
                 // are written in one transaction, so trying again is safe.
@@ -35,6 +40,30 @@ impl Journal for StoreJournal {
                     tokio::time::sleep(APPEND_BACKOFF * 4u32.pow(attempt - 1)).await;
                 }
                 Err(err) => return Err(JournalError::Storage(err.to_string())),
+            }
+        }
+    }
+}
+
+impl StoreJournal {
+    /// Adds the checkpoints the events name to the index retention works
+    /// from. An index entry that fails to be written only means a
+    /// checkpoint that retention will prune early: logged, not fatal.
+    async fn index_checkpoints(&self, events: &[TimelineEvent]) {
+        for event in events {
+            let TimelineEvent::ToolCall {
+                step,
+                checkpoint: Some(CheckpointTaken { id: Some(id), added_bytes, .. }),
+                ..
+            } = event
+            else {
+                continue;
+            };
+            let added = i64::try_from(*added_bytes).unwrap_or(i64::MAX);
+            let recorded =
+                self.store.record_checkpoint(self.lease.tenant, self.lease.execution_id, i64::from(*step), id, added);
+            if let Err(err) = recorded.await {
+                tracing::warn!(execution = %self.lease.execution_id, error = %err, "cannot index a checkpoint");
             }
         }
     }

@@ -45,6 +45,9 @@ pub struct WorkerOptions {
     /// Where checkpoint stores live (one per tenant below it), or `None` to
     /// take no checkpoints.
     pub checkpoint_root: Option<PathBuf>,
+    /// The newest checkpoints each execution keeps once it ends; older
+    /// ones are pruned from the tenant's store.
+    pub checkpoints_per_execution: usize,
 }
 
 /// Runs a worker until `shutdown` is cancelled, then deregisters it.

@@ -99,6 +99,17 @@ pub async fn run(global: &GlobalArgs, command: ExecCommand) -> anyhow::Result<Ex
                 println!("  task       {}", first_line(&text(&execution["task"]), 100));
                 println!("  workspace  {}", text(&execution["workspace"]));
                 println!("  created    {}", text(&execution["created_at"]));
+                if let Some(forked) = execution["forked_from"].as_object() {
+                    println!("  forked     from {} at step {}", text(&forked["execution"]), text(&forked["step"]));
+                }
+                let checkpoints = &execution["checkpoints"];
+                if checkpoints["count"].as_i64().is_some_and(|count| count > 0) {
+                    println!(
+                        "  checkpoints {} ({} of new content)",
+                        text(&checkpoints["count"]),
+                        human_bytes(checkpoints["bytes"].as_i64().unwrap_or(0))
+                    );
+                }
                 print_summary(&execution);
             }
             Ok(ExitCode::SUCCESS)

@@ -100,6 +100,7 @@ pub async fn run(
             model_endpoints: settings.model_endpoints.clone(),
             workspace_roots: settings.worker.workspace_roots.clone(),
             checkpoint_root: Some(settings.data_dir.join("checkpoints")),
+            checkpoints_per_execution: settings.worker.checkpoints_per_execution,
         };
         let (store, shutdown) = (store.clone(), shutdown.clone());
         tokio::spawn(async move {

@@ -564,7 +564,8 @@ tool = "shell"
 args = { command = "echo three >> log.txt" }
 "#;
     // (event kind, call id): the moment of the kill.
-    let moments = [("tool_call", "step-1"), ("tool_result", "step-1"), ("tool_call", "step-2"), ("tool_result", "step-2")];
+    let moments =
+        [("tool_call", "step-1"), ("tool_result", "step-1"), ("tool_call", "step-2"), ("tool_result", "step-2")];
     for (kind, call_id) in moments {
         let server = server().await;
         let workspace = tempfile::tempdir().unwrap();
@@ -583,4 +584,31 @@ args = { command = "echo three >> log.txt" }
             "killed after {kind} {call_id}"
         );
     }
+}
+
+#[tokio::test]
+async fn finished_executions_keep_only_their_newest_checkpoints() {
+    if !sandbox_available() {
+        return;
+    }
+    let server = TestServer::start_with_env(bin(), &[("CODEXOS_WORKER__CHECKPOINTS_PER_EXECUTION", "1")]).await;
+    let workspace = tempfile::tempdir().unwrap();
+    std::fs::write(workspace.path().join("keep.txt"), "original\n").unwrap();
+    let id = start(&server, CHANGING_WORKFLOW, "changer", workspace.path()).await;
+    assert_eq!(finished(&server, &id).await["status"], "succeeded");
+    // Three calls took checkpoints; one is kept (the newest), once the worker
+    // has applied retention after finishing.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, shown) = server.get(&format!("/v1/executions/{id}")).await;
+        if shown["checkpoints"]["count"] == 1 {
+            assert!(shown["checkpoints"]["bytes"].as_i64().unwrap() > 0, "{shown}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "retention never applied: {shown}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (code, stdout, _) = codexos_test_support::run(server.cli().args(["exec", "show", &id]));
+    assert_eq!(code, 0);
+    assert!(stdout.contains("checkpoints 1"), "{stdout}");
 }

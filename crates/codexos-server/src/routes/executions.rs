@@ -10,7 +10,9 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use codexos_core::{ExecutionId, ExecutionStatus, Permission, format_millis};
 use codexos_engine::RecordedEvent;
 use codexos_engine::replay::last_recorded_step;
-use codexos_store::{ControlAction, Event, Execution, ExecutionFilter, ExecutionTotals, NewExecution, NewFork};
+use codexos_store::{
+    CheckpointUsage, ControlAction, Event, Execution, ExecutionFilter, ExecutionTotals, NewExecution, NewFork,
+};
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -78,6 +80,11 @@ pub struct ExecutionView {
     /// For a fork: the execution and step it was forked from.
     #[serde(skip_serializing_if = "Option::is_none")]
     forked_from: Option<ForkedFrom>,
+    /// The workspace checkpoints it holds (on `GET /v1/executions/{id}`):
+    /// `count`, and `bytes` of new content they added.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    checkpoints: Option<CheckpointUsage>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -102,6 +109,7 @@ impl From<Execution> for ExecutionView {
             totals: execution.totals,
             outcome: execution.outcome,
             forked_from: execution.parent.map(|(id, step)| ForkedFrom { execution: id.to_string(), step }),
+            checkpoints: None,
         }
     }
 }
@@ -242,8 +250,12 @@ pub async fn show_execution(
     Path(id): Path<String>,
 ) -> ApiResult<ApiJson<ExecutionView>> {
     caller.require(Permission::ExecutionsRead)?;
-    let execution = state.store.execution(caller.0.tenant, parse_execution_id(&id)?).await?;
-    Ok(ApiJson(execution.into()))
+    let execution_id = parse_execution_id(&id)?;
+    let execution = state.store.execution(caller.0.tenant, execution_id).await?;
+    let checkpoints = state.store.checkpoint_usage(caller.0.tenant, execution_id).await?;
+    let mut view = ExecutionView::from(execution);
+    view.checkpoints = Some(checkpoints);
+    Ok(ApiJson(view))
 }
 
 /// A page of an execution's timeline, after a sequence number. Needs

@@ -1,5 +1,6 @@
 mod agents;
 mod api_keys;
+mod checkpoints;
 mod control;
 mod executions;
 mod leases;

@@ -1,0 +1,91 @@
+//! The index of workspace checkpoints: which checkpoint each execution took
+//! at which step, and its size. The checkpoints themselves live in the
+//! workers' checkpoint stores (`codexos-checkpoint`); this index decides
+//! which of them retention keeps.
+
+use codexos_core::{ExecutionId, TenantId, now_millis};
+use sqlx::Row;
+
+use crate::{Intent, Result, Store};
+
+/// How many checkpoints an execution holds and what they added.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CheckpointUsage {
+    pub count: i64,
+    /// The bytes of new content they added to their store.
+    pub bytes: i64,
+}
+
+impl Store {
+    /// Records a checkpoint an execution took before a call of `step`.
+    /// Recording one twice (a replayed append) changes nothing.
+    pub async fn record_checkpoint(
+        &self,
+        tenant: TenantId,
+        execution: ExecutionId,
+        step: i64,
+        checkpoint: &str,
+        added_bytes: i64,
+    ) -> Result<()> {
+        let mut tx = self.tenant_tx(tenant, Intent::Write).await?;
+        sqlx::query(
+            "INSERT INTO checkpoints (id, tenant_id, execution_id, step, tree_id, size_bytes, created_at) \
+             VALUES ($1, $2, $3, $4, $1, $5, $6) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(checkpoint)
+        .bind(tenant.to_string())
+        .bind(execution.to_string())
+        .bind(step)
+        .bind(added_bytes)
+        .bind(now_millis())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The checkpoints an execution holds.
+    pub async fn checkpoint_usage(&self, tenant: TenantId, execution: ExecutionId) -> Result<CheckpointUsage> {
+        let mut tx = self.tenant_tx(tenant, Intent::Read).await?;
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS count, CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) AS bytes FROM checkpoints \
+             WHERE tenant_id = $1 AND execution_id = $2",
+        )
+        .bind(tenant.to_string())
+        .bind(execution.to_string())
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(CheckpointUsage { count: row.try_get("count")?, bytes: row.try_get("bytes")? })
+    }
+
+    /// Forgets all but the newest `keep` checkpoints of an execution;
+    /// returns how many it forgot. The store's content goes at the next prune.
+    pub async fn trim_checkpoints(&self, tenant: TenantId, execution: ExecutionId, keep: i64) -> Result<u64> {
+        let mut tx = self.tenant_tx(tenant, Intent::Write).await?;
+        let res = sqlx::query(
+            "DELETE FROM checkpoints WHERE tenant_id = $1 AND execution_id = $2 AND id NOT IN \
+             (SELECT id FROM checkpoints WHERE tenant_id = $1 AND execution_id = $2 \
+              ORDER BY created_at DESC, step DESC LIMIT $3)",
+        )
+        .bind(tenant.to_string())
+        .bind(execution.to_string())
+        .bind(keep.max(0))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(res.rows_affected())
+    }
+
+    /// Every checkpoint the tenant's executions still hold: what a prune of
+    /// the tenant's checkpoint store must keep.
+    pub async fn tenant_checkpoints(&self, tenant: TenantId) -> Result<Vec<String>> {
+        let mut tx = self.tenant_tx(tenant, Intent::Read).await?;
+        let rows = sqlx::query("SELECT id FROM checkpoints WHERE tenant_id = $1")
+            .bind(tenant.to_string())
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        rows.iter().map(|row| Ok(row.try_get("id")?)).collect()
+    }
+}

@@ -1,0 +1,30 @@
+//! The index of workspace checkpoints: recorded once, counted, trimmed to
+//! the newest, listed per tenant.
+
+use codexos_store::CheckpointUsage;
+use pretty_assertions::assert_eq;
+
+use super::{agent, fresh_store, queue, tenant};
+
+#[tokio::test]
+async fn checkpoints_are_counted_trimmed_and_kept_per_tenant() {
+    let (store, _database) = fresh_store().await;
+    let acme = tenant(&store, "acme").await;
+    let globex = tenant(&store, "globex").await;
+    let version = agent(&store, acme, "a", "1.0.0").await;
+    let execution = queue(&store, acme, &version, "t").await;
+    for step in 1..=5 {
+        store.record_checkpoint(acme, execution.id, step, &format!("c{step}"), 100 * step).await.unwrap();
+    }
+    // A replayed append records nothing twice.
+    store.record_checkpoint(acme, execution.id, 5, "c5", 500).await.unwrap();
+    assert_eq!(store.checkpoint_usage(acme, execution.id).await.unwrap(), CheckpointUsage { count: 5, bytes: 1500 });
+    assert_eq!(store.checkpoint_usage(globex, execution.id).await.unwrap(), CheckpointUsage::default());
+
+    assert_eq!(store.trim_checkpoints(acme, execution.id, 2).await.unwrap(), 3);
+    let mut kept = store.tenant_checkpoints(acme).await.unwrap();
+    kept.sort();
+    assert_eq!(kept, vec!["c4", "c5"]);
+    assert!(store.tenant_checkpoints(globex).await.unwrap().is_empty());
+    assert_eq!(store.trim_checkpoints(globex, execution.id, 0).await.unwrap(), 0);
+}
