@@ -946,6 +946,11 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
         if self.setup.pause.is_cancelled() {
             return Err(Interrupted::Paused);
         }
+        if !self.setup.workspace.is_dir() {
+            // Deleted (or unmounted) under the execution: nothing more can run.
+            let error = format!("the workspace {} is gone", self.setup.workspace.display());
+            return Ok(Some((ExecutionStatus::Failed, json!({ "reason": "workspace_gone", "error": error }))));
+        }
         let limits = &self.setup.manifest.limits;
         let hit = if step > limits.max_steps {
             Some(("max_steps", format!("the agent used all of its {} steps", limits.max_steps)))

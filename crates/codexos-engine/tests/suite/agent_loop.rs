@@ -264,3 +264,29 @@ async fn a_model_that_fails_for_good_fails_the_execution() {
     assert_eq!(outcome.summary["reason"], "model_error");
     assert_eq!(journal.kinds(), vec!["model_request", "model_error"]);
 }
+
+#[tokio::test]
+async fn a_workspace_deleted_under_the_execution_fails_it_cleanly() {
+    let workspace = tempfile::tempdir().unwrap();
+    let model = ScriptedModel::new(vec![reply(vec![call("a", "ls")]), reply(vec![call("b", "ls")]), answer("done")]);
+    let mut setup = setup(&llm(""));
+    setup.workspace = workspace.path().to_owned();
+    /// Deletes the workspace during the first call.
+    struct Deleting(std::path::PathBuf);
+    impl ToolRunner for Deleting {
+        async fn run(
+            &self,
+            invocation: &ToolInvocation,
+            settings: &SandboxSettings,
+        ) -> Result<ToolExecution, ToolError> {
+            let _ = std::fs::remove_dir_all(&self.0);
+            tools().run(invocation, settings).await
+        }
+    }
+    let mut journal = MemoryJournal::default();
+    let deleting = Deleting(workspace.path().to_owned());
+    let outcome = run_with(setup, Some(&model), &deleting, &mut journal, &NoMemory).await.unwrap();
+    assert_eq!(outcome.status, ExecutionStatus::Failed);
+    assert_eq!(outcome.summary["reason"], "workspace_gone");
+    assert_eq!(journal.events.iter().filter(|event| event.kind() == "tool_call").count(), 1);
+}

@@ -105,3 +105,36 @@ async fn another_tenant_cannot_control_an_execution() {
     assert!(matches!(err, StoreError::NotFound(Entity::Execution)), "{err}");
     assert_eq!(store.execution(acme, execution.id).await.unwrap().status, ExecutionStatus::Queued);
 }
+
+#[tokio::test]
+async fn forks_copy_the_timeline_and_stay_within_the_tenant() {
+    let (store, _database) = fresh_store().await;
+    let acme = tenant(&store, "acme").await;
+    let globex = tenant(&store, "globex").await;
+    let version = agent(&store, acme, "a", "1.0.0").await;
+    let parent = queue(&store, acme, &version, "t").await;
+    let new_fork = codexos_store::NewFork {
+        parent: parent.id,
+        from_step: 1,
+        workspace: "/srv/fork",
+        instruction: Some("try again"),
+        created_by: None,
+        actor: "user u",
+    };
+    // Not started: nothing to fork from.
+    assert!(matches!(store.fork_execution(acme, &new_fork).await, Err(StoreError::InvalidState(_))));
+    let leased = store.lease_next_execution(&WorkerId("w".into()), LEASE).await.unwrap().unwrap();
+    let step = codexos_store::NewEvent { kind: "tool_result".into(), payload: json!({ "call_id": "step-1" }) };
+    store.append_events(&leased.lease, &[step], None).await.unwrap();
+    // Another tenant's execution is not found, and nothing is created.
+    assert!(matches!(store.fork_execution(globex, &new_fork).await, Err(StoreError::NotFound(Entity::Execution))));
+
+    let forked = store.fork_execution(acme, &new_fork).await.unwrap();
+    assert_eq!(forked.parent, Some((parent.id, 1)));
+    assert_eq!(forked.status, ExecutionStatus::Queued);
+    assert_eq!(forked.task, "t");
+    let kinds: Vec<String> = store.events(acme, forked.id, 0, 100).await.unwrap().into_iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, vec!["status", "tool_result", "rollback_requested", "instruction"]);
+    // The parent is untouched.
+    assert_eq!(store.events(acme, parent.id, 0, 100).await.unwrap().len(), 3);
+}
