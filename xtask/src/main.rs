@@ -9,6 +9,8 @@
 //!   SQLite and with an in-memory journal (criterion; see BENCHMARKS.md).
 //! - `cargo xtask bench checkpoint`: checkpoint and rollback time and storage
 //!   for a 10,000-file workspace (criterion; see BENCHMARKS.md).
+//! - `cargo xtask bench resume`: resume time after a crash, for timelines of
+//!   20, 200 and 1,000 steps on SQLite (criterion; see BENCHMARKS.md).
 
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
@@ -42,9 +44,10 @@ fn run() -> anyhow::Result<()> {
         ["bench", "sandbox"] => bench_sandbox(),
         ["bench", "engine"] => bench_engine(),
         ["bench", "checkpoint"] => bench_checkpoint(),
+        ["bench", "resume"] => bench_resume(),
         _ => bail!(
             "usage: cargo xtask test [sqlite|postgres|all] | cargo xtask postgres | \
-             cargo xtask bench sandbox|engine|checkpoint"
+             cargo xtask bench sandbox|engine|checkpoint|resume"
         ),
     }
 }
@@ -233,6 +236,14 @@ fn bench_engine() -> anyhow::Result<()> {
 fn bench_checkpoint() -> anyhow::Result<()> {
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
     command.args(["bench", "--locked", "-p", "codexos-checkpoint", "--bench", "checkpoint"]);
+    run_command(&mut command)
+}
+
+/// The criterion benchmark of resuming after a crash: loading a timeline
+/// from SQLite and replaying it, for three timeline lengths.
+fn bench_resume() -> anyhow::Result<()> {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
+    command.args(["bench", "--locked", "-p", "codexos-worker", "--bench", "resume"]);
     run_command(&mut command)
 }
 

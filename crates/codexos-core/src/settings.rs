@@ -273,6 +273,11 @@ impl Settings {
                 )));
             }
         }
+        if worker.checkpoints_per_execution == 0 {
+            return Err(SettingsError::Invalid(
+                "worker.checkpoints_per_execution must be at least 1 (rollback and fork need checkpoints)".to_owned(),
+            ));
+        }
         if !(1..=256).contains(&worker.max_concurrent) {
             return Err(SettingsError::Invalid("worker.max_concurrent must be between 1 and 256".to_owned()));
         }

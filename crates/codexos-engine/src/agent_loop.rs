@@ -123,10 +123,12 @@ pub enum Interrupted {
     /// Someone asked to pause; the loop stopped between two steps.
     #[error("paused")]
     Paused,
-    /// A call needs a person's approval; the loop stopped before it, and
-    /// the execution waits (`waiting_approval`).
-    #[error("waiting for an approval")]
-    AwaitingApproval,
+    /// The loop stopped between steps and the execution is to be parked in
+    /// `status` (paused after a rollback, or waiting for an approval), with
+    /// `events` recorded in the same transaction as the park, so that a
+    /// crash cannot leave one without the other.
+    #[error("parked as {status}")]
+    Park { status: ExecutionStatus, events: Vec<TimelineEvent> },
     /// Someone cancelled the execution during a tool call (internal: the
     /// loop turns it into a `cancelled` outcome).
     #[error("cancelled")]
@@ -194,11 +196,18 @@ pub async fn run_with<Mo: Model, T: ToolRunner, J: Journal, M: Memory>(
     run.decisions = history.decisions.clone();
     if let Some(rollback) = history.pending_rollback.clone() {
         // Asked for while no worker held the execution: put the workspace
-        // back and record it. A rollback then waits (paused) for a resume; a
-        // fork, whose workspace was just made, carries on at once.
-        run.roll_back(&rollback, journal).await?;
+        // back. A rollback then waits (paused) for a resume, the event
+        // recorded with the park; a fork, whose workspace was just made,
+        // carries on at once (or fails, without a workspace).
+        let event = run.roll_back(&rollback).await;
+        let failed = matches!(event, TimelineEvent::RollbackFailed { .. });
         if rollback.fork_of.is_none() {
-            return Err(Interrupted::Paused);
+            return Err(Interrupted::Park { status: ExecutionStatus::Paused, events: vec![event] });
+        }
+        journal.append(std::slice::from_ref(&event), &run.totals).await?;
+        if failed {
+            let summary = json!({ "reason": "fork_failed", "error": "the fork's workspace could not be made" });
+            return Ok(ExecutionOutcome { status: ExecutionStatus::Failed, summary, totals: run.totals });
         }
     }
     let ended = match (&kind, model) {
@@ -252,9 +261,11 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
                         return Ok(ended);
                     }
                     self.restore_before_rerun(number, &call_id, history, journal).await?;
-                    self.totals.steps += 1;
                     let call = ToolCall { id: call_id, name: step.tool.clone(), arguments: step.arguments.to_string() };
-                    self.tool_call(number, &call, journal).await?
+                    let answered = self.tool_call(number, &call, journal).await?;
+                    // Counted once it ran: a step parked for an approval is not.
+                    self.totals.steps += 1;
+                    answered
                 }
             };
             if answered.is_error {
@@ -543,6 +554,11 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
             arguments: call.arguments.chars().take(4096).collect(),
         };
         if let Some(tool) = self.mcp.find(&call.name).cloned() {
+            if self.setup.manifest.allows(&tool.qualified_name)
+                && let Some(answered) = self.approval_gate(step, call, &tool.qualified_name, journal).await?
+            {
+                return Ok(answered);
+            }
             return self.mcp_call(step, call, &tool, journal).await;
         }
         let allowed = &self.setup.manifest.tools;
@@ -552,30 +568,8 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
             journal.append(&[denied(reason.clone())], &self.totals).await?;
             return Ok(Answered { content: format!("error: {reason}"), is_error: true });
         }
-        let arguments: serde_json::Value = serde_json::from_str(&call.arguments).unwrap_or_default();
-        if let Some(why) = self.setup.manifest.approval.needs_approval(&call.name, &arguments) {
-            match self.decisions.get(&call.id) {
-                Some(Decision { approved: true, .. }) => {}
-                Some(Decision { approved: false, reason, by }) => {
-                    let reason = match reason {
-                        Some(reason) => format!("denied by {by}: {reason}"),
-                        None => format!("denied by {by}"),
-                    };
-                    journal.append(&[denied(reason.clone())], &self.totals).await?;
-                    return Ok(Answered { content: denied_content(&reason), is_error: true });
-                }
-                None => {
-                    let request = TimelineEvent::ApprovalRequested {
-                        step,
-                        call_id: call.id.clone(),
-                        tool: call.name.clone(),
-                        arguments: call.arguments.chars().take(16 * 1024).collect(),
-                        reason: why,
-                    };
-                    journal.append(&[request], &self.totals).await?;
-                    return Err(Interrupted::AwaitingApproval);
-                }
-            }
+        if let Some(answered) = self.approval_gate(step, call, &call.name, journal).await? {
+            return Ok(answered);
         }
         if let Some(memory_tool) = MemoryTool::from_name(&call.name) {
             return self.memory_call(step, call, memory_tool, journal).await;
@@ -744,6 +738,49 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
         Ok(Answered { content, is_error: result.is_error })
     }
 
+    /// Holds a call that needs a person's approval: runs on (`None`) once it
+    /// was approved, answers it as denied, or parks the execution with the
+    /// request (recorded together with the park, by the worker).
+    async fn approval_gate<J: Journal>(
+        &mut self,
+        step: u32,
+        call: &ToolCall,
+        tool: &str,
+        journal: &mut J,
+    ) -> Result<Option<Answered>, Interrupted> {
+        let arguments: serde_json::Value = serde_json::from_str(&call.arguments).unwrap_or_default();
+        let Some(why) = self.setup.manifest.approval.needs_approval(tool, &arguments) else { return Ok(None) };
+        match self.decisions.get(&call.id) {
+            Some(Decision { approved: true, .. }) => Ok(None),
+            Some(Decision { approved: false, reason, by }) => {
+                let reason = match reason {
+                    Some(reason) => format!("denied by {by}: {reason}"),
+                    None => format!("denied by {by}"),
+                };
+                let event = TimelineEvent::ToolDenied {
+                    step,
+                    call_id: call.id.clone(),
+                    tool: tool.to_owned(),
+                    reason: reason.clone(),
+                    arguments: call.arguments.chars().take(4096).collect(),
+                };
+                journal.append(&[event], &self.totals).await?;
+                Ok(Some(Answered { content: denied_content(&reason), is_error: true }))
+            }
+            None => {
+                // Shown whole: a person approves exactly what will run.
+                let request = TimelineEvent::ApprovalRequested {
+                    step,
+                    call_id: call.id.clone(),
+                    tool: tool.to_owned(),
+                    arguments: call.arguments.clone(),
+                    reason: why,
+                };
+                Err(Interrupted::Park { status: ExecutionStatus::WaitingApproval, events: vec![request] })
+            }
+        }
+    }
+
     /// A call of a memory tool: checked like any call, served by the memory.
     async fn memory_call<J: Journal>(
         &mut self,
@@ -863,49 +900,60 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
         Ok(())
     }
 
-    /// Puts the workspace back to how it was when `rollback.to_step` began
-    /// and records it. Without a checkpoint, nothing changed the workspace
-    /// from that step on, and nothing needs restoring.
-    async fn roll_back<J: Journal>(&mut self, rollback: &PendingRollback, journal: &mut J) -> Result<(), Interrupted> {
-        let mut restored = (0, 0);
+    /// Carries out a rollback, or makes a fork's workspace, and returns the
+    /// event saying how it went. A rollback first checkpoints the workspace
+    /// as it is, so that the rollback itself can be undone (`undo_checkpoint`).
+    /// Without a checkpoint for the step, nothing changed the workspace from
+    /// that step on. A failure leaves the workspace as it was and is
+    /// reported as `rollback_failed`; the session is then not truncated.
+    async fn roll_back(&mut self, rollback: &PendingRollback) -> TimelineEvent {
         let store_dir = self.setup.checkpoints.clone();
         let workspace = self.setup.workspace.clone();
         let (checkpoint, fork_of) = (rollback.checkpoint.clone(), rollback.fork_of.clone());
-        let work = move || -> Result<Option<codexos_checkpoint::RestoreReport>, codexos_checkpoint::Error> {
-            let Some(store_dir) = store_dir else { return Ok(None) };
-            let store = codexos_checkpoint::Store::open(&store_dir)?;
-            let report = match (checkpoint, fork_of) {
-                (Some(checkpoint), None) => {
-                    store.restore(&codexos_checkpoint::CheckpointId::parse(&checkpoint)?, &workspace)?
+        type Restored = (Option<codexos_checkpoint::RestoreReport>, Option<String>);
+        let work = move || -> Result<Restored, String> {
+            let open = |dir: &std::path::Path| codexos_checkpoint::Store::open(dir).map_err(|err| err.to_string());
+            let parse = |id: &str| codexos_checkpoint::CheckpointId::parse(id).map_err(|err| err.to_string());
+            match (store_dir, checkpoint, fork_of) {
+                (_, None, None) => Ok((None, None)),
+                (None, _, _) => Err("this worker keeps no checkpoints".to_owned()),
+                (Some(dir), Some(checkpoint), None) => {
+                    let store = open(&dir)?;
+                    let undo = store
+                        .snapshot(&workspace)
+                        .map_err(|err| format!("cannot checkpoint the workspace first: {err}"))?;
+                    let report = store.restore(&parse(&checkpoint)?, &workspace).map_err(|err| err.to_string())?;
+                    Ok((Some(report), Some(undo.checkpoint.id.to_string())))
                 }
-                (Some(checkpoint), Some(_)) => {
-                    store.restore_into(&codexos_checkpoint::CheckpointId::parse(&checkpoint)?, &workspace)?
+                (Some(dir), Some(checkpoint), Some(_)) => {
+                    let report =
+                        open(&dir)?.restore_into(&parse(&checkpoint)?, &workspace).map_err(|err| err.to_string())?;
+                    Ok((Some(report), None))
                 }
                 // Nothing changed the parent's workspace from that step on:
                 // the fork starts from a copy of it as it is.
-                (None, Some(parent)) => {
-                    let snapshot = store.snapshot(&parent)?;
-                    store.restore_into(&snapshot.checkpoint.id, &workspace)?
+                (Some(dir), None, Some(parent)) => {
+                    let store = open(&dir)?;
+                    let snapshot = store.snapshot(&parent).map_err(|err| err.to_string())?;
+                    let report =
+                        store.restore_into(&snapshot.checkpoint.id, &workspace).map_err(|err| err.to_string())?;
+                    Ok((Some(report), None))
                 }
-                (None, None) => return Ok(None),
-            };
-            Ok(Some(report))
+            }
         };
-        let report = tokio::task::spawn_blocking(work)
+        let done = tokio::task::spawn_blocking(work)
             .await
-            .map_err(|_| JournalError::Storage("the restore thread ended abnormally".to_owned()))?
-            .map_err(|err| JournalError::Storage(format!("cannot restore the checkpoint: {err}")))?;
-        if let Some(report) = report {
-            restored = (report.files_written + report.symlinks_written, report.removed);
+            .unwrap_or_else(|_| Err("the restore thread ended abnormally".to_owned()));
+        match done {
+            Ok((report, undo_checkpoint)) => TimelineEvent::RolledBack {
+                to_step: rollback.to_step,
+                checkpoint: rollback.checkpoint.clone(),
+                undo_checkpoint,
+                files_written: report.as_ref().map_or(0, |report| report.files_written + report.symlinks_written),
+                removed: report.as_ref().map_or(0, |report| report.removed),
+            },
+            Err(error) => TimelineEvent::RollbackFailed { to_step: rollback.to_step, error },
         }
-        let event = TimelineEvent::RolledBack {
-            to_step: rollback.to_step,
-            checkpoint: rollback.checkpoint.clone(),
-            files_written: restored.0,
-            removed: restored.1,
-        };
-        journal.append(&[event], &self.totals).await?;
-        Ok(())
     }
 
     /// The sandbox for the next tool call: the manifest's limits, with the

@@ -27,6 +27,29 @@ pub fn last_recorded_step(events: &[RecordedEvent]) -> Result<u32, String> {
     Ok(History::read(events, usize::MAX)?.last_step())
 }
 
+/// The checkpoint a rollback (or fork) to `to_step` would restore, or why
+/// it cannot be done: every call from that step on that can change the
+/// workspace must have its checkpoint, or the workspace cannot be put back
+/// exactly. `Ok(None)`: nothing changed the workspace from that step on.
+pub fn rollback_target(events: &[RecordedEvent], to_step: u32) -> Result<Option<String>, String> {
+    let history = History::read(events, usize::MAX)?;
+    let mut target = None;
+    for (step, call_id) in history.calls.iter().filter(|(step, _)| *step >= to_step) {
+        if !history.changing_calls.contains(call_id) {
+            continue;
+        }
+        match history.checkpoints.get(call_id) {
+            Some(id) => {
+                target.get_or_insert_with(|| id.clone());
+            }
+            None => {
+                return Err(format!("the call {call_id} of step {step} changed the workspace without a checkpoint"));
+            }
+        }
+    }
+    Ok(target)
+}
+
 /// What the model is told of a tool's result.
 pub(crate) fn result_content(output: &str, tool_output_bytes: usize) -> String {
     tools::for_model(output, tool_output_bytes)
@@ -73,7 +96,7 @@ pub(crate) struct PendingRollback {
 }
 
 /// What the timeline says happened.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct History {
     pub items: Vec<Item>,
     pub answers: HashMap<String, Answer>,
@@ -81,9 +104,14 @@ pub(crate) struct History {
     pub checkpoints: HashMap<String, String>,
     /// Calls in the order they were recorded, with their step.
     calls: Vec<(u32, String)>,
+    /// Calls of tools that can change the workspace.
+    changing_calls: std::collections::HashSet<String>,
     pub pending_rollback: Option<PendingRollback>,
     /// Approvals decided, by call id.
     pub decisions: HashMap<String, Decision>,
+    /// The state before the pending rollback truncated it, to go back to if
+    /// the rollback fails.
+    before_rollback: Option<Box<History>>,
 }
 
 /// What a person decided about a call that needed approval.
@@ -124,6 +152,7 @@ enum Replayed {
     ToolCall {
         step: u32,
         call_id: String,
+        tool: String,
         #[serde(default)]
         checkpoint: Option<CheckpointRef>,
     },
@@ -135,6 +164,12 @@ enum Replayed {
     },
     /// Written by the engine once the workspace is back.
     RolledBack {},
+    /// Written by the engine when the workspace could not be put back.
+    RollbackFailed {},
+    ApprovalRequested {
+        step: u32,
+        call_id: String,
+    },
     /// Written by the API when someone resumes with a new instruction.
     Instruction {
         text: String,
@@ -176,18 +211,35 @@ impl History {
                     history.calls.push((step, call_id.clone()));
                     history.answers.insert(call_id, Answer { content: denied_content(&reason), is_error: true });
                 }
-                Replayed::ToolCall { step, call_id, checkpoint } => {
+                Replayed::ToolCall { step, call_id, tool, checkpoint } => {
                     history.calls.push((step, call_id.clone()));
+                    // Tools that write the workspace; an MCP server's effects
+                    // are its own, and no checkpoint covers them.
+                    if matches!(tool.as_str(), "shell" | "write_file" | "apply_patch") {
+                        history.changing_calls.insert(call_id.clone());
+                    }
                     if let Some(id) = checkpoint.and_then(|checkpoint| checkpoint.id) {
                         history.checkpoints.insert(call_id, id);
                     }
                 }
                 Replayed::RollbackRequested { to_step, fork_of } => {
                     let checkpoint = history.first_checkpoint_from(to_step);
+                    let before = Box::new(history.clone());
                     history.truncate_at(to_step);
                     history.pending_rollback = Some(PendingRollback { to_step, checkpoint, fork_of });
+                    history.before_rollback = Some(before);
                 }
-                Replayed::RolledBack { .. } => history.pending_rollback = None,
+                Replayed::RolledBack {} => {
+                    history.pending_rollback = None;
+                    history.before_rollback = None;
+                }
+                Replayed::RollbackFailed {} => {
+                    if let Some(before) = history.before_rollback.take() {
+                        history = *before;
+                    }
+                    history.pending_rollback = None;
+                }
+                Replayed::ApprovalRequested { step, call_id } => history.calls.push((step, call_id)),
                 Replayed::Instruction { text } => history.items.push(Item::Instruction(text)),
                 Replayed::ApprovalDecided { call_id, approved, reason, by } => {
                     history.decisions.insert(call_id, Decision { approved, reason, by });
@@ -218,6 +270,8 @@ impl History {
         for call_id in &dropped {
             self.answers.remove(call_id);
             self.checkpoints.remove(call_id);
+            // A decision was about that call as it was then: a rerun asks again.
+            self.decisions.remove(call_id);
         }
         self.calls.retain(|(call_step, _)| *call_step < step);
     }

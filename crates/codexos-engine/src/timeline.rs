@@ -53,9 +53,16 @@ pub enum TimelineEvent {
         to_step: u32,
         #[serde(skip_serializing_if = "Option::is_none")]
         checkpoint: Option<String>,
+        /// The workspace as it was just before the rollback: restoring it
+        /// undoes the rollback.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        undo_checkpoint: Option<String>,
         files_written: u64,
         removed: u64,
     },
+    /// A rollback could not be carried out; the workspace and the session
+    /// are as they were before it was asked for.
+    RollbackFailed { to_step: u32, error: String },
     /// A tool call that was refused: not allowed, unknown, or with arguments
     /// that do not match the tool's schema. The model is told why.
     ToolDenied { step: u32, call_id: String, tool: String, reason: String, arguments: String },
@@ -105,6 +112,7 @@ impl TimelineEvent {
             TimelineEvent::ToolCall { .. } => "tool_call",
             TimelineEvent::WorkspaceRestored { .. } => "workspace_restored",
             TimelineEvent::RolledBack { .. } => "rolled_back",
+            TimelineEvent::RollbackFailed { .. } => "rollback_failed",
             TimelineEvent::ApprovalRequested { .. } => "approval_requested",
             TimelineEvent::ToolDenied { .. } => "tool_denied",
             TimelineEvent::ToolResult { .. } => "tool_result",

@@ -77,6 +77,19 @@ impl Store {
         Ok(res.rows_affected())
     }
 
+    /// Whether the tenant's index still holds a checkpoint (retention has
+    /// not dropped it).
+    pub async fn checkpoint_indexed(&self, tenant: TenantId, checkpoint: &str) -> Result<bool> {
+        let mut tx = self.tenant_tx(tenant, Intent::Read).await?;
+        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM checkpoints WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.to_string())
+            .bind(checkpoint)
+            .fetch_optional(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(found.is_some())
+    }
+
     /// Every checkpoint the tenant's executions still hold: what a prune of
     /// the tenant's checkpoint store must keep.
     pub async fn tenant_checkpoints(&self, tenant: TenantId) -> Result<Vec<String>> {

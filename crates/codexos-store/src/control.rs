@@ -13,7 +13,7 @@ use sqlx::Row;
 use crate::events::{self, encode};
 use crate::executions::fetch_execution;
 use crate::leases::{HELD, Lease, bind_held};
-use crate::{Entity, Execution, Intent, Result, Store, StoreError};
+use crate::{Entity, Execution, Intent, NewEvent, Result, Store, StoreError};
 
 /// What a caller asks of an execution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -300,29 +300,48 @@ impl Store {
     /// as `paused` (someone asked, or a rollback was done) or
     /// `waiting_approval` (a call needs a person). Releases the lease, clears
     /// the request and appends `status`. `LeaseLost` if the lease is not held.
-    pub async fn park_execution(&self, lease: &Lease, status: ExecutionStatus) -> Result<()> {
+    pub async fn park_execution(&self, lease: &Lease, status: ExecutionStatus, events: &[NewEvent]) -> Result<()> {
         if !matches!(status, ExecutionStatus::Paused | ExecutionStatus::WaitingApproval) {
             return Err(StoreError::InvalidState(format!("an execution cannot be parked as {status}")));
         }
-        let parked_event = json!({ "status": status });
-        let event = encode("status", &parked_event)?;
+        let encoded = events.iter().map(|event| encode(&event.kind, &event.payload)).collect::<Result<Vec<_>>>()?;
         let now = now_millis();
         let mut tx = self.tenant_tx(lease.tenant, Intent::Write).await?;
-        let parked = bind_held(
+        let row = bind_held(sqlx::query(&format!("SELECT control FROM executions WHERE {HELD}")), lease)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else { return Err(StoreError::LeaseLost) };
+        let control: Option<String> = row.try_get("control")?;
+        // A cancel asked for while the worker was stopping wins: the
+        // execution ends cancelled rather than waiting for nobody.
+        let (status, final_at, outcome) = if control.as_deref() == Some("cancel") {
+            let outcome = json!({ "reason": "cancelled", "error": "cancelled while stopping" });
+            (ExecutionStatus::Cancelled, Some(now), Some(outcome))
+        } else {
+            (status, None, None)
+        };
+        let mut status_event = json!({ "status": status });
+        if let (Some(fields), Some(outcome)) =
+            (status_event.as_object_mut(), outcome.as_ref().and_then(|o| o.as_object()))
+        {
+            fields.extend(outcome.clone());
+        }
+        let status_event = encode("status", &status_event)?;
+        bind_held(
             sqlx::query(&format!(
-                "UPDATE executions SET status = $5, control = NULL, lease_owner = NULL, \
-                 lease_expires_at = NULL, updated_at = $4 WHERE {HELD}"
+                "UPDATE executions SET status = $5, control = NULL, lease_owner = NULL, lease_expires_at = NULL, \
+                 updated_at = $4, finished_at = COALESCE($6, finished_at), outcome = COALESCE($7, outcome) WHERE {HELD}"
             )),
             lease,
         )
         .bind(now)
         .bind(status.as_str())
+        .bind(final_at)
+        .bind(outcome.map(|outcome| outcome.to_string()))
         .execute(&mut *tx)
         .await?;
-        if parked.rows_affected() == 0 {
-            return Err(StoreError::LeaseLost);
-        }
-        events::append_one(&mut tx, lease.tenant, lease.execution_id, &event, now).await?;
+        events::append(&mut tx, lease.tenant, lease.execution_id, &encoded, now).await?;
+        events::append_one(&mut tx, lease.tenant, lease.execution_id, &status_event, now).await?;
         tx.commit().await?;
         Ok(())
     }

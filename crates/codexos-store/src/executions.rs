@@ -230,3 +230,22 @@ pub(crate) fn execution_from_row(row: &sqlx::any::AnyRow) -> Result<Execution> {
         },
     })
 }
+
+impl Store {
+    /// The workspaces of every execution not finished, across tenants, with
+    /// their ids: an installation-wide check that no two executions work in
+    /// the same tree (one's rollback would rewrite the other's files).
+    pub async fn active_workspaces(&self) -> Result<Vec<(ExecutionId, String)>> {
+        let rows = sqlx::query(
+            "SELECT id, workspace FROM executions WHERE status NOT IN ('succeeded', 'failed', 'cancelled')",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let id: String = row.try_get("id")?;
+                Ok((parse_id(&id, ExecutionId::parse)?, row.try_get("workspace")?))
+            })
+            .collect()
+    }
+}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use codexos_core::ExecutionStatus;
 use codexos_engine::manifest::{AgentKind, ApiKeySource};
 use codexos_engine::{AgentManifest, ExecutionSetup, Interrupted, JournalError, RecordedEvent, Totals};
-use codexos_store::{ControlRequest, Lease, LeasedExecution, Store, StoreError};
+use codexos_store::{ControlRequest, Lease, LeasedExecution, NewEvent, Store, StoreError};
 use secrecy::SecretString;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -83,14 +83,18 @@ pub async fn run_leased(
                 Err(err) => tracing::error!(parent: &span, error = %err, "cannot record the execution's end"),
             }
         }
-        Err(Interrupted::Paused) => match store.park_execution(&lease, ExecutionStatus::Paused).await {
+        Err(Interrupted::Paused) => match store.park_execution(&lease, ExecutionStatus::Paused, &[]).await {
             Ok(()) => tracing::info!(parent: &span, "execution paused"),
             Err(err) => tracing::warn!(parent: &span, error = %err, "cannot record the pause"),
         },
-        Err(Interrupted::AwaitingApproval) => {
-            match store.park_execution(&lease, ExecutionStatus::WaitingApproval).await {
-                Ok(()) => tracing::info!(parent: &span, "execution waiting for an approval"),
-                Err(err) => tracing::warn!(parent: &span, error = %err, "cannot record the wait for an approval"),
+        Err(Interrupted::Park { status, events }) => {
+            let events: Vec<NewEvent> = events
+                .iter()
+                .map(|event| NewEvent { kind: event.kind().to_owned(), payload: event.payload() })
+                .collect();
+            match store.park_execution(&lease, status, &events).await {
+                Ok(()) => tracing::info!(parent: &span, %status, "execution parked"),
+                Err(err) => tracing::warn!(parent: &span, error = %err, "cannot park the execution"),
             }
         }
         Err(Interrupted::Shutdown | Interrupted::Cancelled) if shutdown.is_cancelled() => {
@@ -136,7 +140,14 @@ fn prepare(
     let parent_in_roots = requested.parent().and_then(|parent| parent.canonicalize().ok()).is_some_and(|parent| {
         options.workspace_roots.iter().filter_map(|root| root.canonicalize().ok()).any(|root| parent.starts_with(root))
     });
-    if leased.execution.parent.is_some() && !requested.exists() && parent_in_roots {
+    // Only while the fork's workspace is still to be made: a fork whose
+    // workspace disappeared later fails like any execution.
+    let fork_pending = history
+        .iter()
+        .rev()
+        .find(|event| matches!(event.kind.as_str(), "rollback_requested" | "rolled_back" | "rollback_failed"))
+        .is_some_and(|event| event.kind == "rollback_requested" && event.payload.get("fork_of").is_some());
+    if leased.execution.parent.is_some() && fork_pending && !requested.exists() && parent_in_roots {
         // A fork's workspace is made from its parent's checkpoint: an empty
         // directory first, checked like any workspace below.
         std::fs::create_dir(requested).map_err(|err| {
@@ -270,15 +281,14 @@ async fn apply_checkpoint_retention(store: &Store, lease: &Lease, options: &Work
         }
         let checkpoints = codexos_checkpoint::Store::open(&dir)?;
         let fresh_since = codexos_core::now_millis().saturating_sub(FRESH_CHECKPOINT.as_millis() as i64).max(0) as u64;
-        let mut keep: Vec<codexos_checkpoint::CheckpointId> =
-            held.iter().filter_map(|id| codexos_checkpoint::CheckpointId::parse(id).ok()).collect();
-        keep.extend(
-            checkpoints
-                .checkpoints()?
-                .into_iter()
-                .filter(|checkpoint| checkpoint.created_at_ms >= fresh_since)
-                .map(|c| c.id),
-        );
+        // Only what this store has: the index also names checkpoints kept
+        // on other workers' hosts, which a prune here must not trip on.
+        let keep: Vec<codexos_checkpoint::CheckpointId> = checkpoints
+            .checkpoints()?
+            .into_iter()
+            .filter(|checkpoint| checkpoint.created_at_ms >= fresh_since || held.contains(&checkpoint.id.to_string()))
+            .map(|checkpoint| checkpoint.id)
+            .collect();
         Ok(checkpoints.prune(&keep)?.checkpoints)
     })
     .await;

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use codexos_core::{ExecutionId, ExecutionStatus, Permission, format_millis};
 use codexos_engine::RecordedEvent;
-use codexos_engine::replay::last_recorded_step;
+use codexos_engine::replay::{last_recorded_step, rollback_target};
 use codexos_store::{
     CheckpointUsage, ControlAction, Event, Execution, ExecutionFilter, ExecutionTotals, NewExecution, NewFork,
 };
@@ -187,6 +187,7 @@ pub async fn create_execution(
         return Err(ApiError::bad_request("invalid_field", format!("task must be 1 to {MAX_TASK_BYTES} bytes")));
     }
     check_workspace_path(&state, &request.workspace)?;
+    check_no_overlap(&state, &request.workspace, None).await?;
     let version = state.store.agent_version(caller.0.tenant, &request.agent, request.version.as_deref()).await?;
     let new_execution = NewExecution {
         agent_version_id: version.id,
@@ -487,6 +488,8 @@ pub async fn rollback_execution(
     caller.require(Permission::ExecutionsRun)?;
     let execution_id = parse_execution_id(&id)?;
     check_step(&state, &caller, execution_id, request.to_step).await?;
+    let workspace = state.store.execution(caller.0.tenant, execution_id).await?.workspace;
+    check_no_overlap(&state, &workspace, Some(execution_id)).await?;
     let execution =
         state.store.request_rollback(caller.0.tenant, execution_id, request.to_step, &actor(&caller)).await?;
     tracing::info!(execution = %execution_id, to_step = request.to_step, "rollback requested");
@@ -578,6 +581,7 @@ pub async fn fork_execution(
         }
     };
     check_workspace_path(&state, &workspace)?;
+    check_no_overlap(&state, &workspace, None).await?;
     if std::path::Path::new(&workspace).exists() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -603,7 +607,9 @@ pub async fn fork_execution(
     Ok((StatusCode::CREATED, ApiJson(fork.into())))
 }
 
-/// 404 unless the execution's timeline, replayed, reaches `step`.
+/// 404 unless the execution's timeline, replayed, reaches `step`; 409 if
+/// the workspace could not be put back as it was when `step` began (a call
+/// that changed it without a checkpoint, or a checkpoint retention dropped).
 async fn check_step(state: &AppState, caller: &Caller, execution_id: ExecutionId, step: u32) -> ApiResult<()> {
     let mut recorded = Vec::new();
     let mut after = 0;
@@ -622,6 +628,33 @@ async fn check_step(state: &AppState, caller: &Caller, execution_id: ExecutionId
         return Err(ApiError::not_found(format!(
             "execution {execution_id} has no step {step} (its steps are 1 to {last_step})"
         )));
+    }
+    let cannot = |why: String| {
+        ApiError::new(StatusCode::CONFLICT, "no_checkpoint", format!("cannot go back to step {step}: {why}"))
+    };
+    match rollback_target(&recorded, step).map_err(cannot)? {
+        Some(checkpoint) if !state.store.checkpoint_indexed(caller.0.tenant, &checkpoint).await? => {
+            Err(cannot(format!("its checkpoint {checkpoint} was pruned by retention")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// 409 if `workspace` is, contains or lies inside the workspace of another
+/// execution that has not finished, whoever's it is.
+async fn check_no_overlap(state: &AppState, workspace: &str, except: Option<ExecutionId>) -> ApiResult<()> {
+    let path = std::path::Path::new(workspace);
+    let active = state.store.active_workspaces().await?;
+    let clash = active
+        .iter()
+        .filter(|(id, _)| Some(*id) != except)
+        .any(|(_, other)| path.starts_with(other) || std::path::Path::new(other).starts_with(path));
+    if clash {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "workspace_in_use",
+            format!("{workspace} overlaps the workspace of an execution that has not finished"),
+        ));
     }
     Ok(())
 }

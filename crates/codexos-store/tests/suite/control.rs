@@ -77,7 +77,7 @@ async fn running_executions_get_requests_their_worker_acts_on() {
     assert_eq!(store.pending_control(&leased.lease).await.unwrap(), None);
 
     store.control_execution(acme, execution.id, ControlAction::Pause, "user u").await.unwrap();
-    store.park_execution(&leased.lease, ExecutionStatus::Paused).await.unwrap();
+    store.park_execution(&leased.lease, ExecutionStatus::Paused, &[]).await.unwrap();
     let paused = store.execution(acme, execution.id).await.unwrap();
     assert_eq!(paused.status, ExecutionStatus::Paused);
     assert_eq!(last_event(&store, acme, execution.id).await.1, json!({"status": "paused"}));
