@@ -87,8 +87,8 @@ impl PartialEq for ApprovalRules {
 impl ApprovalRules {
     /// Why the call needs approval, if it does.
     pub fn needs_approval(&self, tool: &str, arguments: &serde_json::Value) -> Option<String> {
-        if self.tools.iter().any(|listed| listed == tool) {
-            return Some(format!("every call of {tool} needs approval"));
+        if let Some(listed) = self.tools.iter().find(|listed| crate::mcp::allow_entry_matches(listed, tool)) {
+            return Some(format!("every call of {listed} needs approval"));
         }
         let command = arguments["command"].as_str().filter(|_| tool == "shell")?;
         let matcher = self.shell_matcher.as_ref()?;
@@ -411,7 +411,13 @@ fn read_manifest(mut fields: Fields<'_, '_>) -> Option<AgentManifest> {
 fn read_approval(mut fields: Fields<'_, '_>, allowed: &[String]) -> Option<ApprovalRules> {
     let tools = fields.string_array("tools").unwrap_or_default();
     for (index, tool) in tools.iter().enumerate() {
-        if !allowed.iter().any(|allowed| allowed == tool) {
+        // `server.*` or `server.tool`: held if tools.allow lets the agent call it at all.
+        let allowed_somehow = allowed.iter().any(|allowed| {
+            allowed == tool
+                || crate::mcp::allow_entry_matches(allowed, tool)
+                || tool.strip_suffix(".*").is_some_and(|server| allowed.starts_with(&format!("{server}.")))
+        });
+        if !allowed_somehow {
             fields.problem(&format!("tools[{index}]"), format!("'{tool}' is not in tools.allow"));
         }
     }

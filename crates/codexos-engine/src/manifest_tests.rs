@@ -329,6 +329,9 @@ fn approval_rules_pick_the_calls_that_wait_for_a_person() {
     assert!(rules.needs_approval("write_file", &serde_json::json!({"path": "a"})).is_some());
     let push = rules.needs_approval("shell", &serde_json::json!({"command": "git push origin main"}));
     assert_eq!(push.as_deref(), Some("the command matches the approval pattern 'git push*'"));
+    let mcp = ApprovalRules { tools: vec!["fs.*".into()], ..ApprovalRules::default() };
+    assert!(mcp.needs_approval("fs.write", &serde_json::json!({})).is_some());
+    assert!(mcp.needs_approval("git.log", &serde_json::json!({})).is_none());
     assert!(rules.needs_approval("shell", &serde_json::json!({"command": "rm -rf /tmp/x/y"})).is_some());
     assert!(rules.needs_approval("shell", &serde_json::json!({"command": "cargo test"})).is_none());
     assert!(rules.needs_approval("read_file", &serde_json::json!({"path": "a"})).is_none());

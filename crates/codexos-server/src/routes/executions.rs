@@ -577,7 +577,16 @@ pub async fn fork_execution(
         Some(workspace) => workspace,
         None => {
             let suffix = uuid::Uuid::new_v4().simple().to_string();
-            format!("{}-fork-{}", parent.workspace.trim_end_matches('/'), &suffix[..8])
+            let beside = format!("{}-fork-{}", parent.workspace.trim_end_matches('/'), &suffix[..8]);
+            if !state.workspace_roots.iter().any(|root| std::path::Path::new(&beside).starts_with(root)) {
+                return Err(ApiError::bad_request(
+                    "invalid_field",
+                    format!(
+                        "the default place for the fork, {beside}, is outside the workspace roots; name one with `workspace`"
+                    ),
+                ));
+            }
+            beside
         }
     };
     check_workspace_path(&state, &workspace)?;
