@@ -657,3 +657,71 @@ async fn after_a_rollback_a_call_that_needs_approval_asks_again() {
     assert_eq!(execution["status"], "failed");
     assert!(!workspace.path().join("log.txt").exists());
 }
+
+/// Every path under `root` with the bytes it holds (or its link target).
+fn snapshot_bytes(root: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut entries = Vec::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let name = path.strip_prefix(root).unwrap().display().to_string();
+            if meta.is_dir() {
+                stack.push(path);
+                entries.push((name, Vec::new()));
+            } else if meta.file_type().is_symlink() {
+                entries.push((name, std::fs::read_link(&path).unwrap().into_os_string().into_encoded_bytes()));
+            } else {
+                entries.push((name, std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    entries.sort();
+    entries
+}
+
+#[tokio::test]
+async fn checkpoints_rollbacks_and_forks_leave_the_users_git_untouched() {
+    if !sandbox_available() {
+        return;
+    }
+    let git = |dir: &Path, args: &[&str]| {
+        let status = std::process::Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(status.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&status.stderr));
+    };
+    let server = server().await;
+    let root = tempfile::tempdir().unwrap();
+    let repo = root.path().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    std::fs::write(repo.join("keep.txt"), "original\n").unwrap();
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-q", "-m", "first"]);
+    let git_before = snapshot_bytes(&repo.join(".git"));
+
+    let id = start(&server, CHANGING_WORKFLOW, "changer", &repo).await;
+    assert_eq!(finished(&server, &id).await["status"], "succeeded");
+    assert_eq!(snapshot_bytes(&repo.join(".git")), git_before, "a run with checkpoints changed .git");
+
+    let fork = json!({ "from_step": 2, "workspace": root.path().join("fork").to_str().unwrap() });
+    let path = format!("/v1/executions/{id}/fork");
+    let (status, forked) = server.call(Method::POST, &path, Some(&server.owner_key), Some(fork)).await;
+    assert_eq!(status, StatusCode::CREATED, "{forked}");
+    assert_eq!(finished(&server, forked["id"].as_str().unwrap()).await["status"], "succeeded");
+    assert_eq!(snapshot_bytes(&repo.join(".git")), git_before, "a fork changed the parent's .git");
+
+    let rollback = json!({ "to_step": 1 });
+    let path = format!("/v1/executions/{id}/rollback");
+    assert_eq!(server.call(Method::POST, &path, Some(&server.owner_key), Some(rollback)).await.0, StatusCode::OK);
+    wait_for_status(&server, &id, "paused").await;
+    assert_eq!(snapshot_bytes(&repo.join(".git")), git_before, "a rollback changed .git");
+    assert_eq!(std::fs::read_to_string(repo.join("keep.txt")).unwrap(), "original\n");
+    // The fork's .git is a copy of the repository as it was, and a working one.
+    git(&root.path().join("fork"), &["log", "--oneline"]);
+}
