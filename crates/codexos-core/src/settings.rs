@@ -125,6 +125,9 @@ pub struct WorkerSettings {
     /// The newest workspace checkpoints an execution keeps once it ends;
     /// older ones are pruned (rollback and fork need the step's checkpoint).
     pub checkpoints_per_execution: usize,
+    /// The most new content (bytes) an execution's kept checkpoints may
+    /// hold; the newest is kept whatever its size.
+    pub checkpoint_bytes_per_execution: u64,
 }
 
 impl Default for Settings {
@@ -168,6 +171,7 @@ impl Default for WorkerSettings {
             allow_weaker_sandbox: false,
             workspace_roots: vec![PathBuf::from(".")],
             checkpoints_per_execution: 100,
+            checkpoint_bytes_per_execution: 1 << 30,
         }
     }
 }

@@ -59,18 +59,32 @@ impl Store {
         Ok(CheckpointUsage { count: row.try_get("count")?, bytes: row.try_get("bytes")? })
     }
 
-    /// Forgets all but the newest `keep` checkpoints of an execution;
-    /// returns how many it forgot. The store's content goes at the next prune.
-    pub async fn trim_checkpoints(&self, tenant: TenantId, execution: ExecutionId, keep: i64) -> Result<u64> {
+    /// Forgets an execution's older checkpoints: it keeps its newest ones,
+    /// at most `keep` of them and at most `keep_bytes` of content they added
+    /// (the newest is always kept). Returns how many it forgot. The store's
+    /// content goes at the next prune.
+    pub async fn trim_checkpoints(
+        &self,
+        tenant: TenantId,
+        execution: ExecutionId,
+        keep: i64,
+        keep_bytes: i64,
+    ) -> Result<u64> {
         let mut tx = self.tenant_tx(tenant, Intent::Write).await?;
+        // Newest first: each checkpoint's rank and the bytes of it and every
+        // newer one; a checkpoint goes when either passes its bound.
         let res = sqlx::query(
-            "DELETE FROM checkpoints WHERE tenant_id = $1 AND execution_id = $2 AND id NOT IN \
-             (SELECT id FROM checkpoints WHERE tenant_id = $1 AND execution_id = $2 \
-              ORDER BY created_at DESC, step DESC LIMIT $3)",
+            "DELETE FROM checkpoints WHERE tenant_id = $1 AND execution_id = $2 AND id IN \
+             (SELECT id FROM (SELECT id, \
+                 ROW_NUMBER() OVER (ORDER BY created_at DESC, step DESC, id) AS rank, \
+                 SUM(size_bytes) OVER (ORDER BY created_at DESC, step DESC, id ROWS UNBOUNDED PRECEDING) AS running \
+               FROM checkpoints WHERE tenant_id = $1 AND execution_id = $2) ranked \
+              WHERE rank > 1 AND (rank > $3 OR running > $4))",
         )
         .bind(tenant.to_string())
         .bind(execution.to_string())
-        .bind(keep.max(0))
+        .bind(keep.max(1))
+        .bind(keep_bytes.max(0))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -266,7 +266,8 @@ const FRESH_CHECKPOINT: std::time::Duration = std::time::Duration::from_secs(360
 async fn apply_checkpoint_retention(store: &Store, lease: &Lease, options: &WorkerOptions) {
     let Some(root) = &options.checkpoint_root else { return };
     let keep = i64::try_from(options.checkpoints_per_execution).unwrap_or(i64::MAX);
-    if let Err(err) = store.trim_checkpoints(lease.tenant, lease.execution_id, keep).await {
+    let keep_bytes = i64::try_from(options.checkpoint_bytes_per_execution).unwrap_or(i64::MAX);
+    if let Err(err) = store.trim_checkpoints(lease.tenant, lease.execution_id, keep, keep_bytes).await {
         tracing::warn!(execution = %lease.execution_id, error = %err, "cannot trim the checkpoints");
         return;
     }

@@ -48,6 +48,8 @@ pub struct WorkerOptions {
     /// The newest checkpoints each execution keeps once it ends; older
     /// ones are pruned from the tenant's store.
     pub checkpoints_per_execution: usize,
+    /// The most new content an execution's kept checkpoints may hold.
+    pub checkpoint_bytes_per_execution: u64,
 }
 
 /// Runs a worker until `shutdown` is cancelled, then deregisters it.

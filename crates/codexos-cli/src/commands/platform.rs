@@ -101,6 +101,7 @@ pub async fn run(
             workspace_roots: settings.worker.workspace_roots.clone(),
             checkpoint_root: Some(settings.data_dir.join("checkpoints")),
             checkpoints_per_execution: settings.worker.checkpoints_per_execution,
+            checkpoint_bytes_per_execution: settings.worker.checkpoint_bytes_per_execution,
         };
         let (store, shutdown) = (store.clone(), shutdown.clone());
         tokio::spawn(async move {

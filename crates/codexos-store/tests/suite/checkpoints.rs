@@ -21,10 +21,14 @@ async fn checkpoints_are_counted_trimmed_and_kept_per_tenant() {
     assert_eq!(store.checkpoint_usage(acme, execution.id).await.unwrap(), CheckpointUsage { count: 5, bytes: 1500 });
     assert_eq!(store.checkpoint_usage(globex, execution.id).await.unwrap(), CheckpointUsage::default());
 
-    assert_eq!(store.trim_checkpoints(acme, execution.id, 2).await.unwrap(), 3);
+    // By size: the newest (500 bytes) and the next (400) fit 900; c3 does not.
+    assert_eq!(store.trim_checkpoints(acme, execution.id, 10, 900).await.unwrap(), 3);
     let mut kept = store.tenant_checkpoints(acme).await.unwrap();
     kept.sort();
     assert_eq!(kept, vec!["c4", "c5"]);
+    // By count; the newest stays whatever the bounds.
+    assert_eq!(store.trim_checkpoints(acme, execution.id, 1, 0).await.unwrap(), 1);
+    assert_eq!(store.tenant_checkpoints(acme).await.unwrap(), vec!["c5"]);
     assert!(store.tenant_checkpoints(globex).await.unwrap().is_empty());
-    assert_eq!(store.trim_checkpoints(globex, execution.id, 0).await.unwrap(), 0);
+    assert_eq!(store.trim_checkpoints(globex, execution.id, 0, 0).await.unwrap(), 0);
 }
