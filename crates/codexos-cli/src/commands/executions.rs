@@ -534,6 +534,11 @@ fn first_line(text: &str, max_chars: usize) -> String {
 }
 
 fn human_bytes(bytes: i64) -> String {
-    const MIB: f64 = 1024.0 * 1024.0;
-    if bytes <= 0 { "-".to_owned() } else { format!("{:.1} MiB", bytes as f64 / MIB) }
+    const KIB: f64 = 1024.0;
+    match bytes {
+        ..=0 => "-".to_owned(),
+        1..1024 => format!("{bytes} B"),
+        1024..1048576 => format!("{:.1} KiB", bytes as f64 / KIB),
+        _ => format!("{:.1} MiB", bytes as f64 / (KIB * KIB)),
+    }
 }
