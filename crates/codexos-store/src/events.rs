@@ -179,3 +179,21 @@ fn event_from_row(row: &sqlx::any::AnyRow) -> Result<Event> {
         created_at: row.try_get("created_at")?,
     })
 }
+
+impl Store {
+    /// Every event of an execution's timeline, in order, read in pages (for
+    /// replaying it). `NotFound(Execution)` as for `events`.
+    pub async fn timeline(&self, tenant: TenantId, execution_id: ExecutionId) -> Result<Vec<Event>> {
+        const PAGE: i64 = 1000;
+        let mut timeline = Vec::new();
+        loop {
+            let after = timeline.last().map_or(0, |event: &Event| event.seq);
+            let page = self.events(tenant, execution_id, after, PAGE).await?;
+            let full = page.len() as i64 == PAGE;
+            timeline.extend(page);
+            if !full {
+                return Ok(timeline);
+            }
+        }
+    }
+}

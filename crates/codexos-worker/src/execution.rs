@@ -20,8 +20,6 @@ use crate::memory::StoreMemory;
 /// means the execution ran before (a worker died, or it was paused) and
 /// resumes from its timeline.
 const EVENTS_OF_A_FRESH_START: i64 = 2;
-/// Events read per page when loading a timeline to resume from.
-const HISTORY_PAGE: i64 = 1000;
 pub async fn run_leased(
     store: Store,
     leased: LeasedExecution,
@@ -209,22 +207,11 @@ fn prepare(
 
 /// The timeline so far, when the execution has run before.
 async fn load_history(store: &Store, leased: &LeasedExecution) -> Result<Vec<RecordedEvent>, StoreError> {
-    let mut history = Vec::new();
     if leased.last_seq <= EVENTS_OF_A_FRESH_START {
-        return Ok(history);
+        return Ok(Vec::new());
     }
-    let mut after = 0;
-    loop {
-        let page = store.events(leased.lease.tenant, leased.execution.id, after, HISTORY_PAGE).await?;
-        let Some(last) = page.last() else { break };
-        after = last.seq;
-        let full = page.len() as i64 == HISTORY_PAGE;
-        history.extend(page.into_iter().map(|event| RecordedEvent { kind: event.kind, payload: event.payload }));
-        if !full {
-            break;
-        }
-    }
-    Ok(history)
+    let timeline = store.timeline(leased.lease.tenant, leased.execution.id).await?;
+    Ok(timeline.into_iter().map(|event| RecordedEvent { kind: event.kind, payload: event.payload }).collect())
 }
 
 /// A workspace must be an existing directory inside a workspace root (with

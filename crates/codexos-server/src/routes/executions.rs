@@ -620,18 +620,13 @@ pub async fn fork_execution(
 /// the workspace could not be put back as it was when `step` began (a call
 /// that changed it without a checkpoint, or a checkpoint retention dropped).
 async fn check_step(state: &AppState, caller: &Caller, execution_id: ExecutionId, step: u32) -> ApiResult<()> {
-    let mut recorded = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = state.store.events(caller.0.tenant, execution_id, after, 1000).await?;
-        let Some(last) = page.last() else { break };
-        after = last.seq;
-        let full = page.len() == 1000;
-        recorded.extend(page.into_iter().map(|event| RecordedEvent { kind: event.kind, payload: event.payload }));
-        if !full {
-            break;
-        }
-    }
+    let recorded: Vec<RecordedEvent> = state
+        .store
+        .timeline(caller.0.tenant, execution_id)
+        .await?
+        .into_iter()
+        .map(|event| RecordedEvent { kind: event.kind, payload: event.payload })
+        .collect();
     let last_step = last_recorded_step(&recorded).map_err(|err| ApiError::internal(&std::io::Error::other(err)))?;
     if step == 0 || step > last_step {
         return Err(ApiError::not_found(format!(
