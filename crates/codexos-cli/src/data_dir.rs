@@ -11,6 +11,8 @@ use anyhow::{Context, bail};
 pub const URL_FILE: &str = "url";
 pub const OWNER_KEY_FILE: &str = "owner.key";
 const LOCK_FILE: &str = "lock";
+/// How long a start waits for the data directory's lock.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The data directory, created (mode 0700) and checked writable. With
 /// `Lock::Exclusive` a lock is held for as long as this value lives: two
@@ -49,13 +51,22 @@ impl DataDir {
         if lock_mode == Lock::Shared {
             return Ok(Self { path: path.to_owned(), _lock: None });
         }
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                bail!("data directory {} is in use by another codexos process", path.display())
-            }
-            Err(std::fs::TryLockError::Error(err)) => {
-                bail!("cannot lock data directory {}: {err}", path.display())
+        // A process that was just killed may hold the lock a moment longer
+        // (its sandboxes die with it, a little after): wait briefly before
+        // calling the directory busy.
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        loop {
+            match lock.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    bail!("data directory {} is in use by another codexos process", path.display())
+                }
+                Err(std::fs::TryLockError::Error(err)) => {
+                    bail!("cannot lock data directory {}: {err}", path.display())
+                }
             }
         }
         Ok(Self { path: path.to_owned(), _lock: Some(lock) })
