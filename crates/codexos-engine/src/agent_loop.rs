@@ -70,6 +70,20 @@ impl ToolRunner for KernelSandbox {
     }
 }
 
+/// A pause request that can be withdrawn (unlike a cancellation token).
+#[derive(Debug, Clone, Default)]
+pub struct PauseSignal(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl PauseSignal {
+    pub fn set(&self, requested: bool) {
+        self.0.store(requested, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn is_requested(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 /// Everything an execution needs, resolved by the worker.
 #[derive(Debug)]
 pub struct ExecutionSetup {
@@ -87,9 +101,10 @@ pub struct ExecutionSetup {
     pub price: Option<ModelPrice>,
     /// Cancelled when the worker stops: the execution is left to resume.
     pub shutdown: CancellationToken,
-    /// Cancelled when someone asks to pause: the loop stops before its next
-    /// model call or tool call, leaving the execution to resume later.
-    pub pause: CancellationToken,
+    /// Raised while someone asks to pause: the loop stops before its next
+    /// model call or tool call, leaving the execution to resume later. A
+    /// request withdrawn in time lowers it again.
+    pub pause: PauseSignal,
     /// Cancelled when someone cancels the execution: the loop stops at once,
     /// abandoning the model call or tool call in progress.
     pub cancel: CancellationToken,
@@ -413,7 +428,7 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
             for call in &turn.tool_calls {
                 let answered = match history.answers.get(&call.id) {
                     Some(answer) => Answered { content: answer.content.clone(), is_error: answer.is_error },
-                    None if self.setup.pause.is_cancelled() => return Err(Interrupted::Paused),
+                    None if self.setup.pause.is_requested() => return Err(Interrupted::Paused),
                     None => {
                         self.restore_before_rerun(step, &call.id, &history, journal).await?;
                         self.tool_call(step, call, journal).await?
@@ -508,7 +523,7 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
             // one in the same turn failed: the model needs all the answers.
             // A pause between two calls leaves the rest to the resumed run.
             for (index, call) in reply.tool_calls.iter().enumerate() {
-                if self.setup.pause.is_cancelled() {
+                if self.setup.pause.is_requested() {
                     return Err(Interrupted::Paused);
                 }
                 if Instant::now() >= self.deadline {
@@ -991,7 +1006,7 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
         if self.setup.cancel.is_cancelled() {
             return Ok(Some(cancelled()));
         }
-        if self.setup.pause.is_cancelled() {
+        if self.setup.pause.is_requested() {
             return Err(Interrupted::Paused);
         }
         if !self.setup.workspace.is_dir() {

@@ -18,7 +18,8 @@ pub mod timeline;
 pub mod tools;
 
 pub use agent_loop::{
-    ExecutionOutcome, ExecutionSetup, Interrupted, KernelSandbox, Model, ToolRunner, run_execution, run_with,
+    ExecutionOutcome, ExecutionSetup, Interrupted, KernelSandbox, Model, PauseSignal, ToolRunner, run_execution,
+    run_with,
 };
 pub use conversation::{Message, ModelReply, TokenUsage, ToolCall, ToolSpec};
 pub use manifest::{AgentManifest, ManifestError, Problem};

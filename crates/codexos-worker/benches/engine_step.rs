@@ -227,7 +227,7 @@ fn execution_setup(manifest: &str, workspace: &std::path::Path) -> ExecutionSetu
         api_key: None,
         price: None,
         shutdown: CancellationToken::new(),
-        pause: CancellationToken::new(),
+        pause: codexos_engine::PauseSignal::default(),
         cancel: CancellationToken::new(),
         history: Vec::new(),
         totals: Totals::default(),

@@ -329,7 +329,7 @@ fn execution_setup(leased: &LeasedExecution, workspace: &Path, history: Vec<Reco
         api_key: None,
         price: None,
         shutdown: CancellationToken::new(),
-        pause: CancellationToken::new(),
+        pause: codexos_engine::PauseSignal::default(),
         cancel: CancellationToken::new(),
         history,
         totals: engine_totals(&leased.execution.totals),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use codexos_core::ExecutionStatus;
 use codexos_engine::manifest::{AgentKind, ApiKeySource};
-use codexos_engine::{AgentManifest, ExecutionSetup, Interrupted, JournalError, RecordedEvent, Totals};
+use codexos_engine::{AgentManifest, ExecutionSetup, Interrupted, JournalError, PauseSignal, RecordedEvent, Totals};
 use codexos_store::{ControlRequest, Lease, LeasedExecution, NewEvent, Store, StoreError};
 use secrecy::SecretString;
 use serde_json::json;
@@ -33,7 +33,7 @@ pub async fn run_leased(
     // The lease is renewed in the background, and requests to pause or
     // cancel are watched for; losing the lease stops the engine.
     let stop = shutdown.child_token();
-    let controls = Controls { stop: stop.clone(), pause: CancellationToken::new(), cancel: CancellationToken::new() };
+    let controls = Controls { stop: stop.clone(), pause: PauseSignal::default(), cancel: CancellationToken::new() };
     let renewer = tokio::spawn(keep_lease(store.clone(), leased.lease.clone(), Arc::clone(&options), controls.clone()));
 
     let lease = leased.lease.clone();
@@ -293,7 +293,7 @@ async fn apply_checkpoint_retention(store: &Store, lease: &Lease, options: &Work
 struct Controls {
     /// The worker stops, or the lease was lost: leave the execution as it is.
     stop: CancellationToken,
-    pause: CancellationToken,
+    pause: PauseSignal,
     cancel: CancellationToken,
 }
 
@@ -316,9 +316,10 @@ async fn keep_lease(store: Store, lease: Lease, options: Arc<WorkerOptions>, con
                 Err(err) => tracing::warn!(execution = %lease.execution_id, error = %err, "cannot renew the lease"),
             },
             _ = poll.tick() => match store.pending_control(&lease).await {
-                Ok(Some(ControlRequest::Pause)) => controls.pause.cancel(),
+                Ok(Some(ControlRequest::Pause)) => controls.pause.set(true),
                 Ok(Some(ControlRequest::Cancel)) => controls.cancel.cancel(),
-                Ok(None) => {}
+                // A pause withdrawn before the loop reached a step boundary.
+                Ok(None) => controls.pause.set(false),
                 Err(StoreError::LeaseLost) => return lost(&controls),
                 Err(err) => tracing::warn!(execution = %lease.execution_id, error = %err, "cannot read control requests"),
             },

@@ -725,3 +725,23 @@ async fn checkpoints_rollbacks_and_forks_leave_the_users_git_untouched() {
     // The fork's .git is a copy of the repository as it was, and a working one.
     git(&root.path().join("fork"), &["log", "--oneline"]);
 }
+
+#[tokio::test]
+async fn a_pause_withdrawn_before_the_step_ends_does_not_pause() {
+    if !sandbox_available() {
+        return;
+    }
+    let server = server().await;
+    let workspace = tempfile::tempdir().unwrap();
+    let id = start(&server, SLOW_WORKFLOW, "slow", workspace.path()).await;
+    wait_for_event(&server, &id, |event| event["kind"] == "tool_call" && event["payload"]["call_id"] == "step-1").await;
+    assert_eq!(codexos_test_support::run(server.cli().args(["exec", "pause", &id])).0, 0);
+    // Long enough for the worker to see the request, well within the 2 s step.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (code, stdout, _) = codexos_test_support::run(server.cli().args(["exec", "resume", &id]));
+    assert_eq!(code, 0);
+    assert!(stdout.contains("pause withdrawn"), "{stdout}");
+    assert_eq!(finished(&server, &id).await["status"], "succeeded");
+    let paused = events(&server, &id).await.iter().any(|event| event["payload"]["status"] == "paused");
+    assert!(!paused, "the withdrawn pause still paused");
+}

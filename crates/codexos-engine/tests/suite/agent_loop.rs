@@ -107,7 +107,7 @@ fn setup(manifest: &str) -> ExecutionSetup {
         api_key: None,
         price: None,
         shutdown: CancellationToken::new(),
-        pause: CancellationToken::new(),
+        pause: codexos_engine::PauseSignal::default(),
         cancel: CancellationToken::new(),
         history: Vec::new(),
         totals: Totals::default(),
