@@ -28,14 +28,16 @@ use std::time::{Duration, Instant};
 
 use codexos_core::{ExecutionStatus, TenantId, TenantSlug};
 use codexos_engine::model::{ModelError, ModelEvent, ModelRequest};
-use codexos_engine::tools::{SandboxSettings, ToolError, ToolExecution, ToolInvocation};
 use codexos_engine::{
     AgentManifest, ExecutionSetup, Journal, JournalError, Message, Model, ModelReply, NoMemory, TimelineEvent,
-    TokenUsage, ToolCall, ToolRunner, Totals, run_with,
+    TokenUsage, ToolCall, Totals, run_with,
 };
 use codexos_store::{AgentVersion, Lease, NewAgentVersion, NewExecution, Store, WorkerId};
 use codexos_worker::journal::{StoreJournal, store_totals};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+mod common;
+use common::{CannedTool, percentile};
 use tokio::runtime::Runtime;
 use tokio_util::sync::CancellationToken;
 
@@ -94,37 +96,6 @@ impl Model for ScriptedModel {
                 stop_reason: Some("stop".to_owned()),
             })
         }
-    }
-}
-
-/// Answers every call at once with the same file contents (about 2 KiB, a
-/// small source file) and a plausible sandbox accounting.
-struct CannedTool {
-    output: String,
-}
-
-impl Default for CannedTool {
-    fn default() -> Self {
-        let line = "    let value = compute(input, &settings).map_err(|err| Error::from(err))?;\n";
-        Self { output: line.repeat(2048 / line.len()) }
-    }
-}
-
-impl ToolRunner for CannedTool {
-    async fn run(&self, _invocation: &ToolInvocation, _settings: &SandboxSettings) -> Result<ToolExecution, ToolError> {
-        Ok(ToolExecution {
-            output: self.output.clone(),
-            is_error: false,
-            exit_code: Some(0),
-            violations: Vec::new(),
-            network: Vec::new(),
-            usage: codexos_sandbox::Usage {
-                cpu_time: Duration::from_millis(3),
-                peak_memory_bytes: 8 << 20,
-                wall_time: Duration::from_millis(5),
-            },
-            absent_protections: Vec::new(),
-        })
     }
 }
 
@@ -331,11 +302,6 @@ fn engine_step(c: &mut Criterion) {
             micros(percentile(executions, 50)),
         );
     }
-}
-
-fn percentile(samples: &mut [Duration], pct: usize) -> Duration {
-    samples.sort_unstable();
-    samples.get(samples.len().saturating_sub(1) * pct / 100).copied().unwrap_or_default()
 }
 
 fn micros(duration: Duration) -> f64 {

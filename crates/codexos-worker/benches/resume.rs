@@ -64,6 +64,9 @@ use codexos_engine::{
 use codexos_store::{AgentVersion, LeasedExecution, NewAgentVersion, NewEvent, NewExecution, Store, WorkerId};
 use codexos_worker::journal::{StoreJournal, engine_totals};
 use criterion::{BenchmarkId, Criterion, SamplingMode, criterion_group, criterion_main};
+
+mod common;
+use common::{CannedTool, percentile};
 use tokio::runtime::Runtime;
 use tokio_util::sync::CancellationToken;
 
@@ -76,6 +79,7 @@ const FIRST_STEP_RUNS: usize = 20;
 /// As in `src/execution.rs`: the events of a fresh lease (`queued`,
 /// `running`), and the events read per page when loading a timeline.
 const EVENTS_OF_A_FRESH_START: i64 = 2;
+/// The page size of `Store::timeline`, for the report.
 const HISTORY_PAGE: i64 = 1000;
 const TASK: &str = "Review the modules under src/ and say whether they read well.";
 const ANSWER: &str = "Done: the code reads well.";
@@ -162,36 +166,6 @@ impl Model for FirstStepModel {
         let now = Instant::now();
         assert!(self.called.lock().unwrap().replace(now).is_none(), "one model call per resume");
         Ok(final_answer(TokenUsage { input_tokens: 1200, output_tokens: 40 }))
-    }
-}
-
-/// `engine_step`'s tool: about 2 KiB of file contents at once.
-struct CannedTool {
-    output: String,
-}
-
-impl Default for CannedTool {
-    fn default() -> Self {
-        let line = "    let value = compute(input, &settings).map_err(|err| Error::from(err))?;\n";
-        Self { output: line.repeat(2048 / line.len()) }
-    }
-}
-
-impl ToolRunner for CannedTool {
-    async fn run(&self, _invocation: &ToolInvocation, _settings: &SandboxSettings) -> Result<ToolExecution, ToolError> {
-        Ok(ToolExecution {
-            output: self.output.clone(),
-            is_error: false,
-            exit_code: Some(0),
-            violations: Vec::new(),
-            network: Vec::new(),
-            usage: codexos_sandbox::Usage {
-                cpu_time: Duration::from_millis(3),
-                peak_memory_bytes: 8 << 20,
-                wall_time: Duration::from_millis(5),
-            },
-            absent_protections: Vec::new(),
-        })
     }
 }
 
@@ -339,22 +313,11 @@ fn execution_setup(leased: &LeasedExecution, workspace: &Path, history: Vec<Reco
 
 /// `load_history` of `src/execution.rs`, which is private to the worker.
 async fn load_history(store: &Store, leased: &LeasedExecution) -> Vec<RecordedEvent> {
-    let mut history = Vec::new();
     if leased.last_seq <= EVENTS_OF_A_FRESH_START {
-        return history;
+        return Vec::new();
     }
-    let mut after = 0;
-    loop {
-        let page = store.events(leased.lease.tenant, leased.execution.id, after, HISTORY_PAGE).await.unwrap();
-        let Some(last) = page.last() else { break };
-        after = last.seq;
-        let full = page.len() as i64 == HISTORY_PAGE;
-        history.extend(page.into_iter().map(|event| RecordedEvent { kind: event.kind, payload: event.payload }));
-        if !full {
-            break;
-        }
-    }
-    history
+    let timeline = store.timeline(leased.lease.tenant, leased.execution.id).await.unwrap();
+    timeline.into_iter().map(|event| RecordedEvent { kind: event.kind, payload: event.payload }).collect()
 }
 
 /// One resume of a timeline that ends in its final answer: the time to
@@ -488,11 +451,6 @@ fn resume_bench(c: &mut Criterion) {
         ));
         assert!(after.unwrap().is_empty(), "a resume wrote to the timeline of {} steps", timeline.steps);
     }
-}
-
-fn percentile(samples: &mut [Duration], pct: usize) -> Duration {
-    samples.sort_unstable();
-    samples.get(samples.len().saturating_sub(1) * pct / 100).copied().unwrap_or_default()
 }
 
 fn millis(duration: Duration) -> f64 {
