@@ -10,7 +10,7 @@ use pretty_assertions::assert_eq;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::{bin, sandbox_available};
+use super::{bin, events, finished, sandbox_available};
 
 const KEY_VAR: &str = codexos_test_support::TEST_MODEL_KEY_VAR;
 
@@ -38,12 +38,6 @@ async fn start(server: &TestServer, manifest: &str, agent: &str, workspace: &Pat
     execution["id"].as_str().unwrap().to_owned()
 }
 
-async fn events(server: &TestServer, id: &str) -> Vec<Value> {
-    let (status, page) = server.get(&format!("/v1/executions/{id}/events?limit=1000")).await;
-    assert_eq!(status, StatusCode::OK, "{page}");
-    page["events"].as_array().unwrap().clone()
-}
-
 /// Waits until the timeline has an event matching `wanted`.
 async fn wait_for_event(server: &TestServer, id: &str, wanted: impl Fn(&Value) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -59,18 +53,6 @@ async fn wait_for_file_text(path: &Path, text: &str) {
     while !std::fs::read_to_string(path).is_ok_and(|content| content.contains(text)) {
         assert!(Instant::now() < deadline, "{} never held {text}", path.display());
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn finished(server: &TestServer, id: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let (_, execution) = server.get(&format!("/v1/executions/{id}")).await;
-        if ["succeeded", "failed", "cancelled"].contains(&execution["status"].as_str().unwrap_or("")) {
-            return execution;
-        }
-        assert!(Instant::now() < deadline, "not finished: {execution}\n{}", server.stderr());
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

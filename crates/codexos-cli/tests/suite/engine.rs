@@ -4,7 +4,7 @@
 //! wire formats.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use codexos_test_support::fake_model::{FakeModel, FakeTurn};
 use codexos_test_support::{TestServer, run};
@@ -12,7 +12,7 @@ use pretty_assertions::assert_eq;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::{bin, sandbox_available};
+use super::{bin, events, finished, sandbox_available};
 
 /// The variable the LLM manifests below read their key from.
 const KEY_VAR: &str = codexos_test_support::TEST_MODEL_KEY_VAR;
@@ -32,26 +32,6 @@ async fn start(server: &TestServer, agent: &str, workspace: &Path, task: &str) -
     assert_eq!(status, StatusCode::CREATED, "{execution}");
     assert_eq!(execution["status"], "queued");
     execution["id"].as_str().unwrap().to_owned()
-}
-
-/// Waits for an execution to reach a final status and returns it.
-async fn finished(server: &TestServer, id: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let (status, execution) = server.get(&format!("/v1/executions/{id}")).await;
-        assert_eq!(status, StatusCode::OK, "{execution}");
-        if ["succeeded", "failed", "cancelled"].contains(&execution["status"].as_str().unwrap()) {
-            return execution;
-        }
-        assert!(Instant::now() < deadline, "execution {id} did not finish: {execution}\n{}", server.stderr());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn events(server: &TestServer, id: &str) -> Vec<Value> {
-    let (status, page) = server.get(&format!("/v1/executions/{id}/events?limit=1000")).await;
-    assert_eq!(status, StatusCode::OK, "{page}");
-    page["events"].as_array().unwrap().clone()
 }
 
 fn kinds(events: &[Value]) -> Vec<String> {

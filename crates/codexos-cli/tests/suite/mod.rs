@@ -8,8 +8,11 @@ mod mcp;
 mod sandbox;
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use codexos_test_support::TestServer;
+use reqwest::StatusCode;
+use serde_json::Value;
 
 pub fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_codexos"))
@@ -34,4 +37,25 @@ pub fn sandbox_available() -> bool {
     );
     eprintln!("skipping: this host lacks sandbox protections {missing:?}");
     false
+}
+
+/// Waits for an execution to reach a final status and returns it.
+pub async fn finished(server: &TestServer, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (status, execution) = server.get(&format!("/v1/executions/{id}")).await;
+        assert_eq!(status, StatusCode::OK, "{execution}");
+        if ["succeeded", "failed", "cancelled"].contains(&execution["status"].as_str().unwrap()) {
+            return execution;
+        }
+        assert!(Instant::now() < deadline, "execution {id} did not finish: {execution}\n{}", server.stderr());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The execution's whole timeline (up to 1000 events).
+pub async fn events(server: &TestServer, id: &str) -> Vec<Value> {
+    let (status, page) = server.get(&format!("/v1/executions/{id}/events?limit=1000")).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    page["events"].as_array().unwrap().clone()
 }
