@@ -59,14 +59,16 @@ pub enum Command {
     /// Inspect and control executions: list, show, events, pause, resume, cancel, approve, deny, rollback, fork
     #[command(subcommand)]
     Exec(ExecCommand),
-    /// Verify and export the audit log
-    Audit(NotBuilt),
+    /// The tamper-evident audit log: list, verify, prove and export entries
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Manage tenants
     Tenant(NotBuilt),
     /// Manage users
     User(NotBuilt),
-    /// Manage tenant secrets
-    Secret(NotBuilt),
+    /// Tenant secrets: set (value from standard input), list, delete; rotate the master key
+    #[command(subcommand)]
+    Secret(SecretCommand),
     /// Manage the tenant's policies
     Policy(NotBuilt),
     /// The agent marketplace
@@ -104,6 +106,64 @@ pub struct WorkerArgs {
     pub database_url: Option<String>,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Your tenant's entries, oldest first (through the API)
+    List {
+        /// Entries after this sequence number
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// At most this many
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the logs straight from the database (no server needed): the
+    /// hash chain, the Merkle tree, every signed checkpoint and their
+    /// consistency. Exits 0 when intact, 1 naming the first bad entry
+    Verify {
+        /// Only this tenant's log [default: every tenant's]
+        #[arg(long, value_name = "SLUG")]
+        tenant: Option<String>,
+        /// The verifier key (`name+id+key`) to trust [default: the one of the installation's signing key file]
+        #[arg(long, value_name = "KEY")]
+        key: Option<String>,
+        /// `sqlite://PATH` or `postgres://...` [default: the configured database]
+        #[arg(long, value_name = "URL")]
+        database_url: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// An inclusion proof of one entry in a signed checkpoint, as JSON (through the API)
+    Proof {
+        /// The entry's sequence number
+        seq: u64,
+    },
+    /// Check a proof written by `audit proof` or `audit export`, with nothing but the verifier key
+    CheckProof {
+        /// The proof (JSON; one proof per line is accepted too); `-` for standard input
+        file: PathBuf,
+        /// The verifier key (`name+id+key`) to trust [default: the one of the installation's signing key file]
+        #[arg(long, value_name = "KEY")]
+        key: Option<String>,
+    },
+    /// Every entry of a tenant's log as JSON lines, each with its inclusion
+    /// proof in the latest checkpoint (signed now if entries follow it);
+    /// straight from the database
+    Export {
+        /// The tenant [default: default]
+        #[arg(long, value_name = "SLUG", default_value = "default")]
+        tenant: String,
+        /// Write here instead of standard output
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// `sqlite://PATH` or `postgres://...` [default: the configured database]
+        #[arg(long, value_name = "URL")]
+        database_url: Option<String>,
+    },
+}
+
 #[derive(Debug, Args)]
 pub struct JsonFlag {
     /// Print JSON instead of text
@@ -134,6 +194,32 @@ pub enum KeyCommand {
         id: String,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Set a secret; its value is read from standard input (typed without
+    /// echo at a terminal; one final line break dropped) and never shown again
+    Set {
+        /// 1-128 characters of A-Z, a-z, 0-9 and '_', not starting with a digit
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the tenant's secrets by name (values are never shown)
+    List(JsonFlag),
+    /// Delete a secret
+    Delete { name: String },
+    /// Re-wrap every tenant's data key with a new master key, on the
+    /// database and the key file directly; stop the platform first
+    RotateMasterKey {
+        /// `sqlite://PATH` or `postgres://...` [default: the configured database]
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_name = "URL")]
+        database_url: Option<String>,
+        /// Rotate even though workers are running on the database
+        #[arg(long)]
+        force: bool,
     },
 }
 

@@ -73,6 +73,37 @@ impl Client {
         self.send(Method::DELETE, path, None::<&()>, &[StatusCode::OK]).await
     }
 
+    /// Sends a request and answers the status with the JSON body, if any
+    /// (a 204 has none); any status outside `accepted` is an error.
+    pub async fn send_for_status(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        accepted: &[StatusCode],
+    ) -> anyhow::Result<(StatusCode, Option<Value>)> {
+        let url = format!("{}{path}", self.base_url);
+        let mut request = self.http.request(method.clone(), &url).bearer_auth(&self.api_key);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|err| {
+            let reason = if err.is_connect() { "cannot connect (is the server running?)" } else { "request failed" };
+            anyhow::anyhow!("{method} {url}: {reason}: {}", innermost(&err))
+        })?;
+        let status = response.status();
+        let text = response.text().await.with_context(|| format!("{method} {url}: cannot read the answer"))?;
+        if !accepted.contains(&status) {
+            bail!("{}", describe_error(status, &text));
+        }
+        if text.trim().is_empty() {
+            return Ok((status, None));
+        }
+        let value = serde_json::from_str(&text)
+            .with_context(|| format!("{method} {url}: the server's answer is not the expected JSON"))?;
+        Ok((status, Some(value)))
+    }
+
     /// Opens a server-sent event stream, resuming after `last_event_id`.
     /// The response is checked like any other; the stream itself has no
     /// overall timeout (it lasts as long as the execution).

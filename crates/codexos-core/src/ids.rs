@@ -123,6 +123,54 @@ impl From<TenantSlug> for String {
 #[error("'{0}' is not a valid tenant slug (1-63 characters of a-z, 0-9 and '-', not starting or ending with '-')")]
 pub struct SlugError(pub String);
 
+/// A tenant secret's name: 1 to 128 characters of `[A-Za-z0-9_]`, not
+/// starting with a digit (`GH_TOKEN`, `openai_key`): the shape of an
+/// environment variable name, so a secret can be named where one is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SecretName(String);
+
+impl SecretName {
+    pub const MAX_LEN: usize = 128;
+
+    pub fn parse(text: &str) -> Result<Self, SecretNameError> {
+        let valid = text.bytes().next().is_some_and(|first| first.is_ascii_alphabetic() || first == b'_')
+            && text.len() <= Self::MAX_LEN
+            && text.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'_');
+        if !valid {
+            return Err(SecretNameError(text.chars().take(64).collect()));
+        }
+        Ok(Self(text.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SecretName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for SecretName {
+    type Error = SecretNameError;
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        Self::parse(&text)
+    }
+}
+
+impl From<SecretName> for String {
+    fn from(name: SecretName) -> Self {
+        name.0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{0}' is not a valid secret name (1-128 characters of A-Z, a-z, 0-9 and '_', not starting with a digit)")]
+pub struct SecretNameError(pub String);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,6 +185,16 @@ mod tests {
     fn a_bad_id_names_its_kind() {
         let err = ExecutionId::parse("nope").unwrap_err();
         assert_eq!(err.to_string(), "'nope' is not a valid ExecutionId (expected a UUID)");
+    }
+
+    #[test]
+    fn secret_names_are_validated() {
+        for good in ["GH_TOKEN", "_x", "a", "openai_key2", &"K".repeat(128)] {
+            assert!(SecretName::parse(good).is_ok(), "{good}");
+        }
+        for bad in ["", "1abc", "a-b", "a b", "é", "A.B", &"K".repeat(129)] {
+            assert!(SecretName::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

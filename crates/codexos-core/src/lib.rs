@@ -11,7 +11,7 @@ pub mod settings;
 pub mod size;
 
 pub use execution::ExecutionStatus;
-pub use ids::{AgentId, AgentVersionId, ApiKeyId, ExecutionId, TenantId, TenantSlug, UserId};
+pub use ids::{AgentId, AgentVersionId, ApiKeyId, ExecutionId, SecretName, TenantId, TenantSlug, UserId};
 pub use role::{Permission, Role};
 pub use settings::{DatabaseBackend, LogFormat, ModelEndpoint, Settings, SettingsError};
 pub use size::parse_size;

@@ -97,6 +97,12 @@ pub enum Permission {
     KeysRead,
     #[serde(rename = "keys:write")]
     KeysWrite,
+    /// List the tenant's secrets by name (never their values).
+    #[serde(rename = "secrets:read")]
+    SecretsRead,
+    /// Set and delete the tenant's secrets.
+    #[serde(rename = "secrets:write")]
+    SecretsWrite,
     #[serde(rename = "audit:read")]
     AuditRead,
     #[serde(rename = "tenant:admin")]
@@ -106,7 +112,7 @@ pub enum Permission {
 }
 
 impl Permission {
-    pub const ALL: [Permission; 11] = [
+    pub const ALL: [Permission; 13] = [
         Permission::HealthRead,
         Permission::AgentsRead,
         Permission::AgentsWrite,
@@ -115,6 +121,8 @@ impl Permission {
         Permission::ExecutionsApprove,
         Permission::KeysRead,
         Permission::KeysWrite,
+        Permission::SecretsRead,
+        Permission::SecretsWrite,
         Permission::AuditRead,
         Permission::TenantAdmin,
         Permission::BillingManage,
@@ -130,6 +138,8 @@ impl Permission {
             Permission::ExecutionsApprove => "executions:approve",
             Permission::KeysRead => "keys:read",
             Permission::KeysWrite => "keys:write",
+            Permission::SecretsRead => "secrets:read",
+            Permission::SecretsWrite => "secrets:write",
             Permission::AuditRead => "audit:read",
             Permission::TenantAdmin => "tenant:admin",
             Permission::BillingManage => "billing:manage",
@@ -145,14 +155,18 @@ impl fmt::Display for Permission {
 
 impl Role {
     /// The permission table. Owners hold everything; admins everything but
-    /// billing; developers build and run; viewers read.
+    /// billing; developers build and run (and see which secrets exist);
+    /// viewers read.
     pub fn allows(self, permission: Permission) -> bool {
         use Permission::*;
         match self {
             Role::Owner => true,
             Role::Admin => permission != BillingManage,
             Role::Developer => {
-                matches!(permission, AgentsRead | AgentsWrite | ExecutionsRead | ExecutionsRun | ExecutionsApprove)
+                matches!(
+                    permission,
+                    AgentsRead | AgentsWrite | ExecutionsRead | ExecutionsRun | ExecutionsApprove | SecretsRead
+                )
             }
             Role::Viewer => matches!(permission, AgentsRead | ExecutionsRead | AuditRead),
         }
@@ -172,6 +186,8 @@ mod permission_tests {
             (ExecutionsRun, [true, true, true, false]),
             (AuditRead, [true, true, false, true]),
             (HealthRead, [true, true, false, false]),
+            (SecretsRead, [true, true, true, false]),
+            (SecretsWrite, [true, true, false, false]),
         ];
         for (permission, expected) in table {
             let actual = Role::ALL.map(|role| role.allows(permission));

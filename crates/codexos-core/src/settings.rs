@@ -30,6 +30,7 @@ pub struct Settings {
     pub log: LogSettings,
     pub server: ServerSettings,
     pub worker: WorkerSettings,
+    pub audit: AuditSettings,
     /// Model prices in US dollars per million tokens, by model name, for
     /// the cost accounting of every step. A model without a price costs 0
     /// and its steps say so.
@@ -40,6 +41,8 @@ pub struct Settings {
     /// choose manifests, so they must not choose where the operator's keys
     /// go.
     pub model_endpoints: Vec<ModelEndpoint>,
+    /// The master key that wraps the tenants' secret keys.
+    pub secrets: SecretsSettings,
     /// The settings file this was loaded from, if any (kept from tools).
     #[serde(skip)]
     pub config_file: Option<PathBuf>,
@@ -130,6 +133,43 @@ pub struct WorkerSettings {
     pub checkpoint_bytes_per_execution: u64,
 }
 
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditSettings {
+    /// The Ed25519 key that signs the audit log's checkpoints; created (mode
+    /// 0600) on first start when missing. Default: `audit-signing.key` in
+    /// the data directory. Every API server and worker of an installation
+    /// must use the same key.
+    pub signing_key_file: Option<PathBuf>,
+    /// A checkpoint is signed every this many entries of a tenant's log (and
+    /// at shutdown, and when a proof needs one).
+    pub checkpoint_every: u64,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self { signing_key_file: None, checkpoint_every: 1000 }
+    }
+}
+
+/// Where the master key comes from (docs/configuration.md). The master key
+/// wraps each tenant's data key, which encrypts that tenant's secrets:
+/// losing it loses every secret.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecretsSettings {
+    /// The key file (32 random bytes, base64, mode 0600); created at first
+    /// start when absent. Default: `master.key` in the data directory.
+    pub master_key_file: Option<PathBuf>,
+    /// The master key itself, base64 (e.g. `CODEXOS_SECRETS__MASTER_KEY`);
+    /// when set, no key file is read or created.
+    #[serde(serialize_with = "serialize_redacted_secret")]
+    pub master_key: Option<SecretString>,
+    /// Older master keys still accepted for unwrapping data keys, while a
+    /// rotation is under way (docs/operations.md).
+    pub previous_master_key_files: Vec<PathBuf>,
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Self {
@@ -139,11 +179,13 @@ impl Default for Settings {
             log: LogSettings::default(),
             server: ServerSettings::default(),
             worker: WorkerSettings::default(),
+            audit: AuditSettings::default(),
             prices: BTreeMap::new(),
             model_endpoints: vec![
                 ModelEndpoint { host: "api.openai.com".to_owned(), key_env: Some("OPENAI_API_KEY".to_owned()) },
                 ModelEndpoint { host: "api.anthropic.com".to_owned(), key_env: Some("ANTHROPIC_API_KEY".to_owned()) },
             ],
+            secrets: SecretsSettings::default(),
             config_file: None,
         }
     }
@@ -235,7 +277,16 @@ impl Settings {
         for root in &mut settings.worker.workspace_roots {
             *root = absolute(root)?;
         }
+        if let Some(path) = &mut settings.secrets.master_key_file {
+            *path = absolute(path)?;
+        }
+        for path in &mut settings.secrets.previous_master_key_files {
+            *path = absolute(path)?;
+        }
         settings.config_file = config_file.map(absolute).transpose()?;
+        if let Some(path) = &mut settings.audit.signing_key_file {
+            *path = absolute(path)?;
+        }
         Ok(settings)
     }
 
@@ -282,8 +333,17 @@ impl Settings {
                 "worker.checkpoints_per_execution must be at least 1 (rollback and fork need checkpoints)".to_owned(),
             ));
         }
+        if self.audit.checkpoint_every == 0 {
+            return Err(SettingsError::Invalid("audit.checkpoint_every must be at least 1".to_owned()));
+        }
         if !(1..=256).contains(&worker.max_concurrent) {
             return Err(SettingsError::Invalid("worker.max_concurrent must be between 1 and 256".to_owned()));
+        }
+        if self.secrets.master_key_file.as_ref().is_some_and(|path| path.as_os_str().is_empty()) {
+            return Err(SettingsError::Invalid("secrets.master_key_file must not be empty".to_owned()));
+        }
+        if self.secrets.master_key.as_ref().is_some_and(|key| key.expose_secret().trim().is_empty()) {
+            return Err(SettingsError::Invalid("secrets.master_key must not be empty".to_owned()));
         }
         for (model, price) in &self.prices {
             let valid = |value: f64| value.is_finite() && value >= 0.0;
@@ -292,6 +352,17 @@ impl Settings {
             }
         }
         Ok(())
+    }
+
+    /// The audit signing key's file in effect.
+    pub fn audit_signing_key_file(&self) -> PathBuf {
+        self.audit.signing_key_file.clone().unwrap_or_else(|| self.data_dir.join("audit-signing.key"))
+    }
+
+    /// The master key file in effect: the configured one, or `master.key`
+    /// in the data directory.
+    pub fn master_key_file(&self) -> PathBuf {
+        self.secrets.master_key_file.clone().unwrap_or_else(|| self.data_dir.join("master.key"))
     }
 
     /// The database URL in effect: the configured one, or SQLite in the data directory.
@@ -338,6 +409,13 @@ pub fn redact_url(url: &str) -> String {
 fn serialize_redacted_url<S: Serializer>(url: &Option<SecretString>, serializer: S) -> Result<S::Ok, S::Error> {
     match url {
         Some(url) => serializer.serialize_some(&redact_url(url.expose_secret())),
+        None => serializer.serialize_none(),
+    }
+}
+
+fn serialize_redacted_secret<S: Serializer>(secret: &Option<SecretString>, serializer: S) -> Result<S::Ok, S::Error> {
+    match secret {
+        Some(_) => serializer.serialize_some("(redacted)"),
         None => serializer.serialize_none(),
     }
 }
@@ -497,6 +575,27 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.to_string(), "config file /nonexistent/c.toml does not exist");
+    }
+
+    #[test]
+    fn the_master_key_comes_from_a_file_or_the_environment() {
+        let settings = load_with(None, &[]).unwrap();
+        assert_eq!(settings.master_key_file(), settings.data_dir.join("master.key"));
+        assert!(settings.secrets.master_key.is_none());
+        let key = "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=";
+        let settings = load_with(
+            Some("[secrets]\nmaster_key_file = \"/srv/keys/m.key\"\nprevious_master_key_files = [\"old.key\"]\n"),
+            &[("SECRETS__MASTER_KEY", key)],
+        )
+        .unwrap();
+        assert_eq!(settings.master_key_file(), PathBuf::from("/srv/keys/m.key"));
+        assert_eq!(settings.secrets.previous_master_key_files, vec![std::env::current_dir().unwrap().join("old.key")]);
+        assert_eq!(settings.secrets.master_key.as_ref().unwrap().expose_secret(), key);
+        // The key never prints, in Debug or in the effective configuration.
+        assert!(!format!("{settings:?}").contains(key));
+        assert!(!serde_json::to_string(&settings).unwrap().contains(key));
+        let err = load_with(Some("[secrets]\nmaster_key_fil = \"x\"\n"), &[]).unwrap_err().to_string();
+        assert!(err.contains("master_key_fil"), "{err}");
     }
 
     #[test]

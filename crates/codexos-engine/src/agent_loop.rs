@@ -97,6 +97,10 @@ pub struct ExecutionSetup {
     pub allow_missing_protections: bool,
     /// The model's API key, from the environment or a tenant secret.
     pub api_key: Option<SecretString>,
+    /// The tenant secrets the manifest's `[secrets]` names, for the tool
+    /// calls' environment, and the redactor that keeps every secret the
+    /// execution opened off the timeline and away from the model.
+    pub secrets: crate::redact::ExecutionSecrets,
     /// The model's price, when the operator configured one.
     pub price: Option<ModelPrice>,
     /// Cancelled when the worker stops: the execution is left to resume.
@@ -331,9 +335,13 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
                     }
                 }
                 Err(err) => {
-                    let event = TimelineEvent::McpFailed { server: err.server.to_string(), error: err.reason.clone() };
+                    // A server's failure quotes its stderr, which may hold a secret.
+                    let redactor = &self.setup.secrets.redactor;
+                    let error = redactor.redact(&err.reason);
+                    let event = TimelineEvent::McpFailed { server: err.server.to_string(), error };
                     journal.append(&[event], &self.totals).await?;
-                    return Ok((ExecutionStatus::Failed, json!({ "reason": "mcp_error", "error": err.to_string() })));
+                    let summary = json!({ "reason": "mcp_error", "error": redactor.redact(&err.to_string()) });
+                    return Ok((ExecutionStatus::Failed, summary));
                 }
             }
         }
@@ -385,6 +393,7 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
             network: limits.network.clone(),
             hidden_paths: self.setup.hidden_paths.clone(),
             read_only_paths: Vec::new(),
+            env: self.setup.secrets.env.clone(),
             allow_missing_protections: self.setup.allow_missing_protections,
             connect_timeout: MCP_CONNECT_TIMEOUT.min(wall_left).max(Duration::from_secs(1)),
             max_message_bytes: MCP_MESSAGE_BYTES,
@@ -732,15 +741,16 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
             () = self.setup.shutdown.cancelled() => return Err(Interrupted::Shutdown),
             () = self.setup.cancel.cancelled() => return Err(Interrupted::Cancelled),
         };
-        let content = result_content(&result.output, limits.tool_output_bytes);
+        let output = self.setup.secrets.redactor.redact(&result.output);
+        let content = result_content(&output, limits.tool_output_bytes);
         let event = TimelineEvent::ToolResult {
             step,
             call_id: call.id.clone(),
             tool: tool.qualified_name.clone(),
             is_error: result.is_error,
             exit_code: None,
-            truncated_for_model: content.len() != result.output.len(),
-            output: result.output,
+            truncated_for_model: content.len() != output.len(),
+            output,
             // The server's own CPU and memory are accounted when it closes.
             cpu_ms: 0,
             peak_memory_bytes: 0,
@@ -830,6 +840,7 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
         journal.append(&[call_event], &self.totals).await?;
         let started = Instant::now();
         let (output, is_error) = memory::perform(self.memory, &parsed).await;
+        let output = self.setup.secrets.redactor.redact(&output);
         let content = result_content(&output, self.setup.manifest.limits.tool_output_bytes);
         let result = TimelineEvent::ToolResult {
             step,
@@ -991,6 +1002,8 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
             hidden_paths: self.setup.hidden_paths.clone(),
             allow_missing_protections: self.setup.allow_missing_protections,
             output_limit_bytes: TOOL_OUTPUT_KEPT_BYTES,
+            env: self.setup.secrets.env.clone(),
+            redactor: self.setup.secrets.redactor.clone(),
         }
     }
 

@@ -13,6 +13,7 @@ pub mod manifest;
 pub mod mcp;
 pub mod memory;
 pub mod model;
+pub mod redact;
 pub mod replay;
 pub mod timeline;
 pub mod tools;
@@ -24,5 +25,6 @@ pub use agent_loop::{
 pub use conversation::{Message, ModelReply, TokenUsage, ToolCall, ToolSpec};
 pub use manifest::{AgentManifest, ManifestError, Problem};
 pub use memory::{Memory, NoMemory, RecalledNote};
+pub use redact::{ExecutionSecrets, Redactor};
 pub use replay::RecordedEvent;
 pub use timeline::{Journal, JournalError, TimelineEvent, Totals};

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::time::Duration;
 
-use codexos_core::ModelEndpoint;
+use codexos_core::{ModelEndpoint, SecretName};
 use codexos_sandbox::{Destination, NetworkPolicy};
 use serde::Serialize;
 
@@ -66,7 +66,38 @@ pub struct AgentManifest {
     pub mcp: Vec<McpServerSpec>,
     /// Which calls wait for a person's approval before they run.
     pub approval: ApprovalRules,
+    /// Tenant secrets given to the tool calls as environment variables
+    /// (`[secrets]`: `VARIABLE = "SECRET_NAME"`), in variable order.
+    pub secrets: Vec<SecretBinding>,
 }
+
+/// One entry of `[secrets]`: the environment variable the shell commands
+/// and stdio MCP servers of the execution see, and the tenant secret that
+/// holds its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretBinding {
+    pub variable: String,
+    pub secret: SecretName,
+}
+
+/// The most entries `[secrets]` may have.
+pub const MAX_SECRET_BINDINGS: usize = 64;
+
+/// Variables the sandbox sets itself, which a secret must not replace.
+const RESERVED_VARIABLES: [&str; 12] = [
+    "PATH",
+    "HOME",
+    "TMPDIR",
+    "LANG",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "PAGER",
+    "GIT_PAGER",
+    "TERM",
+    "NO_COLOR",
+];
 
 /// Calls that need a person's approval (`[approval]`): every call of the
 /// listed tools, and `shell` calls whose command matches one of the
@@ -347,6 +378,7 @@ fn read_manifest(mut fields: Fields<'_, '_>) -> Option<AgentManifest> {
     let memory_retention = fields.table("memory").map_or(Some(DEFAULT_MEMORY_RETENTION), |memory| read_memory(memory));
     let approval =
         fields.table("approval").map_or(Some(ApprovalRules::default()), |approval| read_approval(approval, &tools));
+    let secrets = fields.table("secrets").map_or_else(Vec::new, |secrets| read_secrets(secrets));
     let has_model = fields.has("model");
     let steps = fields.array_of_tables("steps");
 
@@ -405,7 +437,43 @@ fn read_manifest(mut fields: Fields<'_, '_>) -> Option<AgentManifest> {
         memory_retention: memory_retention?,
         mcp,
         approval: approval?,
+        secrets,
     })
+}
+
+fn read_secrets(mut fields: Fields<'_, '_>) -> Vec<SecretBinding> {
+    let table = fields.table;
+    if table.len() > MAX_SECRET_BINDINGS {
+        let key = fields.prefix.clone();
+        fields
+            .problems
+            .push(Problem { key, reason: format!("has {} entries; the limit is {MAX_SECRET_BINDINGS}", table.len()) });
+    }
+    let mut bindings = Vec::new();
+    for (variable, value) in table {
+        fields.take(variable);
+        let valid_name = variable.bytes().next().is_some_and(|byte| byte.is_ascii_alphabetic() || byte == b'_')
+            && variable.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'_')
+            && variable.len() <= 128;
+        if !valid_name {
+            fields.problem(variable, "is not an environment variable name ([A-Za-z_][A-Za-z0-9_]*, at most 128)");
+            continue;
+        }
+        let upper = variable.to_ascii_uppercase();
+        if RESERVED_VARIABLES.contains(&upper.as_str()) || upper.starts_with("LD_") {
+            fields.problem(variable, "is set by the sandbox itself and cannot hold a secret");
+            continue;
+        }
+        match value {
+            toml::Value::String(name) => match SecretName::parse(name) {
+                Ok(secret) => bindings.push(SecretBinding { variable: variable.clone(), secret }),
+                Err(err) => fields.problem(variable, err.to_string()),
+            },
+            other => fields.problem(variable, format!("must be a secret's name (a string), not {}", other.type_str())),
+        }
+    }
+    fields.finish();
+    bindings
 }
 
 fn read_approval(mut fields: Fields<'_, '_>, allowed: &[String]) -> Option<ApprovalRules> {
@@ -560,10 +628,16 @@ fn read_model(mut fields: Fields<'_, '_>) -> Option<ModelSpec> {
             None
         }
         (Some(var), None) => Some(ApiKeySource::Env(var)),
-        (None, Some(secret)) => Some(ApiKeySource::Secret(secret)),
+        (None, Some(secret)) => match SecretName::parse(&secret) {
+            Ok(_) => Some(ApiKeySource::Secret(secret)),
+            Err(err) => {
+                fields.problem("api_key_secret", err.to_string());
+                None
+            }
+        },
         (None, None) => None,
     };
-    if let Some(ApiKeySource::Env(var) | ApiKeySource::Secret(var)) = &api_key {
+    if let Some(ApiKeySource::Env(var)) = &api_key {
         let valid = !var.is_empty()
             && var.len() <= 128
             && var.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');

@@ -340,3 +340,42 @@ fn approval_rules_pick_the_calls_that_wait_for_a_person() {
     let keys: Vec<String> = problems(&bad).into_iter().map(|(key, _)| key).collect();
     assert_eq!(keys, vec!["approval.tools[0]", "approval.shell[0]"]);
 }
+
+#[test]
+fn secrets_bind_variables_to_tenant_secrets() {
+    let text = format!("{WORKFLOW}\n[secrets]\nGITHUB_TOKEN = \"GH_TOKEN\"\nnpm_token = \"NPM\"\n");
+    let manifest = AgentManifest::parse(&text).unwrap();
+    let bound: Vec<(&str, &str)> =
+        manifest.secrets.iter().map(|binding| (binding.variable.as_str(), binding.secret.as_str())).collect();
+    assert_eq!(bound, vec![("GITHUB_TOKEN", "GH_TOKEN"), ("npm_token", "NPM")]);
+    assert!(AgentManifest::parse(WORKFLOW).unwrap().secrets.is_empty());
+    let llm = LLM.replace("api_key_env = \"OPENAI_API_KEY\"", "api_key_secret = \"OPENAI_KEY\"");
+    let AgentKind::Llm(llm) = AgentManifest::parse(&llm).unwrap().kind else { panic!("not llm") };
+    assert_eq!(llm.model.api_key, Some(ApiKeySource::Secret("OPENAI_KEY".to_owned())));
+}
+
+#[test]
+fn bad_secret_bindings_are_named_with_their_keys() {
+    let text = format!(
+        "{WORKFLOW}\n[secrets]\n\"1X\" = \"A\"\nPATH = \"A\"\nLD_PRELOAD = \"A\"\nTOKEN = \"not-a-name\"\nNUM = 3\n"
+    );
+    assert_eq!(
+        problems(&text),
+        vec![
+            ("secrets.1X".into(), "is not an environment variable name ([A-Za-z_][A-Za-z0-9_]*, at most 128)".into()),
+            ("secrets.LD_PRELOAD".into(), "is set by the sandbox itself and cannot hold a secret".into()),
+            ("secrets.NUM".into(), "must be a secret's name (a string), not integer".into()),
+            ("secrets.PATH".into(), "is set by the sandbox itself and cannot hold a secret".into()),
+            (
+                "secrets.TOKEN".into(),
+                "'not-a-name' is not a valid secret name (1-128 characters of A-Z, a-z, 0-9 and '_', not starting with a digit)"
+                    .into()
+            ),
+        ]
+    );
+    let many: String = (0..65).map(|n| format!("V{n} = \"S\"\n")).collect();
+    assert_eq!(problems(&format!("{WORKFLOW}\n[secrets]\n{many}"))[0].0, "secrets");
+    assert_eq!(problems(&format!("secrets = \"GH\"\n{WORKFLOW}"))[0].0, "secrets");
+    let llm = LLM.replace("api_key_env = \"OPENAI_API_KEY\"", "api_key_secret = \"a-b\"");
+    assert_eq!(problems(&llm)[0].0, "model.api_key_secret");
+}

@@ -322,6 +322,9 @@ pub struct McpSettings {
     pub max_message_bytes: usize,
     /// The most of a call's answer that is kept, in bytes of text.
     pub output_limit_bytes: usize,
+    /// Tenant secrets for the stdio servers' environment (`[secrets]`),
+    /// set after the manifest's own `env`.
+    pub env: Vec<(String, secrecy::SecretString)>,
 }
 
 /// A tool of a connected server, as offered to the model.
@@ -704,7 +707,13 @@ async fn start_process(
         output_limit_bytes: STDERR_KEPT_BYTES,
         allow_missing_protections: settings.allow_missing_protections,
     };
-    let command = SandboxCommand { argv: command.to_vec(), env: env.to_vec(), cwd: None, stdin: Vec::new() };
+    use secrecy::ExposeSecret;
+    let env = env
+        .iter()
+        .cloned()
+        .chain(settings.env.iter().map(|(name, value)| (name.clone(), value.expose_secret().to_owned())))
+        .collect();
+    let command = SandboxCommand { argv: command.to_vec(), env, cwd: None, stdin: Vec::new() };
     match tokio::task::spawn_blocking(move || codexos_sandbox::spawn(&policy, &command)).await {
         Ok(Ok(process)) => Ok(process),
         Ok(Err(err)) => Err(format!("the sandbox could not start it: {err}")),

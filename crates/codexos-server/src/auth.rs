@@ -1,16 +1,15 @@
 //! Who is calling: bearer API keys, checked against the store, and the
 //! permission each endpoint declares.
 
-use std::sync::{Arc, OnceLock};
-
 use axum::extract::FromRequestParts;
 use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use codexos_core::{Permission, TenantSlug};
+use codexos_core::Permission;
 use codexos_store::Principal;
 
 use crate::AppState;
+use crate::audit::CallerSlot;
 use crate::error::ApiError;
 
 /// An authenticated caller. Extracting it authenticates the request, tags
@@ -28,11 +27,6 @@ impl Caller {
         }
     }
 }
-
-/// Set by the metrics middleware on every request, filled in here, so the
-/// request's metrics carry the tenant without the middleware knowing auth.
-#[derive(Debug, Clone, Default)]
-pub struct TenantLabel(pub Arc<OnceLock<TenantSlug>>);
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
@@ -65,8 +59,8 @@ impl FromRequestParts<AppState> for Caller {
             })?
             .ok_or_else(|| ApiError::unauthorized("the API key is unknown, revoked or expired"))?;
         tracing::Span::current().record("tenant", principal.tenant_slug.as_str());
-        if let Some(label) = parts.extensions.get::<TenantLabel>() {
-            let _ = label.0.set(principal.tenant_slug.clone());
+        if let Some(slot) = parts.extensions.get::<CallerSlot>() {
+            let _ = slot.0.set(principal.clone());
         }
         Ok(Caller(principal))
     }

@@ -3,6 +3,7 @@
 //! one envelope, records metrics per route and tenant, and describes itself
 //! in an OpenAPI document generated from the handlers.
 
+mod audit;
 mod auth;
 mod error;
 mod metrics;
@@ -16,7 +17,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request, header::AUTHORIZATION};
 use codexos_sandbox::HostCapabilities;
-use codexos_store::Store;
+use codexos_store::{Auditor, Store};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -41,18 +42,22 @@ pub struct ServerOptions {
     pub model_endpoints: Vec<codexos_core::ModelEndpoint>,
     /// The directories workspaces must lie in (checked when an execution is created).
     pub workspace_roots: Vec<std::path::PathBuf>,
+    /// The master keys that wrap the tenants' data keys (to seal secrets).
+    pub keyring: codexos_secrets::Keyring,
 }
 
 /// Shared by every handler; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
     store: Store,
+    auditor: Auditor,
     capabilities: Arc<HostCapabilities>,
     metrics: PrometheusHandle,
     openapi: Arc<utoipa::openapi::OpenApi>,
     lease_timeout: Duration,
     model_endpoints: Arc<[codexos_core::ModelEndpoint]>,
     workspace_roots: Arc<[std::path::PathBuf]>,
+    keyring: codexos_secrets::Keyring,
     started_at: Instant,
 }
 
@@ -76,19 +81,26 @@ pub struct BindError {
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Binds the listener and builds the application.
-pub async fn bind(options: &ServerOptions, store: Store, capabilities: HostCapabilities) -> Result<Server, BindError> {
+pub async fn bind(
+    options: &ServerOptions,
+    store: Store,
+    auditor: Auditor,
+    capabilities: HostCapabilities,
+) -> Result<Server, BindError> {
     let listener =
         TcpListener::bind(options.listen).await.map_err(|source| BindError { addr: options.listen, source })?;
     let local_addr = listener.local_addr().map_err(|source| BindError { addr: options.listen, source })?;
     let (api_router, openapi) = routes::router();
     let state = AppState {
         store,
+        auditor,
         capabilities: Arc::new(capabilities),
         metrics: metrics::recorder(),
         openapi: Arc::new(openapi),
         lease_timeout: options.lease_timeout,
         model_endpoints: options.model_endpoints.clone().into(),
         workspace_roots: options.workspace_roots.clone().into(),
+        keyring: options.keyring.clone(),
         started_at: Instant::now(),
     };
     let router = api_router
@@ -97,6 +109,8 @@ pub async fn bind(options: &ServerOptions, store: Store, capabilities: HostCapab
         // Inside the metrics and the request span, so a panic is counted and
         // logged with its request id like any other error.
         .layer(CatchPanicLayer::custom(routes::panic_response))
+        // Inside the metrics, which give it the caller's slot.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), audit::record))
         .layer(axum::middleware::from_fn(metrics::track))
         .layer(DefaultBodyLimit::max(options.max_body_bytes))
         .with_state(state)

@@ -10,7 +10,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::auth::TenantLabel;
+use crate::audit::CallerSlot;
 
 const DURATION: &str = "codexos_http_request_duration_seconds";
 /// From a cached read (well under a millisecond) to a slow one.
@@ -68,13 +68,13 @@ pub async fn track(mut request: Request, next: Next) -> Response {
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
-    let tenant = TenantLabel::default();
-    request.extensions_mut().insert(tenant.clone());
+    let caller = CallerSlot::default();
+    request.extensions_mut().insert(caller.clone());
 
     let response = next.run(request).await;
 
     let status = response.status();
-    let tenant = tenant.0.get().map_or_else(|| "-".to_owned(), |slug| slug.as_str().to_owned());
+    let tenant = caller.0.get().map_or_else(|| "-".to_owned(), |principal| principal.tenant_slug.as_str().to_owned());
     let duration_labels = [("method", method), ("route", route), ("tenant", tenant)];
     metrics::histogram!(DURATION, &duration_labels).record(started.elapsed().as_secs_f64());
     let [method, route, tenant] = duration_labels;

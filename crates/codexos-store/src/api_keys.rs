@@ -110,14 +110,17 @@ impl Store {
             return Ok(None);
         }
         let now = now_millis();
+        // Which tenant the key belongs to is what this finds out.
+        let mut tx = self.system_tx(Intent::Read).await?;
         let row = sqlx::query(
             "SELECT k.id, k.tenant_id, k.user_id, k.role, t.slug FROM api_keys k JOIN tenants t ON t.id = k.tenant_id \
              WHERE k.secret_hash = $1 AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > $2)",
         )
         .bind(hash_secret(secret))
         .bind(now)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
+        tx.commit().await?;
         let Some(row) = row else { return Ok(None) };
         let tenant: String = row.try_get("tenant_id")?;
         let key: String = row.try_get("id")?;

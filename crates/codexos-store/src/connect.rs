@@ -56,6 +56,11 @@ impl Store {
             Backend::Postgres => "SELECT 1",
         };
         probe.execute(check).await.map_err(|err| open_error(describe(&err)))?;
+        if backend == Backend::Postgres {
+            // As the connecting user, who owns the schema; the pool's
+            // connections then act as the restricted application role.
+            POSTGRES_MIGRATIONS.run(&mut probe).await?;
+        }
         probe.close().await.map_err(|err| open_error(describe(&err)))?;
 
         let pool_options = match backend {
@@ -75,7 +80,14 @@ impl Store {
                     })
                 })
             }
-            Backend::Postgres => AnyPoolOptions::new().max_connections(16),
+            // Row-level security binds every role but superusers, owners of
+            // the tables and BYPASSRLS roles: the application is none of them.
+            Backend::Postgres => AnyPoolOptions::new().max_connections(16).after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    conn.execute("SET ROLE codexos_app").await?;
+                    Ok(())
+                })
+            }),
         };
         let pool = pool_options
             .acquire_timeout(Duration::from_secs(10))
@@ -86,11 +98,9 @@ impl Store {
             // WAL is a property of the file: set once, it stays.
             sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await.map_err(|err| open_error(describe(&err)))?;
         }
-        let migrator = match backend {
-            Backend::Sqlite => &SQLITE_MIGRATIONS,
-            Backend::Postgres => &POSTGRES_MIGRATIONS,
-        };
-        migrator.run(&pool).await?;
+        if backend == Backend::Sqlite {
+            SQLITE_MIGRATIONS.run(&pool).await?;
+        }
         Ok(Store { pool, backend })
     }
 }

@@ -43,6 +43,8 @@ pub enum Entity {
     AgentVersion,
     Execution,
     ApprovalRequest,
+    Secret,
+    AuditEntry,
 }
 
 impl fmt::Display for Entity {
@@ -54,6 +56,8 @@ impl fmt::Display for Entity {
             Entity::AgentVersion => "agent version",
             Entity::Execution => "execution",
             Entity::ApprovalRequest => "approval request",
+            Entity::Secret => "secret",
+            Entity::AuditEntry => "audit entry",
         })
     }
 }

@@ -236,11 +236,13 @@ impl Store {
     /// their ids: an installation-wide check that no two executions work in
     /// the same tree (one's rollback would rewrite the other's files).
     pub async fn active_workspaces(&self) -> Result<Vec<(ExecutionId, String)>> {
+        let mut tx = self.system_tx(Intent::Read).await?;
         let rows = sqlx::query(
             "SELECT id, workspace FROM executions WHERE status NOT IN ('succeeded', 'failed', 'cancelled')",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         rows.iter()
             .map(|row| {
                 let id: String = row.try_get("id")?;

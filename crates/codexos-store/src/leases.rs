@@ -91,17 +91,20 @@ impl Store {
         let now = now_millis();
         // Idle workers poll often: a plain read first, so that an empty queue
         // costs no write lock (on SQLite, the whole database's).
+        let mut peek = self.system_tx(Intent::Read).await?;
         let waiting: Option<i64> = sqlx::query_scalar(
             "SELECT 1 FROM executions WHERE status = 'queued' \
              OR (status = 'running' AND lease_expires_at < $1) LIMIT 1",
         )
         .bind(now)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *peek)
         .await?;
+        peek.commit().await?;
         if waiting.is_none() {
             return Ok(None);
         }
-        let mut tx = self.begin(Intent::Write).await?;
+        // The queue spans tenants until a candidate is picked.
+        let mut tx = self.system_tx(Intent::Write).await?;
         let expired = sqlx::query(&format!(
             "SELECT id, tenant_id, started_at FROM executions \
              WHERE status = 'running' AND lease_expires_at < $1 ORDER BY lease_expires_at LIMIT 1{lock}"

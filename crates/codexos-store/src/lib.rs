@@ -9,6 +9,7 @@
 
 mod agents;
 mod api_keys;
+mod audit;
 mod checkpoints;
 mod connect;
 mod control;
@@ -18,10 +19,15 @@ mod executions;
 mod leases;
 mod memories;
 mod queue;
+mod secrets;
 mod tenants;
 
 pub use agents::{AgentSummary, AgentVersion, NewAgentVersion};
 pub use api_keys::{ApiKey, ApiKeySecret, NewApiKey, Principal};
+pub use audit::{
+    AuditCheckpoint, AuditEntry, AuditHead, AuditOutcome, AuditProof, AuditProofEntry, Auditor, NewAuditEntry,
+    audit_origin,
+};
 pub use checkpoints::CheckpointUsage;
 pub use connect::{Backend, DatabaseReport};
 pub use control::{ControlAction, ControlRequest, NewFork};
@@ -31,6 +37,7 @@ pub use executions::{Execution, ExecutionFilter, ExecutionTotals, NewExecution};
 pub use leases::{Lease, LeasedExecution};
 pub use memories::{MAX_MEMORY_BYTES, Memory, NewMemory};
 pub use queue::{QueueStats, WorkerId};
+pub use secrets::{SealedSecret, SecretInfo, StoredDataKey};
 pub use tenants::{Bootstrap, Tenant};
 
 use sqlx::AnyPool;
@@ -85,6 +92,19 @@ impl Store {
         Ok(tx)
     }
 
+    /// A transaction that spans tenants, for the few operations that must
+    /// (finding a key's tenant, leasing from the shared queue, signing every
+    /// log at shutdown, retention). On PostgreSQL it says so in a
+    /// transaction-local setting that the row-level security policies
+    /// accept in place of a tenant; tenant transactions never set it.
+    async fn system_tx(&self, intent: Intent) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        let mut tx = self.begin(intent).await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT set_config('codexos.system', 'on', true)").execute(&mut *tx).await?;
+        }
+        Ok(tx)
+    }
+
     /// Binds a transaction to a tenant once it knows which (see `tenant_tx`).
     async fn set_tenant(
         &self,
@@ -92,7 +112,9 @@ impl Store {
         tenant: codexos_core::TenantId,
     ) -> Result<()> {
         if self.backend == Backend::Postgres {
-            sqlx::query("SELECT set_config('codexos.tenant_id', $1, true)")
+            // A transaction that started across tenants (leasing) narrows
+            // to this one from here on.
+            sqlx::query("SELECT set_config('codexos.tenant_id', $1, true), set_config('codexos.system', 'off', true)")
                 .bind(tenant.to_string())
                 .execute(&mut **tx)
                 .await?;

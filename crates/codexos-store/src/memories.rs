@@ -129,7 +129,7 @@ impl Store {
     /// Deletes every tenant's notes whose expiry has passed; returns how
     /// many. Runs on the workers' schedule.
     pub async fn purge_expired_memories(&self) -> Result<u64> {
-        let mut tx = self.begin(Intent::Write).await?;
+        let mut tx = self.system_tx(Intent::Write).await?;
         let res = sqlx::query("DELETE FROM memories WHERE expires_at IS NOT NULL AND expires_at <= $1")
             .bind(now_millis())
             .execute(&mut *tx)

@@ -3,7 +3,7 @@ use std::time::Duration;
 use codexos_core::now_millis;
 use sqlx::Row;
 
-use crate::{Result, Store};
+use crate::{Intent, Result, Store};
 
 /// A live worker's registration id.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +26,8 @@ pub struct QueueStats {
 impl Store {
     pub async fn queue_stats(&self, lease_timeout: Duration) -> Result<QueueStats> {
         let now = now_millis();
+        // Installation-wide figures: they span tenants.
+        let mut tx = self.system_tx(Intent::Read).await?;
         let row = sqlx::query(
             "SELECT \
                (SELECT COUNT(*) FROM executions WHERE status = 'queued') AS queued, \
@@ -34,8 +36,9 @@ impl Store {
                (SELECT COUNT(*) FROM workers WHERE heartbeat_at > $1) AS alive",
         )
         .bind(alive_since(now, lease_timeout))
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await?;
+        tx.commit().await?;
         let oldest: Option<i64> = row.try_get("oldest")?;
         Ok(QueueStats {
             queued: row.try_get("queued")?,

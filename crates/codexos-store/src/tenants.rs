@@ -29,7 +29,7 @@ impl Store {
     /// an owner API key, atomically. Returns `None` when a tenant exists
     /// already (including when another process bootstrapped concurrently).
     pub async fn bootstrap(&self) -> Result<Option<Bootstrap>> {
-        let mut tx = self.begin(Intent::Write).await?;
+        let mut tx = self.system_tx(Intent::Write).await?;
         let existing: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tenants").fetch_one(&mut *tx).await?;
         if existing > 0 {
             return Ok(None);
@@ -77,17 +77,21 @@ impl Store {
     pub async fn create_tenant(&self, slug: &TenantSlug, name: &str) -> Result<Tenant> {
         let tenant =
             Tenant { id: TenantId::new(), slug: slug.clone(), name: name.to_owned(), created_at: now_millis() };
+        // Slugs are unique across the installation.
+        let mut tx = self.system_tx(Intent::Write).await?;
         let inserted = sqlx::query("INSERT INTO tenants (id, slug, name, created_at) VALUES ($1, $2, $3, $4)")
             .bind(tenant.id.to_string())
             .bind(tenant.slug.as_str())
             .bind(&tenant.name)
             .bind(tenant.created_at)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await;
         match inserted {
-            Err(err) if StoreError::is_unique_violation(&err) => Err(StoreError::Conflict(Entity::Tenant)),
-            other => other.map(|_| tenant).map_err(StoreError::from),
-        }
+            Err(err) if StoreError::is_unique_violation(&err) => return Err(StoreError::Conflict(Entity::Tenant)),
+            other => other?,
+        };
+        tx.commit().await?;
+        Ok(tenant)
     }
 
     /// The tenant itself; `NotFound` if it does not exist.
@@ -102,9 +106,21 @@ impl Store {
         tenant_from_row(&row)
     }
 
+    /// Every tenant, by slug (an operator's view: spans tenants).
+    pub async fn list_tenants(&self) -> Result<Vec<Tenant>> {
+        let mut tx = self.system_tx(Intent::Read).await?;
+        let rows =
+            sqlx::query("SELECT id, slug, name, created_at FROM tenants ORDER BY slug").fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        rows.iter().map(tenant_from_row).collect()
+    }
+
     /// Number of tenants in the installation.
     pub async fn count_tenants(&self) -> Result<i64> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM tenants").fetch_one(&self.pool).await?)
+        let mut tx = self.system_tx(Intent::Read).await?;
+        let count = sqlx::query_scalar("SELECT COUNT(*) FROM tenants").fetch_one(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(count)
     }
 }
 

@@ -207,6 +207,22 @@ impl TestServer {
         Self::start_on(&bin, command, dir, database, env).await
     }
 
+    /// Stops this server with SIGTERM, runs `between` while it is stopped
+    /// (an offline command on its data directory and database), then starts
+    /// a new one on the same data directory and database.
+    pub async fn restart_after(mut self, between: impl FnOnce(&TestServer)) -> Self {
+        let status = self.terminate().await;
+        assert!(status.success(), "server exited with {status}: {}", self.stderr());
+        between(&self);
+        let bin = self.bin.clone();
+        let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().unwrap());
+        let database = self.database.take();
+        let env = std::mem::take(&mut self.env);
+        let command = self.command;
+        drop(self);
+        Self::start_on(&bin, command, dir, database, env).await
+    }
+
     /// Kills this server with SIGKILL, as a crash would, and starts a new
     /// one on the same data directory and database.
     pub async fn crash_and_restart(mut self) -> Self {

@@ -196,6 +196,7 @@ fn execution_setup(manifest: &str, workspace: &std::path::Path) -> ExecutionSetu
         hidden_paths: Vec::new(),
         allow_missing_protections: false,
         api_key: None,
+        secrets: Default::default(),
         price: None,
         shutdown: CancellationToken::new(),
         pause: codexos_engine::PauseSignal::default(),
@@ -237,7 +238,8 @@ fn engine_step(c: &mut Criterion) {
                 let mut timed = Duration::ZERO;
                 for _ in 0..executions {
                     let (setup, lease) = fixture.lease().await;
-                    let mut journal = StoreJournal { store: fixture.store.clone(), lease };
+                    let mut journal =
+                        StoreJournal { store: fixture.store.clone(), lease, redactor: Default::default() };
                     let started = Instant::now();
                     let totals = execute(setup, &tool, &mut journal).await;
                     timed += started.elapsed();
@@ -272,7 +274,7 @@ fn engine_step(c: &mut Criterion) {
     runtime.block_on(async {
         for _ in 0..DISTRIBUTION_RUNS {
             let (setup, lease) = fixture.lease().await;
-            let store_journal = StoreJournal { store: fixture.store.clone(), lease };
+            let store_journal = StoreJournal { store: fixture.store.clone(), lease, redactor: Default::default() };
             let mut journal = StepClock { inner: store_journal, turns: Vec::new() };
             let started = Instant::now();
             let totals = execute(setup, &tool, &mut journal).await;

@@ -263,7 +263,8 @@ impl Fixture {
     async fn interrupted(&self, steps: u32) -> Interrupted {
         let doomed = self.lease_doomed().await;
         let setup = execution_setup(&doomed, &self.workspace, Vec::new());
-        let mut journal = StoreJournal { store: self.store.clone(), lease: doomed.lease.clone() };
+        let mut journal =
+            StoreJournal { store: self.store.clone(), lease: doomed.lease.clone(), redactor: Default::default() };
         let outcome = run_with(setup, Some(&ScriptedModel { steps }), &CannedTool::default(), &mut journal, &NoMemory)
             .await
             .unwrap();
@@ -301,6 +302,7 @@ fn execution_setup(leased: &LeasedExecution, workspace: &Path, history: Vec<Reco
         hidden_paths: Vec::new(),
         allow_missing_protections: false,
         api_key: None,
+        secrets: Default::default(),
         price: None,
         shutdown: CancellationToken::new(),
         pause: codexos_engine::PauseSignal::default(),
@@ -327,7 +329,8 @@ async fn resume(fixture: &Fixture, leased: &LeasedExecution) -> (Duration, Durat
     let history = load_history(&fixture.store, leased).await;
     let loaded = started.elapsed();
     let setup = execution_setup(leased, &fixture.workspace, history);
-    let mut journal = StoreJournal { store: fixture.store.clone(), lease: leased.lease.clone() };
+    let mut journal =
+        StoreJournal { store: fixture.store.clone(), lease: leased.lease.clone(), redactor: Default::default() };
     let outcome = run_with(setup, Some(&NoModel), &NoTool, &mut journal, &NoMemory).await.unwrap();
     let total = started.elapsed();
     assert_eq!(outcome.status, ExecutionStatus::Succeeded, "{:?}", outcome.summary);
@@ -342,7 +345,8 @@ async fn resume_to_first_step(fixture: &Fixture, leased: &LeasedExecution) -> (D
     let started = Instant::now();
     let history = load_history(&fixture.store, leased).await;
     let setup = execution_setup(leased, &fixture.workspace, history);
-    let store_journal = StoreJournal { store: fixture.store.clone(), lease: leased.lease.clone() };
+    let store_journal =
+        StoreJournal { store: fixture.store.clone(), lease: leased.lease.clone(), redactor: Default::default() };
     let mut journal = Recording { inner: store_journal, kinds: Vec::new() };
     let outcome = run_with(setup, Some(&model), &NoTool, &mut journal, &NoMemory).await.unwrap();
     assert_eq!(outcome.status, ExecutionStatus::Succeeded, "{:?}", outcome.summary);

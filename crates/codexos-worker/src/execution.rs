@@ -4,9 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use codexos_core::ExecutionStatus;
+use codexos_core::{ExecutionStatus, SecretName, TenantId};
 use codexos_engine::manifest::{AgentKind, ApiKeySource};
-use codexos_engine::{AgentManifest, ExecutionSetup, Interrupted, JournalError, PauseSignal, RecordedEvent, Totals};
+use codexos_engine::{
+    AgentManifest, ExecutionSecrets, ExecutionSetup, Interrupted, JournalError, PauseSignal, RecordedEvent, Totals,
+};
 use codexos_store::{ControlRequest, Lease, LeasedExecution, NewEvent, Store, StoreError};
 use secrecy::SecretString;
 use serde_json::json;
@@ -48,10 +50,12 @@ pub async fn run_leased(
             return;
         }
     };
-    let ended = match prepare(&leased, &options, &controls, history) {
+    let mut redactor = codexos_engine::Redactor::default();
+    let ended = match prepare(&store, &leased, &options, &controls, history).await {
         Err(failure) => Ok(failure),
         Ok(setup) => {
-            let mut journal = StoreJournal { store: store.clone(), lease: lease.clone() };
+            redactor = setup.secrets.redactor.clone();
+            let mut journal = StoreJournal { store: store.clone(), lease: lease.clone(), redactor: redactor.clone() };
             let memory = StoreMemory {
                 store: store.clone(),
                 tenant: lease.tenant,
@@ -68,7 +72,8 @@ pub async fn run_leased(
     let _ = renewer.await;
 
     match ended {
-        Ok((status, summary, totals)) => {
+        Ok((status, mut summary, totals)) => {
+            redactor.redact_json(&mut summary);
             match store.finish_execution(&lease, status, &summary, &store_totals(&totals)).await {
                 Ok(_) => {
                     metrics::counter!("codexos_executions_finished_total", "status" => status.as_str()).increment(1);
@@ -88,7 +93,11 @@ pub async fn run_leased(
         Err(Interrupted::Park { status, events }) => {
             let events: Vec<NewEvent> = events
                 .iter()
-                .map(|event| NewEvent { kind: event.kind().to_owned(), payload: event.payload() })
+                .map(|event| {
+                    let mut payload = event.payload();
+                    redactor.redact_json(&mut payload);
+                    NewEvent { kind: event.kind().to_owned(), payload }
+                })
                 .collect();
             match store.park_execution(&lease, status, &events).await {
                 Ok(()) => tracing::info!(parent: &span, %status, "execution parked"),
@@ -122,7 +131,8 @@ pub async fn run_leased(
 }
 
 /// What the engine needs, or the failure to record when it cannot start.
-fn prepare(
+async fn prepare(
+    store: &Store,
     leased: &LeasedExecution,
     options: &WorkerOptions,
     controls: &Controls,
@@ -159,6 +169,10 @@ fn prepare(
     manifest
         .check_model_endpoint(&options.model_endpoints)
         .map_err(|problem| failed("model_not_allowed", format!("{}: {}", problem.key, problem.reason)))?;
+    // Only the secrets this manifest names are opened, and only here.
+    let opened = open_secrets(store, options.keyring.as_ref(), leased.lease.tenant, &manifest)
+        .await
+        .map_err(|(reason, error)| failed(reason, error))?;
     let api_key = match &manifest.kind {
         AgentKind::Llm(llm) => match &llm.model.api_key {
             None => None,
@@ -171,16 +185,17 @@ fn prepare(
                     ));
                 }
             },
-            Some(ApiKeySource::Secret(name)) => {
-                return Err(failed(
-                    "missing_api_key",
-                    format!(
-                        "the manifest names the tenant secret {name}, and tenant secrets are not available yet; use api_key_env"
-                    ),
-                ));
-            }
+            Some(ApiKeySource::Secret(name)) => opened.value(name),
         },
         AgentKind::Workflow(_) => None,
+    };
+    let secrets = ExecutionSecrets {
+        env: manifest
+            .secrets
+            .iter()
+            .filter_map(|binding| Some((binding.variable.clone(), opened.value(binding.secret.as_str())?)))
+            .collect(),
+        redactor: codexos_engine::Redactor::new(&opened.values),
     };
     let price = match &manifest.kind {
         AgentKind::Llm(llm) => options.prices.get(&llm.model.name).copied(),
@@ -194,6 +209,7 @@ fn prepare(
         hidden_paths: options.hidden_paths.clone(),
         allow_missing_protections: options.allow_weaker_sandbox,
         api_key,
+        secrets,
         price,
         shutdown: controls.stop.clone(),
         pause: controls.pause.clone(),
@@ -203,6 +219,90 @@ fn prepare(
         // One store per tenant: checkpoints share content within a tenant only.
         checkpoints: options.checkpoint_root.as_ref().map(|root| root.join(leased.lease.tenant.to_string())),
     })
+}
+
+/// The tenant secrets an execution opened, by name.
+struct OpenedSecrets {
+    values: Vec<(String, SecretString)>,
+}
+
+impl OpenedSecrets {
+    fn value(&self, name: &str) -> Option<SecretString> {
+        self.values.iter().find(|(opened, _)| opened == name).map(|(_, value)| value.clone())
+    }
+}
+
+/// Opens the secrets the manifest names (the model's key, `[secrets]`)
+/// with the tenant's data key; a missing one is the failure's reason,
+/// named: `missing_api_key` for the model's key, `missing_secret` otherwise.
+async fn open_secrets(
+    store: &Store,
+    keyring: Option<&codexos_secrets::Keyring>,
+    tenant: TenantId,
+    manifest: &AgentManifest,
+) -> Result<OpenedSecrets, (&'static str, String)> {
+    let api_key_secret = match &manifest.kind {
+        AgentKind::Llm(llm) => match &llm.model.api_key {
+            Some(ApiKeySource::Secret(name)) => Some(name.as_str()),
+            _ => None,
+        },
+        AgentKind::Workflow(_) => None,
+    };
+    let mut wanted: Vec<(&str, Option<&str>)> = api_key_secret.map(|name| (name, None)).into_iter().collect();
+    for binding in &manifest.secrets {
+        if !wanted.iter().any(|(name, _)| *name == binding.secret.as_str()) {
+            wanted.push((binding.secret.as_str(), Some(binding.variable.as_str())));
+        }
+    }
+    let mut opened = OpenedSecrets { values: Vec::new() };
+    if wanted.is_empty() {
+        return Ok(opened);
+    }
+    let unavailable = |error: String| ("secret_unavailable", error);
+    let Some(keyring) = keyring else {
+        return Err(unavailable(
+            "this worker has no master key to open the tenant's secrets (its secrets.master_key_file does not exist)"
+                .to_owned(),
+        ));
+    };
+    let stored_key =
+        store.data_key(tenant).await.map_err(|err| unavailable(format!("cannot read the tenant's secrets: {err}")))?;
+    let data_key = match &stored_key {
+        None => None,
+        Some(stored) => {
+            let wrapped = codexos_secrets::WrappedKey {
+                master_key_id: stored.master_key_id.clone(),
+                nonce: stored.nonce.clone(),
+                ciphertext: stored.wrapped_key.clone(),
+            };
+            Some(keyring.unwrap(tenant, &wrapped).map_err(|err| unavailable(err.to_string()))?)
+        }
+    };
+    for (name, variable) in wanted {
+        let missing = || match variable {
+            None => (
+                "missing_api_key",
+                format!("the model's API key secret {name} is not set in this tenant (codexos secret set {name})"),
+            ),
+            Some(variable) => (
+                "missing_secret",
+                format!(
+                    "the secret {name} ([secrets] {variable}) is not set in this tenant (codexos secret set {name})"
+                ),
+            ),
+        };
+        let secret_name = SecretName::parse(name).map_err(|err| unavailable(err.to_string()))?;
+        let Some(data_key) = &data_key else { return Err(missing()) };
+        let sealed = store
+            .sealed_secret(tenant, &secret_name)
+            .await
+            .map_err(|err| unavailable(format!("cannot read the secret {name}: {err}")))?;
+        let Some((_, sealed)) = sealed else { return Err(missing()) };
+        let sealed = codexos_secrets::Sealed { nonce: sealed.nonce, ciphertext: sealed.ciphertext };
+        let value = data_key.open(tenant, &secret_name, &sealed).map_err(|err| unavailable(err.to_string()))?;
+        opened.values.push((name.to_owned(), value));
+    }
+    Ok(opened)
 }
 
 /// The timeline so far, when the execution has run before.

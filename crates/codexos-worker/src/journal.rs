@@ -2,7 +2,7 @@
 //! execution's lease, with the running totals, in one transaction.
 
 use codexos_engine::timeline::CheckpointTaken;
-use codexos_engine::{Journal, JournalError, TimelineEvent, Totals};
+use codexos_engine::{Journal, JournalError, Redactor, TimelineEvent, Totals};
 use codexos_store::{ExecutionTotals, Lease, NewEvent, Store, StoreError};
 
 /// Retries of an append that failed in the database, and the first wait
@@ -13,13 +13,22 @@ const APPEND_BACKOFF: std::time::Duration = std::time::Duration::from_millis(200
 pub struct StoreJournal {
     pub store: Store,
     pub lease: Lease,
+    /// The last guard: no secret the execution opened is ever recorded,
+    /// whichever event would carry it.
+    pub redactor: Redactor,
 }
 
 impl Journal for StoreJournal {
     async fn append(&mut self, events: &[TimelineEvent], totals: &Totals) -> Result<(), JournalError> {
         let events_in = events;
-        let events: Vec<NewEvent> =
-            events.iter().map(|event| NewEvent { kind: event.kind().to_owned(), payload: event.payload() }).collect();
+        let events: Vec<NewEvent> = events
+            .iter()
+            .map(|event| {
+                let mut payload = event.payload();
+                self.redactor.redact_json(&mut payload);
+                NewEvent { kind: event.kind().to_owned(), payload }
+            })
+            .collect();
         let totals = store_totals(totals);
         let mut attempt = 0;
         loop {

@@ -50,6 +50,10 @@ pub struct WorkerOptions {
     pub checkpoints_per_execution: usize,
     /// The most new content an execution's kept checkpoints may hold.
     pub checkpoint_bytes_per_execution: u64,
+    /// The master keys, to open the tenants' data keys (and with them the
+    /// secrets an execution's manifest names); `None` on a worker without
+    /// a key, which fails the executions that name a secret.
+    pub keyring: Option<codexos_secrets::Keyring>,
 }
 
 /// Runs a worker until `shutdown` is cancelled, then deregisters it.

@@ -1,11 +1,13 @@
 //! One module per command; `run` dispatches.
 
 mod agents;
+mod audit;
 mod doctor;
 mod executions;
 mod keys;
 pub mod platform;
 mod sandbox;
+pub mod secrets;
 mod status;
 
 use std::process::ExitCode;
@@ -26,10 +28,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Agent(command) => agents::run(global, command).await,
         Command::Run(args) => executions::start(global, args).await,
         Command::Exec(command) => executions::run(global, command).await,
-        Command::Audit(_) => not_built("audit", "tenancy and security"),
+        Command::Audit(command) => audit::run(global, command).await,
         Command::Tenant(_) => not_built("tenant", "tenancy and security"),
         Command::User(_) => not_built("user", "tenancy and security"),
-        Command::Secret(_) => not_built("secret", "tenancy and security"),
+        Command::Secret(command) => secrets::run(global, command).await,
         Command::Policy(_) => not_built("policy", "the policy engine"),
         Command::Market(_) => not_built("market", "the marketplace"),
         Command::Eval(_) => not_built("eval", "the eval harness"),

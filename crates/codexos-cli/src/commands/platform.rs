@@ -12,6 +12,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::GlobalArgs;
+use crate::commands::secrets::{KeyFileUse, load_keyring};
 use crate::data_dir::{DataDir, Lock, OWNER_KEY_FILE};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +81,11 @@ pub async fn run(
 
     let store = Store::connect(settings.database_url().expose_secret()).await?;
     tracing::info!(backend = %store.backend(), "database ready");
+    let auditor = open_auditor(&settings, &store)?;
+    // The master keys that open the tenants' secrets; an API server creates
+    // the key file at first start, a worker only reads it.
+    let key_file_use = if mode == Mode::Worker { KeyFileUse::ReadIfPresent } else { KeyFileUse::CreateIfAbsent };
+    let keyring = load_keyring(&settings, &store, key_file_use).await?;
 
     let shutdown = CancellationToken::new();
     tokio::spawn(wait_for_signal(shutdown.clone()));
@@ -102,6 +108,7 @@ pub async fn run(
             checkpoint_root: Some(settings.data_dir.join("checkpoints")),
             checkpoints_per_execution: settings.worker.checkpoints_per_execution,
             checkpoint_bytes_per_execution: settings.worker.checkpoint_bytes_per_execution,
+            keyring: keyring.clone(),
         };
         let (store, shutdown) = (store.clone(), shutdown.clone());
         tokio::spawn(async move {
@@ -114,7 +121,17 @@ pub async fn run(
     });
 
     let served = match (&data_dir, mode.serves_api()) {
-        (Some(data_dir), true) => serve_api(&settings, data_dir, store.clone(), capabilities, shutdown.clone()).await,
+        (Some(data_dir), true) => {
+            match keyring.clone() {
+                Some(keyring) => {
+                    let auditor = auditor.clone();
+                    serve_api(&settings, data_dir, store.clone(), auditor, keyring, capabilities, shutdown.clone())
+                        .await
+                }
+                // An API server always has a key: it creates one when absent.
+                None => Err(anyhow::anyhow!("the API server has no master key")),
+            }
+        }
         _ => {
             println!("CodexOS worker running ({} database); stop it with Ctrl-C or SIGTERM", store.backend());
             shutdown.cancelled().await;
@@ -127,6 +144,10 @@ pub async fn run(
         Some(worker) => worker.await.context("the worker task failed")?.context("the worker failed"),
         None => Ok(()),
     };
+    // The last entries get their signed checkpoint before the process goes.
+    if let Err(err) = auditor.checkpoint_all().await {
+        tracing::error!(error = %err, "cannot sign the audit logs' checkpoints at shutdown");
+    }
     store.close().await;
     served?;
     worker_result?;
@@ -137,7 +158,7 @@ pub async fn run(
 /// settings file (it may hold the database password) and an SQLite database
 /// kept elsewhere.
 fn platform_paths(settings: &Settings) -> Vec<std::path::PathBuf> {
-    let mut paths = vec![settings.data_dir.clone()];
+    let mut paths = vec![settings.data_dir.clone(), settings.audit_signing_key_file()];
     paths.extend(settings.config_file.clone());
     if let Ok(codexos_core::DatabaseBackend::Sqlite { path }) =
         codexos_core::settings::database_backend(settings.database_url().expose_secret())
@@ -154,10 +175,31 @@ fn platform_paths(settings: &Settings) -> Vec<std::path::PathBuf> {
     paths
 }
 
+/// The audit log's signer, with the key from its file (created on first start).
+pub fn open_auditor(settings: &Settings, store: &Store) -> anyhow::Result<codexos_store::Auditor> {
+    let path = settings.audit_signing_key_file();
+    if let Some(parent) = path.parent() {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .with_context(|| format!("cannot create the directory of {}", path.display()))?;
+    }
+    let key = codexos_audit::SigningKey::load_or_create(&path, AUDIT_KEY_NAME)
+        .with_context(|| format!("cannot load the audit signing key {}", path.display()))?;
+    Ok(codexos_store::Auditor::new(store.clone(), std::sync::Arc::new(key), settings.audit.checkpoint_every))
+}
+
+/// The name the audit checkpoints are signed under.
+pub const AUDIT_KEY_NAME: &str = "codexos-audit";
+
 async fn serve_api(
     settings: &Settings,
     data_dir: &DataDir,
     store: Store,
+    auditor: codexos_store::Auditor,
+    keyring: codexos_secrets::Keyring,
     capabilities: codexos_sandbox::HostCapabilities,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -168,10 +210,11 @@ async fn serve_api(
         lease_timeout: settings.worker.lease_timeout,
         model_endpoints: settings.model_endpoints.clone(),
         workspace_roots: settings.worker.workspace_roots.clone(),
+        keyring,
     };
     let backend = store.backend();
     // Bind before bootstrapping, so a taken port fails before anything is created.
-    let server = codexos_server::bind(&options, store.clone(), capabilities).await?;
+    let server = codexos_server::bind(&options, store.clone(), auditor, capabilities).await?;
     let url = format!("http://{}", server.local_addr());
 
     println!("CodexOS {} is up at {url}", env!("CARGO_PKG_VERSION"));

@@ -1,3 +1,4 @@
+mod audit;
 mod bad_input;
 mod cli;
 mod durable;
@@ -6,6 +7,7 @@ mod http;
 mod lifecycle;
 mod mcp;
 mod sandbox;
+mod secrets;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

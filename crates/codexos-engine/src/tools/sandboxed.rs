@@ -8,11 +8,13 @@ use codexos_sandbox::{
     Limits, NetworkDecision, NetworkPolicy, SandboxCommand, SandboxError, SandboxOutcome, SandboxPolicy, StopSignal,
     Usage, Violation, ViolationKind,
 };
+use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
 use super::args::{self, ToolArgs};
 use super::runner::{RUNNER_SUBCOMMAND, RunnerRequest};
 use super::{BuiltinTool, ToolInvocation, ToolResult, output};
+use crate::redact::Redactor;
 
 /// Where and under which rules an execution's tool calls run.
 #[derive(Debug, Clone)]
@@ -29,6 +31,11 @@ pub struct SandboxSettings {
     pub allow_missing_protections: bool,
     /// The most of a call's output that is kept (the event log keeps up to this).
     pub output_limit_bytes: usize,
+    /// Tenant secrets for the environment of shell commands (`[secrets]`).
+    pub env: Vec<(String, SecretString)>,
+    /// Replaces every secret value in what a call outputs, before the
+    /// output is cut to size.
+    pub redactor: Redactor,
 }
 
 /// How a tool call went, with the sandbox's accounting.
@@ -116,12 +123,16 @@ fn execute_blocking(
             }
             let command = SandboxCommand {
                 argv: vec!["/bin/sh".to_owned(), "-c".to_owned(), args.command],
-                env: SHELL_ENV.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())).collect(),
+                env: SHELL_ENV
+                    .iter()
+                    .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+                    .chain(settings.env.iter().map(|(name, value)| (name.clone(), value.expose_secret().to_owned())))
+                    .collect(),
                 cwd,
                 stdin: Vec::new(),
             };
             let outcome = codexos_sandbox::run_stoppable(&policy, &command, stop).map_err(sandbox_error)?;
-            Ok(shell_execution(outcome, settings.output_limit_bytes))
+            Ok(shell_execution(outcome, settings.output_limit_bytes, &settings.redactor))
         }
         ToolArgs::HttpFetch(_) if settings.network == NetworkPolicy::None => {
             Ok(not_run(super::http::NO_NETWORK.to_owned()))
@@ -147,7 +158,7 @@ fn execute_blocking(
             };
             let outcome =
                 codexos_sandbox::run_stoppable(&policy(settings, true), &command, stop).map_err(sandbox_error)?;
-            Ok(runner_execution(tool, outcome, settings.output_limit_bytes))
+            Ok(runner_execution(tool, outcome, settings.output_limit_bytes, &settings.redactor))
         }
     }
 }
@@ -206,14 +217,19 @@ fn ended_by_limit(violations: &[Violation]) -> bool {
     })
 }
 
-fn shell_execution(outcome: SandboxOutcome, output_limit: usize) -> ToolExecution {
+fn shell_execution(outcome: SandboxOutcome, output_limit: usize, redactor: &Redactor) -> ToolExecution {
     let mut text = match (outcome.exit_code, outcome.signal) {
         (Some(code), _) => format!("exit code: {code}\n"),
         (None, Some(signal)) => format!("killed by signal {signal}\n"),
         (None, None) => "exit status unknown\n".to_owned(),
     };
-    let stdout = String::from_utf8_lossy(&outcome.stdout.bytes);
-    let stderr = String::from_utf8_lossy(&outcome.stderr.bytes);
+    // Secrets out first, whole: a cut below must not split a value in two.
+    let redact = |captured: &codexos_sandbox::CapturedOutput| {
+        let text = String::from_utf8_lossy(&captured.bytes);
+        if captured.truncated { redactor.redact_cut(&text) } else { redactor.redact(&text) }
+    };
+    let stdout = redact(&outcome.stdout);
+    let stderr = redact(&outcome.stderr);
     // Each stream gets half of what the limit leaves, and the other's unused share.
     let room = output_limit.saturating_sub(text.len() + 200);
     let stdout_room = room.saturating_sub(stderr.len().min(room / 2));
@@ -245,10 +261,15 @@ fn shell_execution(outcome: SandboxOutcome, output_limit: usize) -> ToolExecutio
     finish(text, is_error, outcome, output_limit)
 }
 
-fn runner_execution(tool: BuiltinTool, outcome: SandboxOutcome, output_limit: usize) -> ToolExecution {
+fn runner_execution(
+    tool: BuiltinTool,
+    outcome: SandboxOutcome,
+    output_limit: usize,
+    redactor: &Redactor,
+) -> ToolExecution {
     let answer: Option<ToolResult> = serde_json::from_slice(&outcome.stdout.bytes).ok();
     let (mut text, is_error) = match answer {
-        Some(result) if !ended_by_limit(&outcome.violations) => (result.output, result.is_error),
+        Some(result) if !ended_by_limit(&outcome.violations) => (redactor.redact(&result.output), result.is_error),
         _ => {
             // The runner died before answering: say what is known.
             let status = match (outcome.exit_code, outcome.signal) {
@@ -257,7 +278,7 @@ fn runner_execution(tool: BuiltinTool, outcome: SandboxOutcome, output_limit: us
                 (None, None) => "ended".to_owned(),
             };
             let mut text = format!("the {tool} tool failed: its runner {status} without an answer\n");
-            let stderr = String::from_utf8_lossy(&outcome.stderr.bytes);
+            let stderr = redactor.redact(&String::from_utf8_lossy(&outcome.stderr.bytes));
             if !stderr.trim().is_empty() {
                 text.push_str(&format!("--- stderr ---\n{}\n", output::cap(stderr.trim_end(), 4096)));
             }

@@ -105,6 +105,7 @@ fn setup(manifest: &str) -> ExecutionSetup {
         hidden_paths: Vec::new(),
         allow_missing_protections: false,
         api_key: None,
+        secrets: Default::default(),
         price: None,
         shutdown: CancellationToken::new(),
         pause: codexos_engine::PauseSignal::default(),

@@ -35,6 +35,7 @@ fn settings(workspace: &Path) -> McpSettings {
         connect_timeout: Duration::from_secs(30),
         max_message_bytes: 1024 * 1024,
         output_limit_bytes: 64 * 1024,
+        env: Vec::new(),
     }
 }
 

@@ -586,6 +586,8 @@ fn settings(workspace: &Path) -> SandboxSettings {
         hidden_paths: Vec::new(),
         allow_missing_protections: false,
         output_limit_bytes: 64 * 1024,
+        env: Vec::new(),
+        redactor: Default::default(),
     }
 }
 
@@ -785,4 +787,47 @@ proptest::proptest! {
             proptest::prop_assert!(depth.is_some(), "{raw}");
         }
     }
+}
+
+#[tokio::test]
+async fn shell_commands_get_their_secrets_and_their_output_is_redacted() {
+    if !sandbox_available() {
+        return;
+    }
+    const TOKEN: &str = "ghp_0123456789abcdefXYZ";
+    let ws = workspace();
+    let secrets = vec![("GH_TOKEN".to_owned(), secrecy::SecretString::from(TOKEN))];
+    let with_secrets = SandboxSettings {
+        env: vec![("GITHUB_TOKEN".to_owned(), secrecy::SecretString::from(TOKEN))],
+        redactor: codexos_engine::Redactor::new(&secrets),
+        output_limit_bytes: 4096,
+        ..settings(ws.path())
+    };
+    let execution = call(
+        &with_secrets,
+        BuiltinTool::Shell,
+        json!({"command": "echo \"token=$GITHUB_TOKEN\"; echo \"$GITHUB_TOKEN\" >&2; echo ${#GITHUB_TOKEN}"}),
+    )
+    .await;
+    assert_eq!(
+        execution.output,
+        format!(
+            "exit code: 0\n--- stdout ---\ntoken=[secret:GH_TOKEN]\n{}\n--- stderr ---\n[secret:GH_TOKEN]\n",
+            TOKEN.len()
+        )
+    );
+    // The sandbox cuts the stream in the middle of the value: its start
+    // does not show either.
+    let execution = call(
+        &with_secrets,
+        BuiltinTool::Shell,
+        json!({"command": "head -c 4090 /dev/zero | tr '\\0' a; printf %s \"$GITHUB_TOKEN\""}),
+    )
+    .await;
+    assert!(!execution.output.contains(&TOKEN[..6]), "{}", execution.output);
+    assert!(execution.output.contains("[secret:GH_TOKEN]"), "{}", execution.output);
+    // Without the secret in its settings, a command sees no such variable.
+    let plain = settings(ws.path());
+    let execution = call(&plain, BuiltinTool::Shell, json!({"command": "echo \"[${GITHUB_TOKEN:-unset}]\""})).await;
+    assert!(execution.output.contains("[unset]"), "{}", execution.output);
 }

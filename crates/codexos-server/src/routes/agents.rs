@@ -1,6 +1,7 @@
 //! Agents of the caller's tenant: registered from TOML manifests, every
 //! version kept.
 
+use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use codexos_core::{Permission, format_millis};
@@ -11,6 +12,7 @@ use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
+use crate::audit::AuditNote;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiResult, ErrorEnvelope, Problem};
 
@@ -109,7 +111,7 @@ pub async fn create_agent(
     State(state): State<AppState>,
     caller: Caller,
     ApiJson(request): ApiJson<CreateAgent>,
-) -> ApiResult<(StatusCode, ApiJson<AgentVersionView>)> {
+) -> ApiResult<(StatusCode, Extension<AuditNote>, ApiJson<AgentVersionView>)> {
     caller.require(Permission::AgentsWrite)?;
     let manifest = AgentManifest::parse(&request.manifest).map_err(|err| {
         let count = err.problems.len();
@@ -150,7 +152,9 @@ pub async fn create_agent(
         other => other.into(),
     })?;
     tracing::info!(agent = %created.name, version = %created.version, "agent version registered");
-    Ok((StatusCode::CREATED, ApiJson((&created).into())))
+    let note = AuditNote::new(format!("agent:{}", created.name))
+        .with_details(serde_json::json!({ "version": created.version, "manifest_sha256": created.manifest_sha256 }));
+    Ok((StatusCode::CREATED, Extension(note), ApiJson((&created).into())))
 }
 
 /// The tenant's agents, by name. Needs `agents:read`.

@@ -4,6 +4,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
+use crate::audit::AuditNote;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiResult, ErrorEnvelope};
 
@@ -180,7 +182,7 @@ pub async fn create_execution(
     State(state): State<AppState>,
     caller: Caller,
     ApiJson(request): ApiJson<CreateExecution>,
-) -> ApiResult<(StatusCode, ApiJson<ExecutionView>)> {
+) -> ApiResult<(StatusCode, Extension<AuditNote>, ApiJson<ExecutionView>)> {
     caller.require(Permission::ExecutionsRun)?;
     let task = request.task.trim();
     if task.is_empty() || task.len() > MAX_TASK_BYTES {
@@ -198,7 +200,10 @@ pub async fn create_execution(
     let execution = state.store.create_execution(caller.0.tenant, &new_execution).await?;
     tracing::info!(execution = %execution.id, agent = %version.name, version = %version.version, "execution queued");
     metrics::counter!("codexos_executions_created_total", "tenant" => caller.0.tenant_slug.to_string()).increment(1);
-    Ok((StatusCode::CREATED, ApiJson(execution.into())))
+    let note = AuditNote::new(format!("execution:{}", execution.id)).with_details(
+        serde_json::json!({ "agent": version.name, "version": version.version, "workspace": request.workspace }),
+    );
+    Ok((StatusCode::CREATED, Extension(note), ApiJson(execution.into())))
 }
 
 /// The tenant's executions, newest first. Needs `executions:read`.
@@ -568,7 +573,7 @@ pub async fn fork_execution(
     caller: Caller,
     Path(id): Path<String>,
     ApiJson(request): ApiJson<ForkExecution>,
-) -> ApiResult<(StatusCode, ApiJson<ExecutionView>)> {
+) -> ApiResult<(StatusCode, Extension<AuditNote>, ApiJson<ExecutionView>)> {
     caller.require(Permission::ExecutionsRun)?;
     let parent_id = parse_execution_id(&id)?;
     let parent = state.store.execution(caller.0.tenant, parent_id).await?;
@@ -613,7 +618,9 @@ pub async fn fork_execution(
     };
     let fork = state.store.fork_execution(caller.0.tenant, &new_fork).await?;
     tracing::info!(parent = %parent_id, fork = %fork.id, from_step = request.from_step, "execution forked");
-    Ok((StatusCode::CREATED, ApiJson(fork.into())))
+    let note = AuditNote::new(format!("execution:{parent_id}"))
+        .with_details(serde_json::json!({ "fork": fork.id.to_string(), "from_step": request.from_step }));
+    Ok((StatusCode::CREATED, Extension(note), ApiJson(fork.into())))
 }
 
 /// 404 unless the execution's timeline, replayed, reaches `step`; 409 if

@@ -1,5 +1,6 @@
 //! API keys of the caller's tenant.
 
+use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use codexos_core::{ApiKeyId, Permission, Role, format_millis, now_millis};
@@ -8,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::AppState;
+use crate::audit::AuditNote;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiResult, ErrorEnvelope};
 
@@ -87,7 +89,7 @@ pub async fn create_key(
     State(state): State<AppState>,
     caller: Caller,
     ApiJson(request): ApiJson<CreateKey>,
-) -> ApiResult<(StatusCode, ApiJson<CreatedKey>)> {
+) -> ApiResult<(StatusCode, Extension<AuditNote>, ApiJson<CreatedKey>)> {
     caller.require(Permission::KeysWrite)?;
     let name = request.name.trim();
     if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
@@ -118,7 +120,12 @@ pub async fn create_key(
     let new_key = NewApiKey { name: name.to_owned(), role, user: caller.0.user, expires_at };
     let (key, secret) = state.store.create_api_key(caller.0.tenant, &new_key).await?;
     tracing::info!(key_id = %key.id, role = %role, "api key created");
-    Ok((StatusCode::CREATED, ApiJson(CreatedKey { key: key.into(), secret: secret.expose().to_owned() })))
+    let note = AuditNote::new(format!("key:{}", key.id)).with_details(serde_json::json!({ "role": role.as_str() }));
+    Ok((
+        StatusCode::CREATED,
+        Extension(note),
+        ApiJson(CreatedKey { key: key.into(), secret: secret.expose().to_owned() }),
+    ))
 }
 
 /// Revokes a key at once. Needs `keys:write`. A key of another tenant is

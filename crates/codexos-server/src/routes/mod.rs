@@ -2,11 +2,13 @@
 //! with their OpenAPI description.
 
 mod agents;
+mod audit;
 mod docs;
 mod executions;
 mod health;
 mod keys;
 mod me;
+mod secrets;
 
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -33,6 +35,8 @@ use crate::error::{ApiError, ErrorEnvelope};
         (name = "keys", description = "API keys of the caller's tenant"),
         (name = "agents", description = "Agents registered from manifests, every version kept"),
         (name = "executions", description = "Runs of agents on tasks, and their timelines"),
+        (name = "secrets", description = "Secrets of the caller's tenant, encrypted at rest; values are never answered"),
+        (name = "audit", description = "The tenant's tamper-evident audit log: entries, verification, inclusion proofs"),
     )
 )]
 struct ApiDoc;
@@ -69,6 +73,11 @@ pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(executions::rollback_execution))
         .routes(routes!(executions::fork_execution))
         .routes(routes!(executions::decide_approval))
+        .routes(routes!(secrets::list_secrets))
+        .routes(routes!(secrets::set_secret, secrets::delete_secret))
+        .routes(routes!(audit::list_audit))
+        .routes(routes!(audit::verify_audit))
+        .routes(routes!(audit::prove_entry))
         .split_for_parts()
 }
 

@@ -1,11 +1,14 @@
 mod agents;
 mod api_keys;
+mod audit;
 mod checkpoints;
 mod control;
 mod executions;
+mod isolation;
 mod leases;
 mod memories;
 mod schema;
+mod secrets;
 mod tenants;
 mod workers;
 

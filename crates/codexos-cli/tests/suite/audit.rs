@@ -1,0 +1,135 @@
+//! The audit log end to end: what the API records, `codexos audit verify`
+//! straight from the database, proofs checked with nothing but the
+//! verifier key, and tampering found by the offline verifier.
+
+use std::process::Command;
+
+use codexos_test_support::{TestServer, run};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sqlx::{Connection, Executor};
+
+use super::server;
+
+/// The CLI pointed at the server's database, for the offline commands.
+fn offline(server: &TestServer, subcommand: &str, args: &[&str]) -> Command {
+    let mut command = server.cli();
+    command.args(["audit", subcommand]);
+    if let Some(url) = server.database_url() {
+        command.args(["--database-url", url]);
+    }
+    command.args(args);
+    command
+}
+
+async fn audit_entries(server: &TestServer) -> Vec<Value> {
+    let (status, page) = server.get("/v1/audit?limit=1000").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    page["entries"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn state_changes_are_recorded_verified_and_provable() {
+    let mut server = server().await;
+    let owner = server.owner_key.clone();
+    let (status, created) =
+        server.call(Method::POST, "/v1/keys", Some(&owner), Some(json!({ "name": "ci", "role": "viewer" }))).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let viewer = created["secret"].as_str().unwrap().to_owned();
+    // A refused attempt is recorded too, as denied, with its actor.
+    let (status, _) =
+        server.call(Method::POST, "/v1/keys", Some(&viewer), Some(json!({ "name": "x", "role": "owner" }))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // Reads are not state changes.
+    assert_eq!(server.get("/v1/keys").await.0, StatusCode::OK);
+    let response = server
+        .request(Method::DELETE, &format!("/v1/keys/{}", created["key"]["id"].as_str().unwrap()))
+        .bearer_auth(&owner)
+        .header("x-request-id", "revoke-req-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+
+    let entries = audit_entries(&server).await;
+    let summary: Vec<(&str, &str)> =
+        entries.iter().map(|e| (e["action"].as_str().unwrap(), e["outcome"].as_str().unwrap())).collect();
+    assert_eq!(summary, vec![("key.create", "success"), ("key.create", "denied"), ("key.revoke", "success")]);
+    let key_id = created["key"]["id"].as_str().unwrap();
+    assert_eq!(entries[0]["target"], format!("key:{key_id}"));
+    assert_eq!(entries[0]["details"]["details"]["role"], "viewer");
+    assert_eq!(entries[2]["target"], format!("key:{key_id}"));
+    assert_eq!(entries[2]["request_id"], "revoke-req-1");
+    let viewer_key_id = created["key"]["id"].as_str().unwrap();
+    assert!(entries[1]["actor"].as_str().unwrap().ends_with(&format!("key:{viewer_key_id}")), "{}", entries[1]);
+    assert_ne!(entries[0]["actor"], entries[1]["actor"], "the owner and the viewer are told apart");
+    assert_eq!(entries[1]["prev_hash"], entries[0]["entry_hash"]);
+    // The revoked key is refused like an unknown one.
+    assert_eq!(server.call(Method::GET, "/v1/audit", Some(&viewer), None).await.0, StatusCode::UNAUTHORIZED);
+
+    let (status, verification) = server.get("/v1/audit/verify").await;
+    assert_eq!(status, StatusCode::OK, "{verification}");
+    assert_eq!(verification["status"], "intact", "{verification}");
+    assert_eq!(verification["size"], 3);
+    let verifier_key = verification["verifier_key"].as_str().unwrap().to_owned();
+
+    // A proof, checked offline with the verifier key alone.
+    let (code, proof, stderr) = run(server.cli().args(["audit", "proof", "2"]));
+    assert_eq!(code, 0, "{stderr}");
+    let dir = tempfile::tempdir().unwrap();
+    let proof_file = dir.path().join("proof.json");
+    std::fs::write(&proof_file, &proof).unwrap();
+    let (code, stdout, stderr) =
+        run(Command::new(&server.bin).args(["audit", "check-proof"]).arg(&proof_file).args(["--key", &verifier_key]));
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("entry 2 (key.create): included in the checkpoint of 3 entries"), "{stdout}");
+    let forged = proof.replace("\"denied\"", "\"success\"");
+    assert_ne!(forged, proof);
+    std::fs::write(&proof_file, &forged).unwrap();
+    let (code, stdout, _) =
+        run(Command::new(&server.bin).args(["audit", "check-proof"]).arg(&proof_file).args(["--key", &verifier_key]));
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("entry 2: INVALID"), "{stdout}");
+
+    // Shutdown signs what follows the last checkpoint; the offline verifier
+    // then checks everything straight from the database.
+    assert!(server.terminate().await.success(), "{}", server.stderr());
+    let (code, stdout, stderr) = run(&mut offline(&server, "verify", &["--json"]));
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["intact"], true);
+    assert_eq!(report["tenants"][0]["verdict"]["Intact"]["size"], 3, "{report}");
+
+    // The export's every line carries a proof that checks offline.
+    let export = dir.path().join("export.jsonl");
+    let (code, _, stderr) = run(offline(&server, "export", &["--output"]).arg(&export));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(std::fs::read_to_string(&export).unwrap().lines().count(), 3);
+    let (code, stdout, stderr) =
+        run(Command::new(&server.bin).args(["audit", "check-proof"]).arg(&export).args(["--key", &verifier_key]));
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(stdout.lines().count(), 3, "{stdout}");
+
+    // Someone with write access to the database edits an entry: found.
+    tamper(&server, "UPDATE audit_entries SET outcome = 'success' WHERE seq = 2").await;
+    let (code, stdout, _) = run(&mut offline(&server, "verify", &[]));
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("default: TAMPERED at entry 2 (Edited)"), "{stdout}");
+}
+
+async fn tamper(server: &TestServer, statement: &str) {
+    sqlx::any::install_default_drivers();
+    let url = match server.database_url() {
+        Some(url) => url.to_owned(),
+        None => format!("sqlite://{}", server.data_dir().join("codexos.db").display()),
+    };
+    let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+    let disable = if server.is_postgres() {
+        "ALTER TABLE audit_entries DISABLE TRIGGER USER"
+    } else {
+        "DROP TRIGGER audit_entries_no_update"
+    };
+    conn.execute(disable).await.unwrap();
+    conn.execute(statement).await.unwrap();
+    conn.close().await.unwrap();
+}
