@@ -45,6 +45,8 @@ pub enum Command {
     Doctor(JsonFlag),
     /// The server's detailed health: database, sandbox, workers and queue
     Status(JsonFlag),
+    /// Your tenant's usage this month against its quotas
+    Usage(JsonFlag),
     /// API keys of your tenant
     #[command(subcommand)]
     Key(KeyCommand),
@@ -62,10 +64,12 @@ pub enum Command {
     /// The tamper-evident audit log: list, verify, prove and export entries
     #[command(subcommand)]
     Audit(AuditCommand),
-    /// Manage tenants
-    Tenant(NotBuilt),
-    /// Manage users
-    User(NotBuilt),
+    /// Tenants of the installation (an operator's commands, straight on the database)
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Your tenant's members, and your own password
+    #[command(subcommand)]
+    User(UserCommand),
     /// Tenant secrets: set (value from standard input), list, delete; rotate the master key
     #[command(subcommand)]
     Secret(SecretCommand),
@@ -104,6 +108,124 @@ pub struct WorkerArgs {
     /// `sqlite://PATH` or `postgres://...` [default: SQLite in the data directory]
     #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_name = "URL")]
     pub database_url: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant with its owner; prints the owner's API key once
+    Create {
+        /// The tenant's slug: lowercase letters, digits and dashes
+        slug: String,
+        /// The owner's email (an existing user keeps their password)
+        #[arg(long, value_name = "EMAIL")]
+        owner_email: String,
+        /// A display name [default: the slug]
+        #[arg(long)]
+        name: Option<String>,
+        /// `sqlite://PATH` or `postgres://...` [default: the configured database]
+        #[arg(long, value_name = "URL")]
+        database_url: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every tenant of the installation
+    List {
+        /// `sqlite://PATH` or `postgres://...` [default: the configured database]
+        #[arg(long, value_name = "URL")]
+        database_url: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show or set a tenant's quotas and print those in effect (a tenant's
+    /// own admins cannot raise them); a running server applies a change
+    /// within seconds
+    Quota(TenantQuotaArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TenantQuotaArgs {
+    /// The tenant's slug
+    pub slug: String,
+    /// API requests per second, sustained; `default` for the installation's
+    #[arg(long, value_name = "N", value_parser = parse_quota_count, allow_hyphen_values = true)]
+    pub requests_per_second: Option<QuotaSetting>,
+    /// API requests at once above that rate; `default` for the installation's
+    #[arg(long, value_name = "N", value_parser = parse_quota_count, allow_hyphen_values = true)]
+    pub burst: Option<QuotaSetting>,
+    /// Executions not finished at one time; `default` for the installation's
+    #[arg(long, value_name = "N", value_parser = parse_quota_count, allow_hyphen_values = true)]
+    pub max_concurrent_executions: Option<QuotaSetting>,
+    /// Sandbox CPU seconds per calendar month (UTC); `default` for the installation's
+    #[arg(long, value_name = "N", value_parser = parse_quota_count, allow_hyphen_values = true)]
+    pub cpu_seconds_per_month: Option<QuotaSetting>,
+    /// Checkpoint content and memory notes kept, e.g. 10GiB; `default` for the installation's
+    #[arg(long, value_name = "SIZE", value_parser = parse_quota_size, allow_hyphen_values = true)]
+    pub storage: Option<QuotaSetting>,
+    /// Every quota back to the installation's default (then the values given apply)
+    #[arg(long)]
+    pub reset: bool,
+    /// `sqlite://PATH` or `postgres://...` [default: the configured database]
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A quota on the command line: a value, or the installation's default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaSetting {
+    Default,
+    Value(u64),
+}
+
+fn parse_quota_count(text: &str) -> Result<QuotaSetting, String> {
+    match text.trim() {
+        "default" => Ok(QuotaSetting::Default),
+        number => number
+            .parse()
+            .map(QuotaSetting::Value)
+            .map_err(|_| format!("'{number}' is not a whole number of 0 or more, nor 'default'")),
+    }
+}
+
+fn parse_quota_size(text: &str) -> Result<QuotaSetting, String> {
+    match text.trim() {
+        "default" => Ok(QuotaSetting::Default),
+        size => codexos_core::parse_size(size).map(QuotaSetting::Value).map_err(|err| format!("{err}, nor 'default'")),
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a member to your tenant; a new user's password is read from standard input with --password-stdin
+    Add {
+        email: String,
+        /// owner, admin, developer or viewer (at most your own)
+        #[arg(long)]
+        role: String,
+        /// Read a new user's password from standard input
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Your tenant's members
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a member's role
+    Role {
+        /// The user's id
+        id: String,
+        role: String,
+    },
+    /// Remove a member: their sessions end and their keys in this tenant are revoked
+    Remove {
+        /// The user's id
+        id: String,
+    },
+    /// Set your own password (standard input: the current one on the first line if you have one, then the new one)
+    Password,
 }
 
 #[derive(Debug, Subcommand)]

@@ -60,6 +60,10 @@ uuid_id!(
     ApiKeyId
 );
 uuid_id!(
+    /// A login session's public id (never its secret).
+    SessionId
+);
+uuid_id!(
     /// A registered agent (all its versions).
     AgentId
 );

@@ -6,12 +6,14 @@
 
 pub mod execution;
 pub mod ids;
+pub mod quota;
 pub mod role;
 pub mod settings;
 pub mod size;
 
 pub use execution::ExecutionStatus;
-pub use ids::{AgentId, AgentVersionId, ApiKeyId, ExecutionId, SecretName, TenantId, TenantSlug, UserId};
+pub use ids::{AgentId, AgentVersionId, ApiKeyId, ExecutionId, SecretName, SessionId, TenantId, TenantSlug, UserId};
+pub use quota::{QuotaOverrides, Quotas, UsagePeriod};
 pub use role::{Permission, Role};
 pub use settings::{DatabaseBackend, LogFormat, ModelEndpoint, Settings, SettingsError};
 pub use size::parse_size;

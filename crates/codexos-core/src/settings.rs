@@ -43,6 +43,9 @@ pub struct Settings {
     pub model_endpoints: Vec<ModelEndpoint>,
     /// The master key that wraps the tenants' secret keys.
     pub secrets: SecretsSettings,
+    /// The quotas of every tenant without values of its own (an operator
+    /// sets those with `codexos tenant quota`).
+    pub quotas: crate::Quotas,
     /// The settings file this was loaded from, if any (kept from tools).
     #[serde(skip)]
     pub config_file: Option<PathBuf>,
@@ -101,6 +104,9 @@ pub struct ServerSettings {
     pub shutdown_grace: Duration,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// How long a login session lasts (it is not extended by use).
+    #[serde(with = "duration_text")]
+    pub session_ttl: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -186,6 +192,7 @@ impl Default for Settings {
                 ModelEndpoint { host: "api.anthropic.com".to_owned(), key_env: Some("ANTHROPIC_API_KEY".to_owned()) },
             ],
             secrets: SecretsSettings::default(),
+            quotas: crate::Quotas::default(),
             config_file: None,
         }
     }
@@ -199,7 +206,11 @@ impl Default for LogSettings {
 
 impl Default for ServerSettings {
     fn default() -> Self {
-        Self { shutdown_grace: Duration::from_secs(30), max_body_bytes: 4 * 1024 * 1024 }
+        Self {
+            shutdown_grace: Duration::from_secs(30),
+            max_body_bytes: 4 * 1024 * 1024,
+            session_ttl: Duration::from_secs(12 * 3600),
+        }
     }
 }
 
@@ -297,6 +308,9 @@ impl Settings {
         if self.data_dir.as_os_str().is_empty() {
             return Err(SettingsError::Invalid("data_dir must not be empty".to_owned()));
         }
+        if self.server.session_ttl < Duration::from_secs(60) {
+            return Err(SettingsError::Invalid("server.session_ttl must be at least a minute".to_owned()));
+        }
         if self.server.max_body_bytes == 0 {
             return Err(SettingsError::Invalid("server.max_body_bytes must be positive".to_owned()));
         }
@@ -345,6 +359,7 @@ impl Settings {
         if self.secrets.master_key.as_ref().is_some_and(|key| key.expose_secret().trim().is_empty()) {
             return Err(SettingsError::Invalid("secrets.master_key must not be empty".to_owned()));
         }
+        self.quotas.validate().map_err(|err| SettingsError::Invalid(format!("quotas.{err}")))?;
         for (model, price) in &self.prices {
             let valid = |value: f64| value.is_finite() && value >= 0.0;
             if !valid(price.input_per_million) || !valid(price.output_per_million) {
@@ -596,6 +611,33 @@ mod tests {
         assert!(!serde_json::to_string(&settings).unwrap().contains(key));
         let err = load_with(Some("[secrets]\nmaster_key_fil = \"x\"\n"), &[]).unwrap_err().to_string();
         assert!(err.contains("master_key_fil"), "{err}");
+    }
+
+    #[test]
+    fn quota_defaults_come_from_the_quotas_section() {
+        let settings = load_with(None, &[]).unwrap();
+        assert_eq!(settings.quotas, crate::Quotas::default());
+        let settings = load_with(
+            Some("[quotas]\nrequests_per_second = 5\nstorage_bytes = \"2GiB\"\n"),
+            &[("QUOTAS__MAX_CONCURRENT_EXECUTIONS", "3")],
+        )
+        .unwrap();
+        assert_eq!(
+            settings.quotas,
+            crate::Quotas {
+                requests_per_second: 5,
+                max_concurrent_executions: 3,
+                storage_bytes: 2 << 30,
+                ..crate::Quotas::default()
+            }
+        );
+        assert_eq!(load_with(None, &[("QUOTAS__STORAGE_BYTES", "1024")]).unwrap().quotas.storage_bytes, 1024);
+        let err = load_with(Some("[quotas]\nburst = 0\n"), &[]).unwrap_err().to_string();
+        assert_eq!(err, "invalid configuration: quotas.burst must be between 1 and 1000000, not 0");
+        let err = load_with(Some("[quotas]\nstorage_bytes = \"lots\"\n"), &[]).unwrap_err().to_string();
+        assert!(err.contains("lots"), "{err}");
+        let err = load_with(Some("[quotas]\nrequests_per_minute = 5\n"), &[]).unwrap_err().to_string();
+        assert!(err.contains("requests_per_minute"), "{err}");
     }
 
     #[test]

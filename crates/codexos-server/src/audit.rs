@@ -13,6 +13,7 @@ use axum::response::Response;
 use codexos_store::{AuditOutcome, NewAuditEntry, Principal};
 
 use crate::AppState;
+use crate::error::ErrorCode;
 
 /// Set on every request by the metrics middleware and filled in when the
 /// caller authenticates, so the layers around the handler (metrics, audit)
@@ -43,6 +44,13 @@ impl AuditNote {
 /// The action each state-changing route performs. A route missing here is
 /// still audited, under its method and template (and a test fails).
 const ACTIONS: &[(&str, &str, &str)] = &[
+    // Audited by its handler: the caller is not authenticated yet.
+    ("POST", "/v1/login", "session.login"),
+    ("POST", "/v1/logout", "session.logout"),
+    ("PUT", "/v1/me/password", "user.set_password"),
+    ("POST", "/v1/users", "member.add"),
+    ("PATCH", "/v1/users/{id}", "member.set_role"),
+    ("DELETE", "/v1/users/{id}", "member.remove"),
     ("POST", "/v1/keys", "key.create"),
     ("DELETE", "/v1/keys/{id}", "key.revoke"),
     ("POST", "/v1/agents", "agent.create"),
@@ -100,6 +108,12 @@ pub async fn record(State(state): State<AppState>, request: Request, next: Next)
     // Without an authenticated caller there is no tenant to hold the entry;
     // such requests changed nothing (they were refused before any handler).
     let Some(principal) = slot.0.get() else { return response };
+    // Nor does the rate limit's refusal, which must stay cheap under a
+    // flood: an entry each would turn it into a flood of writes. Metrics
+    // count them (codexos_rate_limited_total).
+    if response.extensions().get::<ErrorCode>() == Some(&ErrorCode("rate_limited")) {
+        return response;
+    }
     let Some(route) = route else { return response };
     let note = response.extensions().get::<AuditNote>();
     let mut details =
@@ -126,8 +140,8 @@ pub async fn record(State(state): State<AppState>, request: Request, next: Next)
 /// Who acted: the user behind a key when there is one, and the key.
 pub fn actor_of(principal: &Principal) -> String {
     match principal.user {
-        Some(user) => format!("user:{user} key:{}", principal.key),
-        None => format!("key:{}", principal.key),
+        Some(user) => format!("user:{user} {}", principal.credential),
+        None => principal.credential.to_string(),
     }
 }
 

@@ -19,6 +19,8 @@ pub struct ApiError {
     pub message: String,
     /// For invalid documents (manifests, policies): each problem found.
     pub problems: Vec<Problem>,
+    /// For 429 and 503: when to try again, in seconds (the `Retry-After` header).
+    pub retry_after: Option<u64>,
 }
 
 /// One thing wrong with a submitted document: where, and why.
@@ -48,12 +50,23 @@ pub struct ErrorBody {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), problems: Vec::new() }
+        Self { status, code, message: message.into(), problems: Vec::new(), retry_after: None }
     }
 
     /// 422: a document (manifest, policy) that parses but is not valid.
     pub fn invalid_document(code: &'static str, message: impl Into<String>, problems: Vec<Problem>) -> Self {
-        Self { status: StatusCode::UNPROCESSABLE_ENTITY, code, message: message.into(), problems }
+        Self { status: StatusCode::UNPROCESSABLE_ENTITY, code, message: message.into(), problems, retry_after: None }
+    }
+
+    /// 429: over a limit; try again in `seconds` (at least 1).
+    pub fn too_many_requests(code: &'static str, message: impl Into<String>, seconds: u64) -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, code, message).with_retry_after(seconds)
+    }
+
+    /// Adds a `Retry-After` of `seconds` (at least 1) to the answer.
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds.max(1));
+        self
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -85,9 +98,19 @@ impl IntoResponse for ApiError {
         let body = ErrorEnvelope {
             error: ErrorBody { code: self.code.to_owned(), message: self.message, problems: self.problems },
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(seconds));
+        }
+        response.extensions_mut().insert(ErrorCode(self.code));
+        response
     }
 }
+
+/// The code of an error answer, for the layers around the handler (the
+/// audit log leaves out what the rate limit refused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorCode(pub &'static str);
 
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
@@ -97,6 +120,9 @@ impl From<StoreError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "conflict", format!("{entity} already exists"))
             }
             StoreError::InvalidState(message) => ApiError::new(StatusCode::CONFLICT, "invalid_state", message),
+            err @ StoreError::ExecutionQuota { .. } => {
+                ApiError::too_many_requests("quota_exceeded", err.to_string(), 5)
+            }
             other => ApiError::internal(&other),
         }
     }

@@ -7,6 +7,8 @@ mod audit;
 mod auth;
 mod error;
 mod metrics;
+pub mod password;
+mod quota;
 mod routes;
 
 use std::net::SocketAddr;
@@ -28,6 +30,8 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 pub use error::{ApiError, ErrorEnvelope};
+/// How stale a tenant's quotas may get in a running API server.
+pub use quota::RELOAD_EVERY as QUOTA_RELOAD_EVERY;
 
 /// What a server needs to know beyond its dependencies.
 #[derive(Debug, Clone)]
@@ -44,6 +48,10 @@ pub struct ServerOptions {
     pub workspace_roots: Vec<std::path::PathBuf>,
     /// The master keys that wrap the tenants' data keys (to seal secrets).
     pub keyring: codexos_secrets::Keyring,
+    /// How long a login session lasts.
+    pub session_ttl: Duration,
+    /// The quotas of tenants without values of their own.
+    pub quotas: codexos_core::Quotas,
 }
 
 /// Shared by every handler; cheap to clone.
@@ -58,6 +66,8 @@ pub struct AppState {
     model_endpoints: Arc<[codexos_core::ModelEndpoint]>,
     workspace_roots: Arc<[std::path::PathBuf]>,
     keyring: codexos_secrets::Keyring,
+    session_ttl: Duration,
+    quotas: Arc<quota::QuotaKeeper>,
     started_at: Instant,
 }
 
@@ -91,6 +101,7 @@ pub async fn bind(
         TcpListener::bind(options.listen).await.map_err(|source| BindError { addr: options.listen, source })?;
     let local_addr = listener.local_addr().map_err(|source| BindError { addr: options.listen, source })?;
     let (api_router, openapi) = routes::router();
+    let quotas = Arc::new(quota::QuotaKeeper::new(store.clone(), options.quotas));
     let state = AppState {
         store,
         auditor,
@@ -101,6 +112,8 @@ pub async fn bind(
         model_endpoints: options.model_endpoints.clone().into(),
         workspace_roots: options.workspace_roots.clone().into(),
         keyring: options.keyring.clone(),
+        session_ttl: options.session_ttl,
+        quotas,
         started_at: Instant::now(),
     };
     let router = api_router
@@ -147,8 +160,8 @@ impl Server {
     /// requests in flight finish, for at most the grace period.
     pub async fn serve(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let grace = self.shutdown_grace;
-        let serving =
-            axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let serving = axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
         let grace_expired = async {
             shutdown.cancelled().await;
             tokio::time::sleep(grace).await;

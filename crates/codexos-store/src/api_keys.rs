@@ -1,6 +1,6 @@
 use std::fmt;
 
-use codexos_core::{ApiKeyId, Role, TenantId, TenantSlug, UserId, now_millis};
+use codexos_core::{ApiKeyId, Role, SessionId, TenantId, TenantSlug, UserId, now_millis};
 use rand::Rng;
 use rand::distr::Alphanumeric;
 use sha2::{Digest, Sha256};
@@ -12,22 +12,23 @@ use crate::{Intent, Result, Store, StoreError};
 /// Every key starts with this, so scanners and people recognise one.
 const KEY_PREFIX: &str = "cxo_";
 /// 43 base62 characters carry 256 bits.
-const KEY_RANDOM_CHARS: usize = 43;
+pub(crate) const KEY_RANDOM_CHARS: usize = 43;
 /// How much of a key is kept in clear to tell keys apart in listings.
 const KEY_DISPLAY_CHARS: usize = KEY_PREFIX.len() + 8;
 
-/// A newly made key's secret: shown once, never stored, never printed by `Debug`.
-pub struct ApiKeySecret(String);
+/// A newly made API key's or session's secret: shown once, never stored,
+/// never printed by `Debug`.
+pub struct BearerSecret(String);
 
-impl ApiKeySecret {
+impl BearerSecret {
     pub fn expose(&self) -> &str {
         &self.0
     }
 }
 
-impl fmt::Debug for ApiKeySecret {
+impl fmt::Debug for BearerSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ApiKeySecret(..)")
+        f.write_str("BearerSecret(..)")
     }
 }
 
@@ -52,27 +53,54 @@ pub struct ApiKey {
     pub revoked_at: Option<i64>,
 }
 
-/// Who is calling: the result of authenticating a key.
+/// Who is calling: the result of authenticating a key or a session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     pub tenant: TenantId,
     pub tenant_slug: TenantSlug,
-    pub key: ApiKeyId,
+    pub credential: Credential,
     pub user: Option<UserId>,
     pub role: Role,
 }
 
-fn hash_secret(secret: &str) -> String {
+/// What the caller presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    ApiKey(ApiKeyId),
+    Session(SessionId),
+}
+
+impl fmt::Display for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Credential::ApiKey(id) => write!(f, "key:{id}"),
+            Credential::Session(id) => write!(f, "session:{id}"),
+        }
+    }
+}
+
+pub(crate) fn hash_secret(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// `prefix` and 256 random bits as base62.
+pub(crate) fn new_secret(prefix: &str) -> String {
+    let random: String = rand::rng().sample_iter(&Alphanumeric).take(KEY_RANDOM_CHARS).map(char::from).collect();
+    format!("{prefix}{random}")
+}
+
+impl BearerSecret {
+    pub(crate) fn new(secret: String) -> Self {
+        Self(secret)
+    }
 }
 
 pub(crate) async fn insert_api_key(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     tenant: TenantId,
     new_key: &NewApiKey,
-) -> Result<(ApiKey, ApiKeySecret)> {
-    let random: String = rand::rng().sample_iter(&Alphanumeric).take(KEY_RANDOM_CHARS).map(char::from).collect();
-    let secret = format!("{KEY_PREFIX}{random}");
+) -> Result<(ApiKey, BearerSecret)> {
+    let secret = new_secret(KEY_PREFIX);
     let key = ApiKey {
         id: ApiKeyId::new(),
         name: new_key.name.clone(),
@@ -97,7 +125,7 @@ pub(crate) async fn insert_api_key(
     .bind(key.expires_at)
     .execute(&mut **tx)
     .await?;
-    Ok((key, ApiKeySecret(secret)))
+    Ok((key, BearerSecret(secret)))
 }
 
 const KEY_COLUMNS: &str = "id, name, prefix, role, created_at, expires_at, revoked_at";
@@ -130,13 +158,13 @@ impl Store {
         Ok(Some(Principal {
             tenant: parse_id(&tenant, TenantId::parse)?,
             tenant_slug: TenantSlug::parse(&slug).map_err(|err| StoreError::Corrupt(err.to_string()))?,
-            key: parse_id(&key, ApiKeyId::parse)?,
+            credential: Credential::ApiKey(parse_id(&key, ApiKeyId::parse)?),
             user: user.as_deref().map(|user| parse_id(user, UserId::parse)).transpose()?,
             role: role.parse().map_err(|err: codexos_core::role::RoleError| StoreError::Corrupt(err.to_string()))?,
         }))
     }
 
-    pub async fn create_api_key(&self, tenant: TenantId, new_key: &NewApiKey) -> Result<(ApiKey, ApiKeySecret)> {
+    pub async fn create_api_key(&self, tenant: TenantId, new_key: &NewApiKey) -> Result<(ApiKey, BearerSecret)> {
         let mut tx = self.tenant_tx(tenant, Intent::Write).await?;
         let created = insert_api_key(&mut tx, tenant, new_key).await?;
         tx.commit().await?;
@@ -208,7 +236,7 @@ mod tests {
 
     #[test]
     fn secrets_never_show_in_debug() {
-        assert_eq!(format!("{:?}", ApiKeySecret("cxo_secret".to_owned())), "ApiKeySecret(..)");
+        assert_eq!(format!("{:?}", BearerSecret("cxo_secret".to_owned())), "BearerSecret(..)");
     }
 
     #[test]

@@ -13,6 +13,7 @@ use sqlx::Row;
 use crate::events::{self, encode};
 use crate::executions::fetch_execution;
 use crate::leases::{HELD, Lease, bind_held};
+use crate::quotas;
 use crate::{Entity, Execution, Intent, NewEvent, Result, Store, StoreError};
 
 /// What a caller asks of an execution.
@@ -205,6 +206,17 @@ impl Store {
     /// the parent's checkpoint and carries on from that step. The parent is
     /// not changed. The caller checks that the step exists.
     pub async fn fork_execution(&self, tenant: TenantId, fork: &NewFork<'_>) -> Result<Execution> {
+        self.fork_execution_within(tenant, fork, None).await
+    }
+
+    /// `fork_execution` under the tenant's concurrency quota, like
+    /// `create_execution_within`.
+    pub async fn fork_execution_within(
+        &self,
+        tenant: TenantId,
+        fork: &NewFork<'_>,
+        max_active: Option<u32>,
+    ) -> Result<Execution> {
         let NewFork { parent: parent_id, from_step, workspace, instruction, created_by, actor } = *fork;
         let mut tx = self.tenant_tx(tenant, Intent::Write).await?;
         let now = now_millis();
@@ -212,6 +224,7 @@ impl Store {
         if parent.status == ExecutionStatus::Queued {
             return Err(StoreError::InvalidState(format!("cannot fork execution {parent_id}: it has not started")));
         }
+        quotas::admit_execution(&mut tx, self.backend, tenant, max_active).await?;
         let id = ExecutionId::new();
         let task = &parent.task;
         sqlx::query(
@@ -256,6 +269,7 @@ impl Store {
             let instruction = json!({ "text": text, "by": actor });
             events::append_one(&mut tx, tenant, id, &encode("instruction", &instruction)?, now).await?;
         }
+        quotas::add_usage_in(&mut tx, tenant, quotas::EXECUTIONS, 1, now).await?;
         let execution = fetch_execution(&mut tx, tenant, id).await?;
         tx.commit().await?;
         Ok(execution)

@@ -27,6 +27,10 @@ pub enum StoreError {
     /// execution that is not paused); nothing was changed.
     #[error("{0}")]
     InvalidState(String),
+    /// The tenant's executions that have not finished are at its quota
+    /// (`create_execution_within`); nothing was created.
+    #[error("the tenant runs {active} executions, its limit; wait for one to finish")]
+    ExecutionQuota { active: i64, limit: u32 },
     /// `finish_execution` was given a status that is not final.
     #[error("cannot finish an execution as '{0}': not a final status")]
     NotFinal(codexos_core::ExecutionStatus),
@@ -45,6 +49,8 @@ pub enum Entity {
     ApprovalRequest,
     Secret,
     AuditEntry,
+    Member,
+    User,
 }
 
 impl fmt::Display for Entity {
@@ -58,6 +64,8 @@ impl fmt::Display for Entity {
             Entity::ApprovalRequest => "approval request",
             Entity::Secret => "secret",
             Entity::AuditEntry => "audit entry",
+            Entity::Member => "member",
+            Entity::User => "user",
         })
     }
 }

@@ -6,6 +6,7 @@ use sqlx::Row;
 
 use crate::error::{Entity, parse_id};
 use crate::events::{self, encode};
+use crate::quotas;
 use crate::{Intent, Result, Store, StoreError};
 
 /// What a caller asks for when starting an execution.
@@ -83,6 +84,19 @@ impl Store {
     /// (`NotFound(AgentVersion)` otherwise) and records the first event of
     /// its timeline, `status` `{"status": "queued"}`, in the same transaction.
     pub async fn create_execution(&self, tenant: TenantId, new_execution: &NewExecution) -> Result<Execution> {
+        self.create_execution_within(tenant, new_execution, None).await
+    }
+
+    /// `create_execution` under the tenant's concurrency quota: refused with
+    /// `ExecutionQuota`, nothing created, when the tenant has `max_active`
+    /// executions that have not finished. Counted in the transaction that
+    /// creates, so that concurrent creations cannot both pass.
+    pub async fn create_execution_within(
+        &self,
+        tenant: TenantId,
+        new_execution: &NewExecution,
+        max_active: Option<u32>,
+    ) -> Result<Execution> {
         let queued = serde_json::json!({ "status": ExecutionStatus::Queued });
         let queued_event = encode("status", &queued)?;
         let mut tx = self.tenant_tx(tenant, Intent::Write).await?;
@@ -95,6 +109,7 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?
         .ok_or(StoreError::NotFound(Entity::AgentVersion))?;
+        quotas::admit_execution(&mut tx, self.backend, tenant, max_active).await?;
         let now = now_millis();
         let execution = Execution {
             id: ExecutionId::new(),
@@ -128,6 +143,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         events::append_one(&mut tx, tenant, execution.id, &queued_event, now).await?;
+        quotas::add_usage_in(&mut tx, tenant, quotas::EXECUTIONS, 1, now).await?;
         tx.commit().await?;
         Ok(execution)
     }

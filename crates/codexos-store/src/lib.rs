@@ -16,14 +16,16 @@ mod control;
 mod error;
 mod events;
 mod executions;
+mod identity;
 mod leases;
 mod memories;
 mod queue;
+mod quotas;
 mod secrets;
 mod tenants;
 
 pub use agents::{AgentSummary, AgentVersion, NewAgentVersion};
-pub use api_keys::{ApiKey, ApiKeySecret, NewApiKey, Principal};
+pub use api_keys::{ApiKey, BearerSecret, Credential, NewApiKey, Principal};
 pub use audit::{
     AuditCheckpoint, AuditEntry, AuditHead, AuditOutcome, AuditProof, AuditProofEntry, Auditor, NewAuditEntry,
     audit_origin,
@@ -34,9 +36,11 @@ pub use control::{ControlAction, ControlRequest, NewFork};
 pub use error::{Entity, Result, StoreError};
 pub use events::{Event, MAX_EVENT_PAYLOAD_BYTES, NewEvent};
 pub use executions::{Execution, ExecutionFilter, ExecutionTotals, NewExecution};
+pub use identity::{LoginRecord, Member, NewSession, Throttle, normalize_email};
 pub use leases::{Lease, LeasedExecution};
 pub use memories::{MAX_MEMORY_BYTES, Memory, NewMemory};
 pub use queue::{QueueStats, WorkerId};
+pub use quotas::{TenantUsage, UsageMetric};
 pub use secrets::{SealedSecret, SecretInfo, StoredDataKey};
 pub use tenants::{Bootstrap, Tenant};
 

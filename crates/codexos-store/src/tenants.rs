@@ -1,7 +1,7 @@
 use codexos_core::{Role, TenantId, TenantSlug, UserId, now_millis};
 use sqlx::Row;
 
-use crate::api_keys::{ApiKeySecret, insert_api_key};
+use crate::api_keys::{BearerSecret, insert_api_key};
 use crate::error::{Entity, parse_id};
 use crate::{Intent, Result, Store, StoreError};
 
@@ -18,7 +18,7 @@ pub struct Tenant {
 pub struct Bootstrap {
     pub tenant: Tenant,
     pub owner_email: String,
-    pub owner_key: ApiKeySecret,
+    pub owner_key: BearerSecret,
 }
 
 pub const DEFAULT_TENANT: &str = "default";
@@ -34,43 +34,28 @@ impl Store {
         if existing > 0 {
             return Ok(None);
         }
-        let now = now_millis();
-        let tenant = Tenant {
-            id: TenantId::new(),
-            slug: TenantSlug::parse(DEFAULT_TENANT).map_err(|err| StoreError::Corrupt(err.to_string()))?,
-            name: "Default".to_owned(),
-            created_at: now,
-        };
-        let inserted = sqlx::query("INSERT INTO tenants (id, slug, name, created_at) VALUES ($1, $2, $3, $4)")
-            .bind(tenant.id.to_string())
-            .bind(tenant.slug.as_str())
-            .bind(&tenant.name)
-            .bind(now)
-            .execute(&mut *tx)
-            .await;
-        match inserted {
-            Err(err) if StoreError::is_unique_violation(&err) => return Ok(None),
+        let slug = TenantSlug::parse(DEFAULT_TENANT).map_err(|err| StoreError::Corrupt(err.to_string()))?;
+        let created = match insert_tenant_with_owner(self, &mut tx, &slug, "Default", OWNER_EMAIL).await {
+            Err(StoreError::Conflict(Entity::Tenant)) => return Ok(None),
             other => other?,
         };
-        let owner = UserId::new();
-        sqlx::query("INSERT INTO users (id, email, created_at) VALUES ($1, $2, $3)")
-            .bind(owner.to_string())
-            .bind(OWNER_EMAIL)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("INSERT INTO memberships (tenant_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)")
-            .bind(tenant.id.to_string())
-            .bind(owner.to_string())
-            .bind(Role::Owner.as_str())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        let new_key =
-            crate::NewApiKey { name: "owner".to_owned(), role: Role::Owner, user: Some(owner), expires_at: None };
-        let (_, owner_key) = insert_api_key(&mut tx, tenant.id, &new_key).await?;
         tx.commit().await?;
-        Ok(Some(Bootstrap { tenant, owner_email: OWNER_EMAIL.to_owned(), owner_key }))
+        Ok(Some(created))
+    }
+
+    /// Creates a tenant with `owner_email` as its owner (an existing user
+    /// keeps their password; a new one has none until set) and an owner API
+    /// key, atomically: an operator's action. `Conflict` if the slug is taken.
+    pub async fn create_tenant_with_owner(
+        &self,
+        slug: &TenantSlug,
+        name: &str,
+        owner_email: &str,
+    ) -> Result<Bootstrap> {
+        let mut tx = self.system_tx(Intent::Write).await?;
+        let created = insert_tenant_with_owner(self, &mut tx, slug, name, owner_email).await?;
+        tx.commit().await?;
+        Ok(created)
     }
 
     /// Creates a tenant; `Conflict` if the slug is taken.
@@ -133,4 +118,54 @@ fn tenant_from_row(row: &sqlx::any::AnyRow) -> Result<Tenant> {
         name: row.try_get("name")?,
         created_at: row.try_get("created_at")?,
     })
+}
+
+async fn insert_tenant_with_owner(
+    store: &Store,
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    slug: &TenantSlug,
+    name: &str,
+    owner_email: &str,
+) -> Result<Bootstrap> {
+    let now = now_millis();
+    let tenant = Tenant { id: TenantId::new(), slug: slug.clone(), name: name.to_owned(), created_at: now };
+    let inserted = sqlx::query("INSERT INTO tenants (id, slug, name, created_at) VALUES ($1, $2, $3, $4)")
+        .bind(tenant.id.to_string())
+        .bind(tenant.slug.as_str())
+        .bind(&tenant.name)
+        .bind(now)
+        .execute(&mut **tx)
+        .await;
+    match inserted {
+        Err(err) if StoreError::is_unique_violation(&err) => return Err(StoreError::Conflict(Entity::Tenant)),
+        other => other?,
+    };
+    let email = crate::identity::normalize_email(owner_email);
+    let existing: Option<String> =
+        sqlx::query_scalar("SELECT id FROM users WHERE email = $1").bind(&email).fetch_optional(&mut **tx).await?;
+    let owner = match existing {
+        Some(id) => parse_id(&id, UserId::parse)?,
+        None => {
+            let owner = UserId::new();
+            sqlx::query("INSERT INTO users (id, email, created_at) VALUES ($1, $2, $3)")
+                .bind(owner.to_string())
+                .bind(&email)
+                .bind(now)
+                .execute(&mut **tx)
+                .await?;
+            owner
+        }
+    };
+    // From here on, the new tenant's own rows.
+    store.set_tenant(tx, tenant.id).await?;
+    sqlx::query("INSERT INTO memberships (tenant_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)")
+        .bind(tenant.id.to_string())
+        .bind(owner.to_string())
+        .bind(Role::Owner.as_str())
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    let new_key = crate::NewApiKey { name: "owner".to_owned(), role: Role::Owner, user: Some(owner), expires_at: None };
+    let (_, owner_key) = insert_api_key(tx, tenant.id, &new_key).await?;
+    Ok(Bootstrap { tenant, owner_email: email, owner_key })
 }

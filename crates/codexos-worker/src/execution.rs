@@ -9,7 +9,7 @@ use codexos_engine::manifest::{AgentKind, ApiKeySource};
 use codexos_engine::{
     AgentManifest, ExecutionSecrets, ExecutionSetup, Interrupted, JournalError, PauseSignal, RecordedEvent, Totals,
 };
-use codexos_store::{ControlRequest, Lease, LeasedExecution, NewEvent, Store, StoreError};
+use codexos_store::{ControlRequest, Lease, LeasedExecution, NewEvent, Store, StoreError, UsageMetric};
 use secrecy::SecretString;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +31,8 @@ pub async fn run_leased(
     let execution_id = leased.execution.id;
     let span = tracing::info_span!("execution", execution = %execution_id, tenant = %leased.lease.tenant);
     tracing::info!(parent: &span, agent = %leased.execution.agent_name, "execution started");
+    let tenant_label = tenant_label(&store, leased.lease.tenant).await;
+    metrics::counter!("codexos_executions_started_total", "tenant" => tenant_label.clone()).increment(1);
 
     // The lease is renewed in the background, and requests to pause or
     // cancel are watched for; losing the lease stops the engine.
@@ -55,7 +57,8 @@ pub async fn run_leased(
         Err(failure) => Ok(failure),
         Ok(setup) => {
             redactor = setup.secrets.redactor.clone();
-            let mut journal = StoreJournal { store: store.clone(), lease: lease.clone(), redactor: redactor.clone() };
+            let journal = StoreJournal { store: store.clone(), lease: lease.clone(), redactor: redactor.clone() };
+            let mut journal = MeteredJournal::new(journal, tenant_label.clone(), &leased.execution.totals);
             let memory = StoreMemory {
                 store: store.clone(),
                 tenant: lease.tenant,
@@ -63,9 +66,10 @@ pub async fn run_leased(
                 execution_id,
                 retention: setup.manifest.memory_retention,
             };
-            codexos_engine::run_execution(setup, &mut journal, &memory)
-                .await
-                .map(|outcome| (outcome.status, outcome.summary, outcome.totals))
+            codexos_engine::run_execution(setup, &mut journal, &memory).await.map(|outcome| {
+                journal.count_cpu(&outcome.totals);
+                (outcome.status, outcome.summary, outcome.totals)
+            })
         }
     };
     stop.cancel();
@@ -76,7 +80,12 @@ pub async fn run_leased(
             redactor.redact_json(&mut summary);
             match store.finish_execution(&lease, status, &summary, &store_totals(&totals)).await {
                 Ok(_) => {
-                    metrics::counter!("codexos_executions_finished_total", "status" => status.as_str()).increment(1);
+                    metrics::counter!(
+                        "codexos_executions_finished_total",
+                        "status" => status.as_str(),
+                        "tenant" => tenant_label.clone()
+                    )
+                    .increment(1);
                     tracing::info!(parent: &span, %status, steps = totals.steps, "execution finished");
                     apply_checkpoint_retention(&store, &lease, &options).await;
                 }
@@ -142,6 +151,7 @@ async fn prepare(
     let totals = engine_totals(&leased.execution.totals);
     let failed =
         |reason: &str, error: String| (ExecutionStatus::Failed, json!({ "reason": reason, "error": error }), totals);
+    check_cpu_quota(store, leased.lease.tenant, &options.quotas).await.map_err(|error| failed("quota_exceeded", error))?;
     let manifest = AgentManifest::parse(&leased.manifest)
         .map_err(|err| failed("invalid_manifest", format!("the stored manifest no longer parses: {err}")))?;
     let requested = Path::new(&leased.execution.workspace);
@@ -219,6 +229,79 @@ async fn prepare(
         // One store per tenant: checkpoints share content within a tenant only.
         checkpoints: options.checkpoint_root.as_ref().map(|root| root.join(leased.lease.tenant.to_string())),
     })
+}
+
+/// The tenant's slug, for metrics labels (its id if it cannot be read).
+async fn tenant_label(store: &Store, tenant: TenantId) -> String {
+    match store.tenant(tenant).await {
+        Ok(found) => found.slug.to_string(),
+        Err(_) => tenant.to_string(),
+    }
+}
+
+/// An execution does not start, or resume, once its tenant used the
+/// month's sandbox CPU (`cpu_seconds_per_month`). One that is running when
+/// the quota is reached finishes: its CPU still counts. A quota that cannot
+/// be read stops nothing (logged).
+async fn check_cpu_quota(store: &Store, tenant: TenantId, defaults: &codexos_core::Quotas) -> Result<(), String> {
+    let now = codexos_core::now_millis();
+    let period = codexos_core::UsagePeriod::of(now);
+    let read = async {
+        let quotas = store.tenant_quotas(tenant).await?.over(defaults);
+        let used_ms = store.usage(tenant, period).await?.get(UsageMetric::CpuMs.as_str()).copied().unwrap_or(0);
+        Ok::<_, StoreError>((quotas, used_ms))
+    };
+    let (quotas, used_ms) = match read.await {
+        Ok(found) => found,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot read the tenant's CPU quota; starting anyway");
+            return Ok(());
+        }
+    };
+    let limit_ms = i64::try_from(quotas.cpu_seconds_per_month.saturating_mul(1000)).unwrap_or(i64::MAX);
+    if used_ms < limit_ms {
+        return Ok(());
+    }
+    Err(format!(
+        "the tenant used {} of its {} sandbox CPU seconds this month (cpu_seconds_per_month); the quota renews on {}",
+        used_ms / 1000,
+        quotas.cpu_seconds_per_month,
+        codexos_core::format_millis(period.next().start_millis())
+    ))
+}
+
+/// The store's journal, counting the sandbox CPU of each step in the
+/// tenant's metrics as it is recorded (the store counts it in the tenant's
+/// usage in the same transaction).
+struct MeteredJournal {
+    inner: StoreJournal,
+    tenant: String,
+    cpu_ms: u64,
+}
+
+impl MeteredJournal {
+    fn new(inner: StoreJournal, tenant: String, recorded: &codexos_store::ExecutionTotals) -> Self {
+        Self { inner, tenant, cpu_ms: u64::try_from(recorded.cpu_ms).unwrap_or(0) }
+    }
+}
+
+impl codexos_engine::Journal for MeteredJournal {
+    async fn append(&mut self, events: &[codexos_engine::TimelineEvent], totals: &Totals) -> Result<(), JournalError> {
+        self.inner.append(events, totals).await?;
+        self.count_cpu(totals);
+        Ok(())
+    }
+}
+
+impl MeteredJournal {
+    /// Counts what `totals` add to the CPU counted so far.
+    fn count_cpu(&mut self, totals: &Totals) {
+        let added = totals.cpu_ms.saturating_sub(self.cpu_ms);
+        if added > 0 {
+            metrics::counter!("codexos_sandbox_cpu_milliseconds_total", "tenant" => self.tenant.clone()).increment(added);
+        }
+        self.cpu_ms = self.cpu_ms.max(totals.cpu_ms);
+    }
 }
 
 /// The tenant secrets an execution opened, by name.

@@ -54,6 +54,9 @@ pub struct WorkerOptions {
     /// secrets an execution's manifest names); `None` on a worker without
     /// a key, which fails the executions that name a secret.
     pub keyring: Option<codexos_secrets::Keyring>,
+    /// The quotas of tenants without values of their own: an execution
+    /// whose tenant used its month's CPU fails when it starts or resumes.
+    pub quotas: codexos_core::Quotas,
 }
 
 /// Runs a worker until `shutdown` is cancelled, then deregisters it.

@@ -6,9 +6,12 @@ mod doctor;
 mod executions;
 mod keys;
 pub mod platform;
+mod quotas;
 mod sandbox;
 pub mod secrets;
 mod status;
+mod tenants;
+mod users;
 
 use std::process::ExitCode;
 
@@ -22,6 +25,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Worker(args) => platform::run(global, platform::Mode::Worker, None, args.database_url).await,
         Command::Doctor(flag) => doctor::run(global, flag.json).await,
         Command::Status(flag) => status::run(global, flag.json).await,
+        Command::Usage(flag) => quotas::usage(global, flag.json).await,
         Command::Key(command) => keys::run(global, command).await,
         Command::Sandbox(crate::cli::SandboxCommand::Exec(args)) => sandbox::exec(global, *args).await,
         Command::Sandbox(crate::cli::SandboxCommand::ToolRunner) => Ok(codexos_engine::tools::runner_main()),
@@ -29,8 +33,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => executions::start(global, args).await,
         Command::Exec(command) => executions::run(global, command).await,
         Command::Audit(command) => audit::run(global, command).await,
-        Command::Tenant(_) => not_built("tenant", "tenancy and security"),
-        Command::User(_) => not_built("user", "tenancy and security"),
+        Command::Tenant(command) => tenants::run(global, command).await,
+        Command::User(command) => users::run(global, command).await,
         Command::Secret(command) => secrets::run(global, command).await,
         Command::Policy(_) => not_built("policy", "the policy engine"),
         Command::Market(_) => not_built("market", "the marketplace"),

@@ -109,6 +109,7 @@ pub async fn run(
             checkpoints_per_execution: settings.worker.checkpoints_per_execution,
             checkpoint_bytes_per_execution: settings.worker.checkpoint_bytes_per_execution,
             keyring: keyring.clone(),
+            quotas: settings.quotas,
         };
         let (store, shutdown) = (store.clone(), shutdown.clone());
         tokio::spawn(async move {
@@ -211,6 +212,8 @@ async fn serve_api(
         model_endpoints: settings.model_endpoints.clone(),
         workspace_roots: settings.worker.workspace_roots.clone(),
         keyring,
+        session_ttl: settings.server.session_ttl,
+        quotas: settings.quotas,
     };
     let backend = store.backend();
     // Bind before bootstrapping, so a taken port fails before anything is created.

@@ -519,7 +519,10 @@ shell = ["git push*", "touch *"]
         .collect();
     assert_eq!(decisions.len(), 2);
     assert!(decisions[0].0 && !decisions[1].0);
-    assert!(decisions.iter().all(|(_, by)| by.starts_with("key ") || by.starts_with("user ")), "{decisions:?}");
+    assert!(
+        decisions.iter().all(|(_, by)| by.starts_with("key:") || by.starts_with("session:") || by.starts_with("user ")),
+        "{decisions:?}"
+    );
 }
 
 /// Kills `codexos up` at several points of a workflow and checks that each

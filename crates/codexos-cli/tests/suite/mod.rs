@@ -6,8 +6,10 @@ mod engine;
 mod http;
 mod lifecycle;
 mod mcp;
+mod quotas;
 mod sandbox;
 mod secrets;
+mod tenancy;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

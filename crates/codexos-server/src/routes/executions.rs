@@ -13,6 +13,7 @@ use codexos_engine::RecordedEvent;
 use codexos_engine::replay::{last_recorded_step, rollback_target};
 use codexos_store::{
     CheckpointUsage, ControlAction, Event, Execution, ExecutionFilter, ExecutionTotals, NewExecution, NewFork,
+    StoreError,
 };
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
@@ -176,6 +177,7 @@ pub struct EventsQuery {
         (status = 401, body = ErrorEnvelope),
         (status = 403, body = ErrorEnvelope),
         (status = 404, body = ErrorEnvelope, description = "No such agent or version"),
+        (status = 429, body = ErrorEnvelope, description = "`quota_exceeded`: a quota of the tenant is reached (`Retry-After` says when to try again); nothing was created"),
     )
 )]
 pub async fn create_execution(
@@ -197,7 +199,12 @@ pub async fn create_execution(
         workspace: request.workspace.clone(),
         created_by: caller.0.user,
     };
-    let execution = state.store.create_execution(caller.0.tenant, &new_execution).await?;
+    let max_active = state.quotas.admit_execution(&caller.0).await?;
+    let execution = state
+        .store
+        .create_execution_within(caller.0.tenant, &new_execution, Some(max_active))
+        .await
+        .map_err(|err| quota_refusal(&caller, err))?;
     tracing::info!(execution = %execution.id, agent = %version.name, version = %version.version, "execution queued");
     metrics::counter!("codexos_executions_created_total", "tenant" => caller.0.tenant_slug.to_string()).increment(1);
     let note = AuditNote::new(format!("execution:{}", execution.id)).with_details(
@@ -566,6 +573,7 @@ pub struct ForkExecution {
         (status = 403, body = ErrorEnvelope),
         (status = 404, body = ErrorEnvelope, description = "No such execution, or no such step"),
         (status = 409, body = ErrorEnvelope, description = "The parent has not started"),
+        (status = 429, body = ErrorEnvelope, description = "`quota_exceeded`: a quota of the tenant is reached; nothing was created"),
     )
 )]
 pub async fn fork_execution(
@@ -616,11 +624,25 @@ pub async fn fork_execution(
         created_by: caller.0.user,
         actor: &actor,
     };
-    let fork = state.store.fork_execution(caller.0.tenant, &new_fork).await?;
+    let max_active = state.quotas.admit_execution(&caller.0).await?;
+    let fork = state
+        .store
+        .fork_execution_within(caller.0.tenant, &new_fork, Some(max_active))
+        .await
+        .map_err(|err| quota_refusal(&caller, err))?;
     tracing::info!(parent = %parent_id, fork = %fork.id, from_step = request.from_step, "execution forked");
     let note = AuditNote::new(format!("execution:{parent_id}"))
         .with_details(serde_json::json!({ "fork": fork.id.to_string(), "from_step": request.from_step }));
     Ok((StatusCode::CREATED, Extension(note), ApiJson(fork.into())))
+}
+
+/// The store's refusal of an execution over the tenant's concurrency quota
+/// as the API answers it; other errors as usual.
+fn quota_refusal(caller: &Caller, err: StoreError) -> ApiError {
+    match err {
+        StoreError::ExecutionQuota { active, limit } => crate::quota::too_many_executions(&caller.0, active, limit),
+        other => other.into(),
+    }
 }
 
 /// 404 unless the execution's timeline, replayed, reaches `step`; 409 if
@@ -742,7 +764,7 @@ pub async fn decide_approval(
 fn actor(caller: &Caller) -> String {
     match caller.0.user {
         Some(user) => format!("user {user}"),
-        None => format!("key {}", caller.0.key),
+        None => caller.0.credential.to_string(),
     }
 }
 

@@ -5,6 +5,8 @@ use codexos_core::{Permission, format_millis};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use codexos_store::Credential;
+
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiJson, ApiResult, ErrorEnvelope};
@@ -12,9 +14,14 @@ use crate::error::{ApiJson, ApiResult, ErrorEnvelope};
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Me {
     tenant: TenantView,
-    /// The role of the key used for this request.
+    /// The caller's role in the tenant (the key's, or the member's for a session).
     role: String,
-    key_id: String,
+    /// The API key used for this request, if one was.
+    key_id: Option<String>,
+    /// The login session used for this request, if one was.
+    session_id: Option<String>,
+    /// The user behind the key or session, if any.
+    user_id: Option<String>,
     /// Everything this role may do.
     permissions: Vec<String>,
 }
@@ -49,7 +56,15 @@ pub async fn me(State(state): State<AppState>, caller: Caller) -> ApiResult<ApiJ
             created_at: format_millis(tenant.created_at),
         },
         role: principal.role.to_string(),
-        key_id: principal.key.to_string(),
+        key_id: match principal.credential {
+            Credential::ApiKey(id) => Some(id.to_string()),
+            Credential::Session(_) => None,
+        },
+        session_id: match principal.credential {
+            Credential::Session(id) => Some(id.to_string()),
+            Credential::ApiKey(_) => None,
+        },
+        user_id: principal.user.map(|user| user.to_string()),
         permissions,
     }))
 }

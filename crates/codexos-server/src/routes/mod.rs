@@ -9,6 +9,9 @@ mod health;
 mod keys;
 mod me;
 mod secrets;
+mod sessions;
+mod usage;
+mod users;
 
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -31,12 +34,13 @@ use crate::error::{ApiError, ErrorEnvelope};
     components(schemas(ErrorEnvelope)),
     tags(
         (name = "health", description = "Liveness, readiness and metrics"),
-        (name = "identity", description = "Who the caller is"),
+        (name = "identity", description = "Who the caller is: login sessions, passwords, the tenant's members"),
         (name = "keys", description = "API keys of the caller's tenant"),
         (name = "agents", description = "Agents registered from manifests, every version kept"),
         (name = "executions", description = "Runs of agents on tasks, and their timelines"),
         (name = "secrets", description = "Secrets of the caller's tenant, encrypted at rest; values are never answered"),
         (name = "audit", description = "The tenant's tamper-evident audit log: entries, verification, inclusion proofs"),
+        (name = "usage", description = "The tenant's usage against its quotas (set per tenant by the installation's operator)"),
     )
 )]
 struct ApiDoc;
@@ -47,6 +51,12 @@ impl utoipa::Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme("api_key", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(utoipa::openapi::security::ApiKey::Cookie(
+                utoipa::openapi::security::ApiKeyValue::new(crate::auth::SESSION_COOKIE),
+            )),
+        );
     }
 }
 
@@ -59,6 +69,11 @@ pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(docs::openapi_json))
         .routes(routes!(docs::reference))
         .routes(routes!(me::me))
+        .routes(routes!(sessions::login))
+        .routes(routes!(sessions::logout))
+        .routes(routes!(sessions::change_password))
+        .routes(routes!(users::list_users, users::add_user))
+        .routes(routes!(users::set_user_role, users::remove_user))
         .routes(routes!(keys::list_keys, keys::create_key))
         .routes(routes!(keys::revoke_key))
         .routes(routes!(agents::list_agents, agents::create_agent))
@@ -78,6 +93,7 @@ pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(audit::list_audit))
         .routes(routes!(audit::verify_audit))
         .routes(routes!(audit::prove_entry))
+        .routes(routes!(usage::usage))
         .split_for_parts()
 }
 

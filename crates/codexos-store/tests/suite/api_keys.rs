@@ -17,7 +17,10 @@ async fn keys_authenticate_until_revoked_or_expired() {
         store.create_api_key(tenant.id, &key("old", Role::Viewer, Some(now_millis() - 1))).await.unwrap();
 
     let principal = store.authenticate(ci_secret.expose()).await.unwrap().unwrap();
-    assert_eq!((principal.tenant, principal.key, principal.role), (tenant.id, ci.id, Role::Developer));
+    assert_eq!(
+        (principal.tenant, principal.credential, principal.role),
+        (tenant.id, codexos_store::Credential::ApiKey(ci.id), Role::Developer)
+    );
     assert_eq!(principal.tenant_slug.as_str(), "acme");
     assert!(ci_secret.expose().starts_with(&ci.prefix));
 

@@ -7,6 +7,7 @@ mod executions;
 mod isolation;
 mod leases;
 mod memories;
+mod quotas;
 mod schema;
 mod secrets;
 mod tenants;
