@@ -137,6 +137,9 @@ pub struct WorkerSettings {
     /// The most new content (bytes) an execution's kept checkpoints may
     /// hold; the newest is kept whatever its size.
     pub checkpoint_bytes_per_execution: u64,
+    /// How often the tenants' retention policies are applied.
+    #[serde(with = "duration_text")]
+    pub retention_interval: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -225,6 +228,7 @@ impl Default for WorkerSettings {
             workspace_roots: vec![PathBuf::from(".")],
             checkpoints_per_execution: 100,
             checkpoint_bytes_per_execution: 1 << 30,
+            retention_interval: Duration::from_secs(600),
         }
     }
 }
@@ -319,6 +323,7 @@ impl Settings {
             ("worker.heartbeat_interval", worker.heartbeat_interval),
             ("worker.lease_timeout", worker.lease_timeout),
             ("worker.poll_interval", worker.poll_interval),
+            ("worker.retention_interval", worker.retention_interval),
         ] {
             if value.is_zero() {
                 return Err(SettingsError::Invalid(format!("{key} must be longer than zero")));

@@ -61,6 +61,7 @@ const ACTIONS: &[(&str, &str, &str)] = &[
     ("POST", "/v1/executions/{id}/rollback", "execution.rollback"),
     ("POST", "/v1/executions/{id}/fork", "execution.fork"),
     ("POST", "/v1/executions/{id}/approvals/{seq}", "execution.decide_approval"),
+    ("PUT", "/v1/tenant/retention", "tenant.set_retention"),
     ("PUT", "/v1/secrets/{name}", "secret.set"),
     ("DELETE", "/v1/secrets/{name}", "secret.delete"),
 ];

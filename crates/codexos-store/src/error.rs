@@ -51,6 +51,7 @@ pub enum Entity {
     AuditEntry,
     Member,
     User,
+    SsoConfig,
 }
 
 impl fmt::Display for Entity {
@@ -66,6 +67,7 @@ impl fmt::Display for Entity {
             Entity::AuditEntry => "audit entry",
             Entity::Member => "member",
             Entity::User => "user",
+            Entity::SsoConfig => "single sign-on configuration",
         })
     }
 }

@@ -151,7 +151,9 @@ async fn prepare(
     let totals = engine_totals(&leased.execution.totals);
     let failed =
         |reason: &str, error: String| (ExecutionStatus::Failed, json!({ "reason": reason, "error": error }), totals);
-    check_cpu_quota(store, leased.lease.tenant, &options.quotas).await.map_err(|error| failed("quota_exceeded", error))?;
+    check_cpu_quota(store, leased.lease.tenant, &options.quotas)
+        .await
+        .map_err(|error| failed("quota_exceeded", error))?;
     let manifest = AgentManifest::parse(&leased.manifest)
         .map_err(|err| failed("invalid_manifest", format!("the stored manifest no longer parses: {err}")))?;
     let requested = Path::new(&leased.execution.workspace);
@@ -298,7 +300,8 @@ impl MeteredJournal {
     fn count_cpu(&mut self, totals: &Totals) {
         let added = totals.cpu_ms.saturating_sub(self.cpu_ms);
         if added > 0 {
-            metrics::counter!("codexos_sandbox_cpu_milliseconds_total", "tenant" => self.tenant.clone()).increment(added);
+            metrics::counter!("codexos_sandbox_cpu_milliseconds_total", "tenant" => self.tenant.clone())
+                .increment(added);
         }
         self.cpu_ms = self.cpu_ms.max(totals.cpu_ms);
     }
@@ -441,11 +444,17 @@ async fn apply_checkpoint_retention(store: &Store, lease: &Lease, options: &Work
         tracing::warn!(execution = %lease.execution_id, error = %err, "cannot trim the checkpoints");
         return;
     }
-    let held = match store.tenant_checkpoints(lease.tenant).await {
+    prune_checkpoint_store(store, lease.tenant, root).await;
+}
+
+/// Removes from the tenant's checkpoint store on this host what no
+/// execution holds any more (the index says which it holds).
+pub(crate) async fn prune_checkpoint_store(store: &Store, tenant: TenantId, root: &Path) {
+    let held = match store.tenant_checkpoints(tenant).await {
         Ok(held) => held,
         Err(err) => return tracing::warn!(error = %err, "cannot list the tenant's checkpoints"),
     };
-    let dir = root.join(lease.tenant.to_string());
+    let dir = root.join(tenant.to_string());
     let pruned = tokio::task::spawn_blocking(move || -> Result<u64, codexos_checkpoint::Error> {
         if !dir.exists() {
             return Ok(0);
@@ -465,7 +474,7 @@ async fn apply_checkpoint_retention(store: &Store, lease: &Lease, options: &Work
     .await;
     match pruned {
         Ok(Ok(0)) => {}
-        Ok(Ok(removed)) => tracing::info!(tenant = %lease.tenant, removed, "old checkpoints pruned"),
+        Ok(Ok(removed)) => tracing::info!(%tenant, removed, "old checkpoints pruned"),
         Ok(Err(err)) => tracing::warn!(error = %err, "cannot prune the checkpoint store"),
         Err(_) => tracing::warn!("the prune thread ended abnormally"),
     }

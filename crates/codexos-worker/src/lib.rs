@@ -10,6 +10,7 @@
 mod execution;
 pub mod journal;
 mod memory;
+mod retention;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -57,6 +58,10 @@ pub struct WorkerOptions {
     /// The quotas of tenants without values of their own: an execution
     /// whose tenant used its month's CPU fails when it starts or resumes.
     pub quotas: codexos_core::Quotas,
+    /// Records retention purges on the tenants' audit logs.
+    pub auditor: Option<codexos_store::Auditor>,
+    /// How often the tenants' retention policies are applied.
+    pub retention_interval: Duration,
 }
 
 /// Runs a worker until `shutdown` is cancelled, then deregisters it.
@@ -74,6 +79,8 @@ pub async fn run(store: Store, options: WorkerOptions, shutdown: CancellationTok
     // Expired notes of the agents' semantic memory are purged on schedule.
     let mut purge = tokio::time::interval(MEMORY_PURGE_INTERVAL);
     purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut retention = tokio::time::interval(options.retention_interval);
+    retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let slots = Arc::new(Semaphore::new(options.max_concurrent));
     let mut running = JoinSet::new();
     loop {
@@ -81,6 +88,7 @@ pub async fn run(store: Store, options: WorkerOptions, shutdown: CancellationTok
             () = shutdown.cancelled() => break,
             _ = heartbeat.tick() => beat(&store, &worker, &hostname).await,
             _ = purge.tick() => purge_expired_memories(&store).await,
+            _ = retention.tick() => retention::apply_all(&store, &options).await,
             _ = poll.tick() => lease_while_free(&store, &worker, &options, &slots, &mut running, &shutdown).await,
             Some(done) = running.join_next(), if !running.is_empty() => {
                 if let Err(err) = done {

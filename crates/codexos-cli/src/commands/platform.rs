@@ -110,6 +110,8 @@ pub async fn run(
             checkpoint_bytes_per_execution: settings.worker.checkpoint_bytes_per_execution,
             keyring: keyring.clone(),
             quotas: settings.quotas,
+            auditor: Some(auditor.clone()),
+            retention_interval: settings.worker.retention_interval,
         };
         let (store, shutdown) = (store.clone(), shutdown.clone());
         tokio::spawn(async move {

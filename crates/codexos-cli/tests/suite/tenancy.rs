@@ -408,3 +408,73 @@ fn pipe(command: &mut Command, input: &str) -> std::process::Output {
     child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
     child.wait_with_output().unwrap()
 }
+
+#[tokio::test]
+async fn retention_purges_old_executions_on_schedule_and_audits_it() {
+    let server = codexos_test_support::TestServer::start_with_env(
+        super::bin(),
+        &[("CODEXOS_WORKER__RETENTION_INTERVAL", "500ms")],
+    )
+    .await;
+    let owner = server.owner_key.clone();
+    let (status, _) = server.call(Method::POST, "/v1/agents", Some(&owner), Some(json!({ "manifest": WALKER }))).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let workspace = tempfile::tempdir().unwrap();
+    let request = json!({ "agent": "acme-walker", "task": "walk", "workspace": workspace.path().to_str().unwrap() });
+    let (_, execution) = server.call(Method::POST, "/v1/executions", Some(&owner), Some(request)).await;
+    let id = execution["id"].as_str().unwrap().to_owned();
+    finished(&server, &id).await;
+
+    // Bad policies are refused; a developer may not set one.
+    for body in [json!({ "executions": "1m" }), json!({ "executions": "soon" }), json!({ "forever": "1d" })] {
+        let (status, answer) = server.call(Method::PUT, "/v1/tenant/retention", Some(&owner), Some(body)).await;
+        assert!(status == StatusCode::BAD_REQUEST || status == StatusCode::UNPROCESSABLE_ENTITY, "{status} {answer}");
+    }
+    let (_, developer) =
+        server.call(Method::POST, "/v1/keys", Some(&owner), Some(json!({ "name": "d", "role": "developer" }))).await;
+    let developer = developer["secret"].as_str().unwrap().to_owned();
+    let (status, _) =
+        server.call(Method::PUT, "/v1/tenant/retention", Some(&developer), Some(json!({ "executions": "1d" }))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, policy) =
+        server.call(Method::PUT, "/v1/tenant/retention", Some(&owner), Some(json!({ "executions": "2h" }))).await;
+    assert_eq!(status, StatusCode::OK, "{policy}");
+    assert_eq!(policy["executions"], "2h");
+    assert!(policy["events"].is_null());
+
+    // Nothing is old enough yet; then three hours pass (for this execution).
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(server.get(&format!("/v1/executions/{id}")).await.0, StatusCode::OK);
+    age_execution(&server, &id, 3 * 3600 * 1000).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while server.get(&format!("/v1/executions/{id}")).await.0 != StatusCode::NOT_FOUND {
+        assert!(std::time::Instant::now() < deadline, "the execution was never purged:\n{}", server.stderr());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (_, audit) = server.get("/v1/audit?limit=1000").await;
+    let purge = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|entry| entry["action"] == "retention.purge")
+        .expect("the purge is audited")
+        .clone();
+    assert_eq!(purge["actor"], "system");
+    assert_eq!(purge["details"]["purged"]["executions"], 1, "{purge}");
+    assert!(audit["entries"].as_array().unwrap().iter().any(|entry| entry["action"] == "tenant.set_retention"));
+}
+
+/// Moves an execution's end `millis` into the past, as time passing would.
+async fn age_execution(server: &TestServer, id: &str, millis: i64) {
+    use sqlx::{Connection, Executor};
+    sqlx::any::install_default_drivers();
+    let url = match server.database_url() {
+        Some(url) => url.to_owned(),
+        None => format!("sqlite://{}", server.data_dir().join("codexos.db").display()),
+    };
+    let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+    conn.execute(format!("UPDATE executions SET finished_at = finished_at - {millis} WHERE id = '{id}'").as_str())
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+}

@@ -8,6 +8,7 @@ mod executions;
 mod health;
 mod keys;
 mod me;
+mod retention;
 mod secrets;
 mod sessions;
 mod usage;
@@ -39,6 +40,7 @@ use crate::error::{ApiError, ErrorEnvelope};
         (name = "agents", description = "Agents registered from manifests, every version kept"),
         (name = "executions", description = "Runs of agents on tasks, and their timelines"),
         (name = "secrets", description = "Secrets of the caller's tenant, encrypted at rest; values are never answered"),
+        (name = "tenant", description = "The tenant's own settings: retention, single sign-on"),
         (name = "audit", description = "The tenant's tamper-evident audit log: entries, verification, inclusion proofs"),
         (name = "usage", description = "The tenant's usage against its quotas (set per tenant by the installation's operator)"),
     )
@@ -90,6 +92,7 @@ pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(executions::decide_approval))
         .routes(routes!(secrets::list_secrets))
         .routes(routes!(secrets::set_secret, secrets::delete_secret))
+        .routes(routes!(retention::show_retention, retention::set_retention))
         .routes(routes!(audit::list_audit))
         .routes(routes!(audit::verify_audit))
         .routes(routes!(audit::prove_entry))

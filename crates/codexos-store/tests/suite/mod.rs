@@ -8,6 +8,7 @@ mod isolation;
 mod leases;
 mod memories;
 mod quotas;
+mod retention;
 mod schema;
 mod secrets;
 mod tenants;
