@@ -107,6 +107,16 @@ pub struct ServerSettings {
     /// How long a login session lasts (it is not extended by use).
     #[serde(with = "duration_text")]
     pub session_ttl: Duration,
+    /// The URL browsers and identity providers reach this server at, e.g.
+    /// `https://codexos.example.com` behind a proxy: single sign-on sends
+    /// people back to `{public_url}/v1/sso/callback`. Default: `http://`
+    /// and the address the server listens on.
+    pub public_url: Option<String>,
+    /// Lets a tenant's single sign-on use an identity provider on a
+    /// loopback address (127.0.0.0/8, ::1, localhost) over plain HTTP, for
+    /// tests and local development. Off: providers are reached over HTTPS
+    /// only, and loopback not at all over HTTP.
+    pub sso_allow_loopback_http: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -213,6 +223,8 @@ impl Default for ServerSettings {
             shutdown_grace: Duration::from_secs(30),
             max_body_bytes: 4 * 1024 * 1024,
             session_ttl: Duration::from_secs(12 * 3600),
+            public_url: None,
+            sso_allow_loopback_http: false,
         }
     }
 }
@@ -315,6 +327,9 @@ impl Settings {
         if self.server.session_ttl < Duration::from_secs(60) {
             return Err(SettingsError::Invalid("server.session_ttl must be at least a minute".to_owned()));
         }
+        if let Some(url) = &self.server.public_url {
+            check_public_url(url).map_err(|reason| SettingsError::Invalid(format!("server.public_url: {reason}")))?;
+        }
         if self.server.max_body_bytes == 0 {
             return Err(SettingsError::Invalid("server.max_body_bytes must be positive".to_owned()));
         }
@@ -392,6 +407,25 @@ impl Settings {
             None => SecretString::from(format!("sqlite://{}", self.data_dir.join("codexos.db").display())),
         }
     }
+}
+
+/// Whether `url` can be the server's public URL: http or https, a host, no
+/// credentials, query or fragment (a path is kept, for a proxy's prefix).
+pub fn check_public_url(url: &str) -> Result<(), String> {
+    let parsed = url::Url::parse(url).map_err(|err| format!("'{url}' is not a URL: {err}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!("'{url}' must start with https:// (or http://)"));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(format!("'{url}' has no host"));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(format!("'{url}' must not hold credentials"));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(format!("'{url}' must not have a query or a fragment"));
+    }
+    Ok(())
 }
 
 /// Classifies a database URL, or explains why it is not one we can use.
@@ -643,6 +677,22 @@ mod tests {
         assert!(err.contains("lots"), "{err}");
         let err = load_with(Some("[quotas]\nrequests_per_minute = 5\n"), &[]).unwrap_err().to_string();
         assert!(err.contains("requests_per_minute"), "{err}");
+    }
+
+    #[test]
+    fn the_public_url_is_checked() {
+        let settings = load_with(Some("[server]\npublic_url = \"https://codexos.example.com/\"\n"), &[]).unwrap();
+        assert_eq!(settings.server.public_url.as_deref(), Some("https://codexos.example.com/"));
+        assert!(!settings.server.sso_allow_loopback_http);
+        for (url, reason) in [
+            ("codexos.example.com", "is not a URL"),
+            ("ftp://codexos.example.com", "must start with https://"),
+            ("https://user:pw@codexos.example.com", "credentials"),
+            ("https://codexos.example.com/?a=b", "query"),
+        ] {
+            let err = load_with(None, &[("SERVER__PUBLIC_URL", url)]).unwrap_err().to_string();
+            assert!(err.contains("server.public_url") && err.contains(reason), "{url}: {err}");
+        }
     }
 
     #[test]
