@@ -140,6 +140,46 @@ pub enum TenantCommand {
     /// own admins cannot raise them); a running server applies a change
     /// within seconds
     Quota(TenantQuotaArgs),
+    /// Your tenant's single sign-on with OpenID Connect (through the API,
+    /// as a tenant admin): set, show, delete
+    #[command(subcommand)]
+    Sso(SsoCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SsoCommand {
+    /// Configure your tenant's identity provider; the server checks it by
+    /// running its discovery. Register the printed callback URL at the provider
+    Set {
+        /// The issuer, exactly as the provider names it
+        #[arg(long, value_name = "URL")]
+        issuer: String,
+        /// Our client id at the provider
+        #[arg(long, value_name = "ID")]
+        client_id: String,
+        /// Read the client secret from standard input (kept encrypted);
+        /// without a secret the client is public (PKCE alone)
+        #[arg(long, conflicts_with = "client_secret_secret")]
+        client_secret_stdin: bool,
+        /// Or use this tenant secret as the client secret
+        #[arg(long, value_name = "NAME")]
+        client_secret_secret: Option<String>,
+        /// The role of people joining by their first login (at most your own)
+        #[arg(long, default_value = "developer", value_name = "ROLE")]
+        default_role: String,
+        /// Only emails of this domain may log in; repeat for more [default: any]
+        #[arg(long = "allowed-domain", value_name = "DOMAIN")]
+        allowed_domains: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Your tenant's single sign-on, with its callback and login URLs
+    Show {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove your tenant's single sign-on (sessions already open stay)
+    Delete,
 }
 
 #[derive(Debug, Args)]

@@ -952,8 +952,7 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
                     Ok((Some(report), Some(undo.checkpoint.id.to_string())))
                 }
                 (Some(dir), Some(checkpoint), Some(_)) => {
-                    let report =
-                        open(&dir)?.restore_into(&parse(&checkpoint)?, &workspace).map_err(|err| err.to_string())?;
+                    let report = make_fork_workspace(&open(&dir)?, &parse(&checkpoint)?, &workspace)?;
                     Ok((Some(report), None))
                 }
                 // Nothing changed the parent's workspace from that step on:
@@ -961,8 +960,7 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
                 (Some(dir), None, Some(parent)) => {
                     let store = open(&dir)?;
                     let snapshot = store.snapshot(&parent).map_err(|err| err.to_string())?;
-                    let report =
-                        store.restore_into(&snapshot.checkpoint.id, &workspace).map_err(|err| err.to_string())?;
+                    let report = make_fork_workspace(&store, &snapshot.checkpoint.id, &workspace)?;
                     Ok((Some(report), None))
                 }
             }
@@ -1157,9 +1155,49 @@ fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// Makes a fork's workspace the checkpoint `id`. The first try finds the
+/// directory empty; a retry, after a worker died half-way through, finds
+/// what that worker wrote, and makes it exact the same way a rollback does.
+fn make_fork_workspace(
+    store: &codexos_checkpoint::Store,
+    id: &codexos_checkpoint::CheckpointId,
+    workspace: &std::path::Path,
+) -> Result<codexos_checkpoint::RestoreReport, String> {
+    let empty = std::fs::read_dir(workspace).map(|mut entries| entries.next().is_none()).unwrap_or(true);
+    let restored = if empty { store.restore_into(id, workspace) } else { store.restore(id, workspace) };
+    restored.map_err(|err| err.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fork_workspace_half_made_by_a_dead_worker_is_made_exact() {
+        let root = tempfile::tempdir().unwrap();
+        let (parent, fork, store_dir) =
+            (root.path().join("parent"), root.path().join("fork"), root.path().join("store"));
+        std::fs::create_dir_all(parent.join("src")).unwrap();
+        std::fs::write(parent.join("src/main.rs"), "fn main() {}\n").unwrap();
+        std::fs::write(parent.join("README.md"), "# parent\n").unwrap();
+        let store = codexos_checkpoint::Store::open(&store_dir).unwrap();
+        let checkpoint = store.snapshot(&parent).unwrap().checkpoint.id;
+
+        // What a worker killed mid-restore leaves: part of it, part wrong.
+        std::fs::create_dir_all(fork.join("src")).unwrap();
+        std::fs::write(fork.join("src/main.rs"), "fn ma").unwrap();
+        std::fs::write(fork.join("partial.tmp"), "x").unwrap();
+        make_fork_workspace(&store, &checkpoint, &fork).unwrap();
+        assert_eq!(std::fs::read_to_string(fork.join("src/main.rs")).unwrap(), "fn main() {}\n");
+        assert_eq!(std::fs::read_to_string(fork.join("README.md")).unwrap(), "# parent\n");
+        assert!(!fork.join("partial.tmp").exists());
+
+        // The first try, on an empty directory.
+        let fresh = root.path().join("fresh");
+        std::fs::create_dir(&fresh).unwrap();
+        make_fork_workspace(&store, &checkpoint, &fresh).unwrap();
+        assert_eq!(std::fs::read_to_string(fresh.join("README.md")).unwrap(), "# parent\n");
+    }
 
     #[test]
     fn cost_follows_the_price_table() {

@@ -62,6 +62,11 @@ const ACTIONS: &[(&str, &str, &str)] = &[
     ("POST", "/v1/executions/{id}/fork", "execution.fork"),
     ("POST", "/v1/executions/{id}/approvals/{seq}", "execution.decide_approval"),
     ("PUT", "/v1/tenant/retention", "tenant.set_retention"),
+    // Single sign-on's callback is a GET (the provider redirects the
+    // browser to it) that opens a session: audited by its handler.
+    ("GET", "/v1/sso/callback", "session.sso_login"),
+    ("PUT", "/v1/tenant/sso", "tenant.set_sso"),
+    ("DELETE", "/v1/tenant/sso", "tenant.delete_sso"),
     ("PUT", "/v1/secrets/{name}", "secret.set"),
     ("DELETE", "/v1/secrets/{name}", "secret.delete"),
 ];

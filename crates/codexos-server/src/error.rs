@@ -40,7 +40,8 @@ pub struct ErrorEnvelope {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
     /// Stable, machine-readable: `bad_request`, `invalid_json`, `unauthorized`,
-    /// `forbidden`, `not_found`, `conflict`, `payload_too_large`, `internal`, ...
+    /// `forbidden`, `not_found`, `conflict`, `payload_too_large`, `rate_limited`,
+    /// `quota_exceeded` (429, with `Retry-After`), `internal`, ...
     pub code: String,
     pub message: String,
     /// Present when a submitted document is invalid: every problem found.

@@ -7,6 +7,7 @@ mod audit;
 mod auth;
 mod error;
 mod metrics;
+mod oidc;
 pub mod password;
 mod quota;
 mod routes;
@@ -52,6 +53,12 @@ pub struct ServerOptions {
     pub session_ttl: Duration,
     /// The quotas of tenants without values of their own.
     pub quotas: codexos_core::Quotas,
+    /// Where browsers and identity providers reach this server (single
+    /// sign-on's callback); `None`: `http://` and the bound address.
+    pub public_url: Option<String>,
+    /// Whether single sign-on may use identity providers on loopback
+    /// addresses over plain HTTP (tests, local development).
+    pub sso_allow_loopback_http: bool,
 }
 
 /// Shared by every handler; cheap to clone.
@@ -69,6 +76,10 @@ pub struct AppState {
     session_ttl: Duration,
     quotas: Arc<quota::QuotaKeeper>,
     started_at: Instant,
+    /// Single sign-on: the client to identity providers, and our public
+    /// URL (without a trailing slash) that they send people back to.
+    oidc: Arc<oidc::OidcClient>,
+    public_url: Arc<str>,
 }
 
 /// A server bound to its port, not yet serving. Binding first lets the
@@ -102,6 +113,12 @@ pub async fn bind(
     let local_addr = listener.local_addr().map_err(|source| BindError { addr: options.listen, source })?;
     let (api_router, openapi) = routes::router();
     let quotas = Arc::new(quota::QuotaKeeper::new(store.clone(), options.quotas));
+    let oidc = oidc::OidcClient::new(options.sso_allow_loopback_http)
+        .map_err(|reason| BindError { addr: options.listen, source: std::io::Error::other(reason) })?;
+    let public_url = match &options.public_url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => format!("http://{local_addr}"),
+    };
     let state = AppState {
         store,
         auditor,
@@ -115,6 +132,8 @@ pub async fn bind(
         session_ttl: options.session_ttl,
         quotas,
         started_at: Instant::now(),
+        oidc: Arc::new(oidc),
+        public_url: public_url.into(),
     };
     let router = api_router
         .fallback(routes::not_found)

@@ -30,7 +30,7 @@ impl Store {
         let mut tx = self.tenant_tx(tenant, Intent::Write).await?;
         sqlx::query(
             "INSERT INTO checkpoints (id, tenant_id, execution_id, step, tree_id, size_bytes, created_at) \
-             VALUES ($1, $2, $3, $4, $1, $5, $6) ON CONFLICT (id) DO NOTHING",
+             VALUES ($1, $2, $3, $4, $1, $5, $6) ON CONFLICT (tenant_id, execution_id, id) DO NOTHING",
         )
         .bind(checkpoint)
         .bind(tenant.to_string())
@@ -95,11 +95,12 @@ impl Store {
     /// not dropped it).
     pub async fn checkpoint_indexed(&self, tenant: TenantId, checkpoint: &str) -> Result<bool> {
         let mut tx = self.tenant_tx(tenant, Intent::Read).await?;
-        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM checkpoints WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant.to_string())
-            .bind(checkpoint)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM checkpoints WHERE tenant_id = $1 AND id = $2 LIMIT 1")
+                .bind(tenant.to_string())
+                .bind(checkpoint)
+                .fetch_optional(&mut *tx)
+                .await?;
         tx.commit().await?;
         Ok(found.is_some())
     }
@@ -108,7 +109,7 @@ impl Store {
     /// the tenant's checkpoint store must keep.
     pub async fn tenant_checkpoints(&self, tenant: TenantId) -> Result<Vec<String>> {
         let mut tx = self.tenant_tx(tenant, Intent::Read).await?;
-        let rows = sqlx::query("SELECT id FROM checkpoints WHERE tenant_id = $1")
+        let rows = sqlx::query("SELECT DISTINCT id FROM checkpoints WHERE tenant_id = $1")
             .bind(tenant.to_string())
             .fetch_all(&mut *tx)
             .await?;

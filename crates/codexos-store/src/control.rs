@@ -263,6 +263,21 @@ impl Store {
         }
         let encoded = copies.iter().map(|(kind, payload)| encode(kind, payload)).collect::<Result<Vec<_>>>()?;
         events::append(&mut tx, tenant, id, &encoded, now).await?;
+        // The fork holds the parent's checkpoints up to its step (its
+        // timeline names them, and it is restored from the last): indexed
+        // under the fork too, the parent's retention cannot take them away.
+        // They added no content of the fork's own.
+        sqlx::query(
+            "INSERT INTO checkpoints (id, tenant_id, execution_id, step, tree_id, size_bytes, created_at) \
+             SELECT id, tenant_id, $1, step, tree_id, 0, created_at FROM checkpoints \
+             WHERE tenant_id = $2 AND execution_id = $3 AND step <= $4",
+        )
+        .bind(id.to_string())
+        .bind(tenant.to_string())
+        .bind(parent_id.to_string())
+        .bind(i64::from(from_step))
+        .execute(&mut *tx)
+        .await?;
         let rollback = json!({ "to_step": from_step, "fork_of": parent.workspace, "by": actor });
         events::append_one(&mut tx, tenant, id, &encode("rollback_requested", &rollback)?, now).await?;
         if let Some(text) = instruction {

@@ -17,7 +17,6 @@ use sqlx::Row;
 use crate::error::parse_id;
 use crate::events::{self, Event, NewEvent, encode};
 use crate::executions::{Execution, ExecutionTotals, fetch_execution};
-use crate::quotas;
 use crate::{Backend, Intent, Result, Store, StoreError, WorkerId};
 
 /// A worker's hold on one execution.
@@ -199,10 +198,6 @@ impl Store {
         // execution's writers while the sequence numbers are assigned.
         let set_totals = if totals.is_some() { format!(", {SET_TOTALS}") } else { String::new() };
         let now = now_millis();
-        let recorded_cpu_ms = match totals {
-            Some(_) => Some(quotas::recorded_cpu_ms(&mut tx, lease).await?),
-            None => None,
-        };
         let sql = format!("UPDATE executions SET updated_at = $4{set_totals} WHERE {HELD}");
         let query = bind_held(sqlx::query(&sql), lease).bind(now);
         let query = match totals {
@@ -213,10 +208,6 @@ impl Store {
             return Err(StoreError::LeaseLost);
         }
         let appended = events::append(&mut tx, lease.tenant, lease.execution_id, &encoded, now).await?;
-        if let (Some(recorded), Some(totals)) = (recorded_cpu_ms, totals) {
-            // The sandbox CPU the step used counts for the tenant's month now.
-            quotas::add_usage_in(&mut tx, lease.tenant, quotas::CPU_MS, totals.cpu_ms - recorded, now).await?;
-        }
         tx.commit().await?;
         Ok(appended)
     }
@@ -242,7 +233,6 @@ impl Store {
         let outcome_text = (!outcome.is_null()).then(|| outcome.to_string());
         let now = now_millis();
         let mut tx = self.tenant_tx(lease.tenant, Intent::Write).await?;
-        let recorded_cpu_ms = quotas::recorded_cpu_ms(&mut tx, lease).await?;
         let sql = format!(
             "UPDATE executions SET updated_at = $4, {SET_TOTALS}, status = $12, outcome = $13, finished_at = $4, \
              lease_owner = NULL, lease_expires_at = NULL, control = NULL WHERE {HELD}"
@@ -253,7 +243,6 @@ impl Store {
             return Err(StoreError::LeaseLost);
         }
         let event = events::append_one(&mut tx, lease.tenant, lease.execution_id, &event, now).await?;
-        quotas::add_usage_in(&mut tx, lease.tenant, quotas::CPU_MS, totals.cpu_ms - recorded_cpu_ms, now).await?;
         tx.commit().await?;
         Ok(event)
     }

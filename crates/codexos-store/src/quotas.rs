@@ -3,6 +3,12 @@
 //! tenant used per calendar month (`usage`), and the figures quotas are
 //! checked against: executions that have not finished, and storage.
 //!
+//! Sandbox CPU is counted by the database itself: a trigger on
+//! `executions` (migration 0008) adds every raise of an execution's
+//! `cpu_ms` to its tenant's month, in the transaction that records the
+//! step, so the journal's hot path makes no extra round trip and a write
+//! under a lost lease (which updates nothing) counts nothing.
+//!
 //! Storage counts what a tenant keeps on the platform's disks and grows at
 //! will: the content its checkpoints added (as indexed, what retention
 //! still holds) and the bytes of its memory notes. Timelines are not
@@ -15,14 +21,13 @@ use std::collections::BTreeMap;
 use codexos_core::{QuotaOverrides, TenantId, UsagePeriod, now_millis};
 use sqlx::Row;
 
-use crate::leases::Lease;
 use crate::{Backend, Entity, Intent, Result, Store, StoreError};
 
 /// What the `usage` table counts, per tenant and month.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UsageMetric {
     /// Sandbox CPU time of the tenant's executions, in milliseconds,
-    /// counted step by step as the worker records it.
+    /// counted step by step as the worker records it (by a trigger).
     CpuMs,
     /// Executions created (forks included).
     Executions,
@@ -37,7 +42,6 @@ impl UsageMetric {
     }
 }
 
-pub(crate) const CPU_MS: UsageMetric = UsageMetric::CpuMs;
 pub(crate) const EXECUTIONS: UsageMetric = UsageMetric::Executions;
 
 /// A tenant's figures for its quotas, read together.
@@ -263,19 +267,6 @@ pub(crate) async fn admit_execution(
         return Err(StoreError::ExecutionQuota { active, limit });
     }
     Ok(())
-}
-
-/// The sandbox CPU an execution's totals hold now, read before a write
-/// replaces them so that the difference can be counted. Only the lease's
-/// holder writes an execution's totals, one write after the other, and a
-/// write under a lost lease rolls back with everything it counted.
-pub(crate) async fn recorded_cpu_ms(tx: &mut sqlx::Transaction<'static, sqlx::Any>, lease: &Lease) -> Result<i64> {
-    let recorded: Option<i64> = sqlx::query_scalar("SELECT cpu_ms FROM executions WHERE tenant_id = $1 AND id = $2")
-        .bind(lease.tenant.to_string())
-        .bind(lease.execution_id.to_string())
-        .fetch_optional(&mut **tx)
-        .await?;
-    Ok(recorded.unwrap_or(0))
 }
 
 /// `add_usage` within a transaction; the month is that of `now`.

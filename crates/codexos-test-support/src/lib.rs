@@ -10,6 +10,7 @@
 
 pub mod fake_model;
 pub mod mcp_server;
+pub mod oidc_provider;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -362,12 +363,22 @@ pub async fn terminate(child: &mut Child) -> ExitStatus {
 /// `rustls-no-provider`), so it gets one with ring and no roots at all,
 /// which refuses every HTTPS server.
 fn loopback_client() -> reqwest::Client {
+    loopback_builder().build().unwrap()
+}
+
+fn loopback_builder() -> reqwest::ClientBuilder {
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(rustls::RootCertStore::empty())
         .with_no_client_auth();
-    reqwest::Client::builder().tls_backend_preconfigured(tls).build().unwrap()
+    reqwest::Client::builder().tls_backend_preconfigured(tls)
+}
+
+/// A client that behaves like a browser a test drives by hand: it follows
+/// no redirect and keeps no cookie, so the test sees every hop.
+pub fn browser_client() -> reqwest::Client {
+    loopback_builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
 }
 
 /// The caller's own environment must not leak into a test's CLI runs.

@@ -9,6 +9,7 @@ pub mod platform;
 mod quotas;
 mod sandbox;
 pub mod secrets;
+mod sso;
 mod status;
 mod tenants;
 mod users;

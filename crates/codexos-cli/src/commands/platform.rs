@@ -216,6 +216,8 @@ async fn serve_api(
         keyring,
         session_ttl: settings.server.session_ttl,
         quotas: settings.quotas,
+        public_url: settings.server.public_url.clone(),
+        sso_allow_loopback_http: settings.server.sso_allow_loopback_http,
     };
     let backend = store.backend();
     // Bind before bootstrapping, so a taken port fails before anything is created.

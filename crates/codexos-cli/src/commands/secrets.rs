@@ -113,7 +113,7 @@ fn read_value(name: &SecretName) -> anyhow::Result<SecretString> {
 
 /// Reads one line from the terminal on standard input with echo off; echo
 /// comes back however the read ends.
-fn read_line_without_echo(line: &mut Vec<u8>) -> anyhow::Result<()> {
+pub(crate) fn read_line_without_echo(line: &mut Vec<u8>) -> anyhow::Result<()> {
     use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
     let stdin = std::io::stdin();
     let saved = tcgetattr(&stdin).context("cannot read the terminal's settings")?;

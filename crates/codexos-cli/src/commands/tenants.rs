@@ -62,6 +62,7 @@ pub async fn run(global: &GlobalArgs, command: TenantCommand) -> anyhow::Result<
             Ok(ExitCode::SUCCESS)
         }
         TenantCommand::Quota(args) => crate::commands::quotas::set_quota(global, args).await,
+        TenantCommand::Sso(command) => crate::commands::sso::run(global, command).await,
     }
 }
 

@@ -9,6 +9,7 @@ mod mcp;
 mod quotas;
 mod sandbox;
 mod secrets;
+mod sso;
 mod tenancy;
 
 use std::path::Path;

@@ -11,6 +11,7 @@ mod me;
 mod retention;
 mod secrets;
 mod sessions;
+mod sso;
 mod usage;
 mod users;
 
@@ -93,6 +94,9 @@ pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(secrets::list_secrets))
         .routes(routes!(secrets::set_secret, secrets::delete_secret))
         .routes(routes!(retention::show_retention, retention::set_retention))
+        .routes(routes!(sso::sso_login))
+        .routes(routes!(sso::sso_callback))
+        .routes(routes!(sso::show_sso, sso::set_sso, sso::delete_sso))
         .routes(routes!(audit::list_audit))
         .routes(routes!(audit::verify_audit))
         .routes(routes!(audit::prove_entry))

@@ -153,7 +153,7 @@ pub async fn delete_secret(
 }
 
 /// The tenant's data key, made and stored on its first secret.
-async fn tenant_data_key(state: &AppState, tenant: TenantId) -> ApiResult<StoredDataKey> {
+pub(crate) async fn tenant_data_key(state: &AppState, tenant: TenantId) -> ApiResult<StoredDataKey> {
     if let Some(stored) = state.store.data_key(tenant).await? {
         return Ok(stored);
     }
@@ -169,7 +169,7 @@ async fn tenant_data_key(state: &AppState, tenant: TenantId) -> ApiResult<Stored
     Ok(state.store.insert_data_key(tenant, &new_key).await?)
 }
 
-fn wrapped(stored: &StoredDataKey) -> codexos_secrets::WrappedKey {
+pub(crate) fn wrapped(stored: &StoredDataKey) -> codexos_secrets::WrappedKey {
     codexos_secrets::WrappedKey {
         master_key_id: stored.master_key_id.clone(),
         nonce: stored.nonce.clone(),
@@ -179,7 +179,7 @@ fn wrapped(stored: &StoredDataKey) -> codexos_secrets::WrappedKey {
 
 /// The tenant's data key cannot be opened with this server's master keys:
 /// an operator's problem (a missing or wrong key), logged in full.
-fn secrets_unavailable(err: &codexos_secrets::Error) -> ApiError {
+pub(crate) fn secrets_unavailable(err: &codexos_secrets::Error) -> ApiError {
     tracing::error!(error = %err, "cannot open the tenant's data key");
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,

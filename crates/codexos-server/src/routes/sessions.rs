@@ -161,14 +161,20 @@ pub async fn login(
         role,
         expires_at: format_millis(session.expires_at),
     };
-    let cookie = cookie::Cookie::build((SESSION_COOKIE, session.secret.expose().to_owned()))
+    Ok(with_cookie(ApiJson(body).into_response(), &session_cookie(session.secret.expose(), ttl)))
+}
+
+/// The cookie that carries a new session: HTTP-only, Secure,
+/// SameSite=Strict, for the whole site, as long as the session lasts. Local
+/// login and single sign-on both hand out this one.
+pub(crate) fn session_cookie(secret: &str, ttl_ms: i64) -> cookie::Cookie<'static> {
+    cookie::Cookie::build((SESSION_COOKIE, secret.to_owned()))
         .http_only(true)
         .secure(true)
         .same_site(cookie::SameSite::Strict)
         .path("/")
-        .max_age(cookie::time::Duration::milliseconds(ttl))
-        .build();
-    Ok(with_cookie(ApiJson(body).into_response(), &cookie))
+        .max_age(cookie::time::Duration::milliseconds(ttl_ms))
+        .build()
 }
 
 fn peer_actor(peer: &SocketAddr) -> String {
@@ -177,7 +183,7 @@ fn peer_actor(peer: &SocketAddr) -> String {
 
 /// Audits a login event in the tenant it concerns; a login to no existing
 /// tenant has no log to go to, and is only traced.
-async fn record(state: &AppState, tenant: Option<TenantId>, entry: &NewAuditEntry) {
+pub(crate) async fn record(state: &AppState, tenant: Option<TenantId>, entry: &NewAuditEntry) {
     let Some(tenant) = tenant else {
         tracing::info!(outcome = entry.outcome.as_str(), actor = %entry.actor, "login to an unknown tenant");
         return;
@@ -187,7 +193,7 @@ async fn record(state: &AppState, tenant: Option<TenantId>, entry: &NewAuditEntr
     }
 }
 
-fn with_cookie(mut response: Response, cookie: &cookie::Cookie<'_>) -> Response {
+pub(crate) fn with_cookie(mut response: Response, cookie: &cookie::Cookie<'_>) -> Response {
     match HeaderValue::from_str(&cookie.to_string()) {
         Ok(value) => {
             response.headers_mut().append(SET_COOKIE, value);

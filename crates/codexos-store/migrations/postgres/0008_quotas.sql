@@ -17,6 +17,25 @@ CREATE TABLE tenant_quotas (
 CREATE INDEX executions_active ON executions (tenant_id, status)
     WHERE status NOT IN ('succeeded', 'failed', 'cancelled');
 
+-- A tenant's sandbox CPU counts for its month as each step is recorded:
+-- whatever raises an execution's `cpu_ms` (the worker's journal appends
+-- and the execution's end, under its lease) adds the difference to the
+-- tenant's `usage`, in the same transaction and without another round
+-- trip. The month is that of the write (`updated_at`, set with it), UTC.
+-- It runs as the writer, under the same row-level security.
+CREATE FUNCTION codexos_count_cpu() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO usage (tenant_id, period, metric, amount, updated_at)
+    VALUES (NEW.tenant_id, to_char(to_timestamp(NEW.updated_at / 1000.0) AT TIME ZONE 'UTC', 'YYYY-MM'), 'cpu_ms',
+            NEW.cpu_ms - OLD.cpu_ms, NEW.updated_at)
+    ON CONFLICT (tenant_id, period, metric) DO UPDATE SET amount = usage.amount + excluded.amount,
+        updated_at = excluded.updated_at;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER executions_count_cpu AFTER UPDATE OF cpu_ms ON executions
+    FOR EACH ROW WHEN (NEW.cpu_ms > OLD.cpu_ms) EXECUTE FUNCTION codexos_count_cpu();
+
 -- Row-level security like every tenant table (0007); the application
 -- role's grants come from the default privileges set there.
 ALTER TABLE tenant_quotas ENABLE ROW LEVEL SECURITY;

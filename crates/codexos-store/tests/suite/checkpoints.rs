@@ -32,3 +32,23 @@ async fn checkpoints_are_counted_trimmed_and_kept_per_tenant() {
     assert!(store.tenant_checkpoints(globex).await.unwrap().is_empty());
     assert_eq!(store.trim_checkpoints(globex, execution.id, 0, 0).await.unwrap(), 0);
 }
+
+#[tokio::test]
+async fn every_execution_holding_a_checkpoint_indexes_it() {
+    let (store, _database) = fresh_store().await;
+    let acme = tenant(&store, "acme").await;
+    let version = agent(&store, acme, "a", "1.0.0").await;
+    let first = queue(&store, acme, &version, "one").await;
+    let second = queue(&store, acme, &version, "two").await;
+    // Two executions reached the same workspace state: the same content-addressed id.
+    store.record_checkpoint(acme, first.id, 1, "same", 100).await.unwrap();
+    store.record_checkpoint(acme, second.id, 1, "same", 100).await.unwrap();
+    store.record_checkpoint(acme, first.id, 2, "newer", 10).await.unwrap();
+    assert_eq!(store.checkpoint_usage(acme, second.id).await.unwrap().count, 1);
+    // The first one's retention drops its hold; the second still holds it.
+    assert_eq!(store.trim_checkpoints(acme, first.id, 1, i64::MAX).await.unwrap(), 1);
+    let mut held = store.tenant_checkpoints(acme).await.unwrap();
+    held.sort();
+    assert_eq!(held, vec!["newer", "same"]);
+    assert!(store.checkpoint_indexed(acme, "same").await.unwrap());
+}

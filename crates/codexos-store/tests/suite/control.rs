@@ -126,6 +126,9 @@ async fn forks_copy_the_timeline_and_stay_within_the_tenant() {
     let leased = store.lease_next_execution(&WorkerId("w".into()), LEASE).await.unwrap().unwrap();
     let step = codexos_store::NewEvent { kind: "tool_result".into(), payload: json!({ "call_id": "step-1" }) };
     store.append_events(&leased.lease, &[step], None).await.unwrap();
+    for step in 1..=3 {
+        store.record_checkpoint(acme, parent.id, step, &format!("c{step}"), 10).await.unwrap();
+    }
     // Another tenant's execution is not found, and nothing is created.
     assert!(matches!(store.fork_execution(globex, &new_fork).await, Err(StoreError::NotFound(Entity::Execution))));
 
@@ -137,4 +140,10 @@ async fn forks_copy_the_timeline_and_stay_within_the_tenant() {
     assert_eq!(kinds, vec!["status", "tool_result", "rollback_requested", "instruction"]);
     // The parent is untouched.
     assert_eq!(store.events(acme, parent.id, 0, 100).await.unwrap().len(), 3);
+    // The fork holds the parent's checkpoints up to its step, adding no
+    // content of its own: the parent's retention cannot take them away.
+    assert_eq!(store.checkpoint_usage(acme, forked.id).await.unwrap().count, 1);
+    assert_eq!(store.checkpoint_usage(acme, forked.id).await.unwrap().bytes, 0);
+    store.trim_checkpoints(acme, parent.id, 1, 0).await.unwrap();
+    assert!(store.tenant_checkpoints(acme).await.unwrap().contains(&"c1".to_owned()));
 }

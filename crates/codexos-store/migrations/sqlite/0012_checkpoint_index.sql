@@ -1,0 +1,21 @@
+-- A checkpoint is indexed once per execution that holds it, not once in
+-- all: content-addressed ids repeat (two executions that reach the same
+-- workspace state take the same checkpoint, and a fork holds its parent's
+-- checkpoints up to its step), and each holder's retention must count it.
+CREATE TABLE checkpoints_by_execution (
+    id            TEXT NOT NULL,
+    tenant_id     TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    execution_id  TEXT NOT NULL,
+    step          BIGINT NOT NULL,
+    tree_id       TEXT NOT NULL,
+    size_bytes    BIGINT NOT NULL,
+    created_at    BIGINT NOT NULL,
+    PRIMARY KEY (tenant_id, execution_id, id),
+    FOREIGN KEY (tenant_id, execution_id) REFERENCES executions (tenant_id, id) ON DELETE CASCADE
+);
+INSERT INTO checkpoints_by_execution (id, tenant_id, execution_id, step, tree_id, size_bytes, created_at)
+    SELECT id, tenant_id, execution_id, step, tree_id, size_bytes, created_at FROM checkpoints;
+DROP TABLE checkpoints;
+ALTER TABLE checkpoints_by_execution RENAME TO checkpoints;
+CREATE INDEX checkpoints_execution ON checkpoints (tenant_id, execution_id, step);
+CREATE INDEX checkpoints_id ON checkpoints (tenant_id, id);
