@@ -203,6 +203,8 @@ pub async fn run_with<Mo: Model, T: ToolRunner, J: Journal, M: Memory>(
     let history = History::read(&setup.history, setup.manifest.limits.tool_output_bytes);
     let totals = setup.totals;
     let wall_before = totals.wall_ms;
+    let mut clocked = Clocked { inner: journal, started, wall_before };
+    let journal = &mut clocked;
     let mut run =
         Run { deadline, totals, setup, tools, memory, mcp: McpSession::default(), decisions: Default::default() };
     let history = match history {
@@ -244,6 +246,23 @@ pub async fn run_with<Mo: Model, T: ToolRunner, J: Journal, M: Memory>(
     };
     run.totals.wall_ms = wall_before.saturating_add(millis(started.elapsed()));
     Ok(ExecutionOutcome { status, summary, totals: run.totals })
+}
+
+/// Keeps the recorded wall time current: every append carries the time
+/// spent so far, so an execution parked (paused, waiting for an approval)
+/// or taken over after a crash has its time counted up to its last step,
+/// not only when it ends.
+struct Clocked<'a, J> {
+    inner: &'a mut J,
+    started: Instant,
+    wall_before: u64,
+}
+
+impl<J: Journal> Journal for Clocked<'_, J> {
+    async fn append(&mut self, events: &[TimelineEvent], totals: &Totals) -> Result<(), JournalError> {
+        let totals = Totals { wall_ms: self.wall_before.saturating_add(millis(self.started.elapsed())), ..*totals };
+        self.inner.append(events, &totals).await
+    }
 }
 
 struct Run<'a, T, M> {

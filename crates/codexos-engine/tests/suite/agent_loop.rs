@@ -78,14 +78,17 @@ struct MemoryJournal {
     events: Vec<TimelineEvent>,
     /// Fail every append after this many.
     fail_after: Option<usize>,
+    /// Each append's event kinds and the totals it carried.
+    appends: Vec<(Vec<&'static str>, Totals)>,
 }
 
 impl Journal for MemoryJournal {
-    async fn append(&mut self, events: &[TimelineEvent], _totals: &Totals) -> Result<(), JournalError> {
+    async fn append(&mut self, events: &[TimelineEvent], totals: &Totals) -> Result<(), JournalError> {
         if self.fail_after.is_some_and(|limit| self.events.len() >= limit) {
             return Err(JournalError::Storage("disk full".into()));
         }
         self.events.extend_from_slice(events);
+        self.appends.push((events.iter().map(TimelineEvent::kind).collect(), *totals));
         Ok(())
     }
 }
@@ -246,10 +249,29 @@ async fn workflows_go_on_after_steps_allowed_to_fail_and_report_them() {
 }
 
 #[tokio::test]
+async fn every_step_records_the_wall_time_spent_so_far() {
+    let manifest = "name = \"w\"\nversion = \"1.0.0\"\nkind = \"workflow\"\n[tools]\nallow = [\"shell\"]\n\
+                    [[steps]]\ntool = \"shell\"\nargs = { command = \"one\" }\n\
+                    [[steps]]\ntool = \"shell\"\nargs = { command = \"two\" }\n";
+    let mut resumed = setup(manifest);
+    // Time spent before a crash or a pause counts on.
+    resumed.totals.wall_ms = 1_000;
+    let slow = InstantTools { delay: Duration::from_millis(40), output_bytes: 0 };
+    let mut journal = MemoryJournal::default();
+    run_with(resumed, None::<&ScriptedModel>, &slow, &mut journal, &NoMemory).await.unwrap();
+    let walls: Vec<u64> = journal.appends.iter().map(|(_, totals)| totals.wall_ms).collect();
+    assert!(walls.windows(2).all(|pair| pair[0] <= pair[1]), "{walls:?}");
+    assert!(walls[0] >= 1_000, "{walls:?}");
+    // What an execution parked after its first step would have on record.
+    let after_first_step = journal.appends.iter().find(|(kinds, _)| kinds.contains(&"tool_result"));
+    assert!(after_first_step.is_some_and(|(_, totals)| totals.wall_ms >= 1_040), "{walls:?}");
+}
+
+#[tokio::test]
 async fn a_journal_that_cannot_record_stops_the_loop_before_the_next_effect() {
     let model = ScriptedModel::new(vec![reply(vec![call("a", "rm -rf build")]), answer("done")]);
     // model_request and model_reply are recorded; the tool_call cannot be.
-    let mut journal = MemoryJournal { events: Vec::new(), fail_after: Some(2) };
+    let mut journal = MemoryJournal { fail_after: Some(2), ..MemoryJournal::default() };
     let counting = InstantTools { delay: Duration::ZERO, output_bytes: 0 };
     let err = run_with(setup(&llm("")), Some(&model), &counting, &mut journal, &NoMemory).await.unwrap_err();
     assert!(matches!(err, Interrupted::Journal(JournalError::Storage(_))), "{err}");
