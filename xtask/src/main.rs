@@ -11,6 +11,13 @@
 //!   for a 10,000-file workspace (criterion; see BENCHMARKS.md).
 //! - `cargo xtask bench resume`: resume time after a crash, for timelines of
 //!   20, 200 and 1,000 steps on SQLite (criterion; see BENCHMARKS.md).
+//! - `cargo xtask bench audit`: appending to the audit log on SQLite, and
+//!   verifying a million-entry log from SQLite (and from PostgreSQL when
+//!   `CODEXOS_BENCH_POSTGRES` or `CODEXOS_TEST_POSTGRES` is set; criterion;
+//!   see BENCHMARKS.md).
+//! - `cargo xtask bench http`: authenticated request throughput of the real
+//!   `codexos up` on loopback, against `/health` (a load generator; see
+//!   BENCHMARKS.md).
 
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
@@ -45,9 +52,11 @@ fn run() -> anyhow::Result<()> {
         ["bench", "engine"] => bench_engine(),
         ["bench", "checkpoint"] => bench_checkpoint(),
         ["bench", "resume"] => bench_resume(),
+        ["bench", "audit"] => bench_audit(),
+        ["bench", "http"] => bench_http(),
         _ => bail!(
             "usage: cargo xtask test [sqlite|postgres|all] | cargo xtask postgres | \
-             cargo xtask bench sandbox|engine|checkpoint|resume"
+             cargo xtask bench sandbox|engine|checkpoint|resume|audit|http"
         ),
     }
 }
@@ -244,6 +253,24 @@ fn bench_checkpoint() -> anyhow::Result<()> {
 fn bench_resume() -> anyhow::Result<()> {
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
     command.args(["bench", "--locked", "-p", "codexos-worker", "--bench", "resume"]);
+    run_command(&mut command)
+}
+
+/// The criterion benchmark of the audit log in the database: appends on
+/// SQLite, and the verification of a million entries read from SQLite (and
+/// PostgreSQL, when an admin URL is in the environment).
+fn bench_audit() -> anyhow::Result<()> {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
+    command.args(["bench", "--locked", "-p", "codexos-store", "--bench", "audit"]);
+    run_command(&mut command)
+}
+
+/// The load generator against the real server on loopback: requests per
+/// second and latency of `/health`, and of `/v1/me` with an API key and
+/// with a login session.
+fn bench_http() -> anyhow::Result<()> {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
+    command.args(["bench", "--locked", "-p", "codexos-cli", "--bench", "http_load"]);
     run_command(&mut command)
 }
 

@@ -291,6 +291,10 @@ pub enum AuditCommand {
         /// The verifier key (`name+id+key`) to trust [default: the one of the installation's signing key file]
         #[arg(long, value_name = "KEY")]
         key: Option<String>,
+        /// A signed checkpoint kept outside the database (a file holding the note, e.g. saved from an
+        /// export or `GET /v1/audit/verify`): the log must still contain what it covers. Repeatable
+        #[arg(long = "checkpoint", value_name = "FILE")]
+        checkpoints: Vec<PathBuf>,
         /// `sqlite://PATH` or `postgres://...` [default: the configured database]
         #[arg(long, value_name = "URL")]
         database_url: Option<String>,
@@ -309,6 +313,9 @@ pub enum AuditCommand {
         /// The verifier key (`name+id+key`) to trust [default: the one of the installation's signing key file]
         #[arg(long, value_name = "KEY")]
         key: Option<String>,
+        /// The tenant id the proofs must be of (one key signs every tenant's log)
+        #[arg(long, value_name = "TENANT_ID")]
+        tenant: Option<String>,
     },
     /// Every entry of a tenant's log as JSON lines, each with its inclusion
     /// proof in the latest checkpoint (signed now if entries follow it);
@@ -353,6 +360,58 @@ pub enum KeyCommand {
     /// Revoke a key at once
     Revoke {
         /// The key's id (from `codexos key list`)
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Publisher keys: the Ed25519 keys that sign agent manifests, and which the tenant trusts
+    #[command(subcommand)]
+    Publisher(PublisherCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PublisherCommand {
+    /// Make a key pair here (the private key stays in a 0600 file) and register its public key, trusted
+    Create {
+        /// A label: 1-64 characters of A-Z, a-z, 0-9, '.', '_' and '-'
+        name: String,
+        /// Where to write the private key [default: ./NAME.publisher.key]; never overwritten
+        #[arg(long, value_name = "FILE")]
+        out: Option<std::path::PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Register another publisher's public key (ed25519:...), to check and trust what it signs
+    Add {
+        /// A label for the publisher
+        name: String,
+        /// The publisher's public key, as `codexos key publisher list` shows it where it was made
+        public_key: String,
+        /// Register it without trusting it yet
+        #[arg(long)]
+        untrusted: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the tenant's publisher keys
+    List(JsonFlag),
+    /// Trust manifests signed by a key
+    Trust {
+        /// The key id
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop trusting a key: versions it signed stop running
+    Distrust {
+        /// The key id
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key for good
+    Revoke {
+        /// The key id
         id: String,
         #[arg(long)]
         json: bool,
@@ -414,6 +473,25 @@ pub enum AgentCommand {
         version: Option<String>,
         #[arg(long)]
         json: bool,
+    },
+    /// Sign a manifest with a publisher key (on this machine; no server needed)
+    Sign {
+        /// The manifest file
+        file: std::path::PathBuf,
+        /// The publisher's private key file (from `codexos key publisher create`)
+        #[arg(long, value_name = "KEYFILE")]
+        key: std::path::PathBuf,
+        /// Rewrite FILE instead of printing the signed manifest
+        #[arg(long)]
+        in_place: bool,
+    },
+    /// Show what changed between two versions of an agent, as a unified diff of their manifests
+    Diff {
+        name: String,
+        /// The older version
+        from: String,
+        /// The newer version
+        to: String,
     },
 }
 

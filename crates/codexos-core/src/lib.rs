@@ -6,6 +6,7 @@
 
 pub mod execution;
 pub mod ids;
+pub mod publisher;
 pub mod quota;
 pub mod role;
 pub mod settings;
@@ -13,6 +14,7 @@ pub mod size;
 
 pub use execution::ExecutionStatus;
 pub use ids::{AgentId, AgentVersionId, ApiKeyId, ExecutionId, SecretName, SessionId, TenantId, TenantSlug, UserId};
+pub use publisher::{PublisherKeyId, SignatureStatus};
 pub use quota::{QuotaOverrides, Quotas, UsagePeriod};
 pub use role::{Permission, Role};
 pub use settings::{DatabaseBackend, LogFormat, ModelEndpoint, Settings, SettingsError};

@@ -15,6 +15,7 @@ pub mod memory;
 pub mod model;
 pub mod redact;
 pub mod replay;
+pub mod signing;
 pub mod timeline;
 pub mod tools;
 

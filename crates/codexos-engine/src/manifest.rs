@@ -69,6 +69,9 @@ pub struct AgentManifest {
     /// Tenant secrets given to the tool calls as environment variables
     /// (`[secrets]`: `VARIABLE = "SECRET_NAME"`), in variable order.
     pub secrets: Vec<SecretBinding>,
+    /// The publisher's signature (`[signature]`), checked for its form
+    /// here; whether it holds is `signing::verify_signature`'s question.
+    pub signature: Option<crate::signing::ManifestSignature>,
 }
 
 /// One entry of `[secrets]`: the environment variable the shell commands
@@ -379,6 +382,7 @@ fn read_manifest(mut fields: Fields<'_, '_>) -> Option<AgentManifest> {
     let approval =
         fields.table("approval").map_or(Some(ApprovalRules::default()), |approval| read_approval(approval, &tools));
     let secrets = fields.table("secrets").map_or_else(Vec::new, |secrets| read_secrets(secrets));
+    let signature = fields.table("signature").map(|signature| read_signature(signature));
     let has_model = fields.has("model");
     let steps = fields.array_of_tables("steps");
 
@@ -438,7 +442,29 @@ fn read_manifest(mut fields: Fields<'_, '_>) -> Option<AgentManifest> {
         mcp,
         approval: approval?,
         secrets,
+        signature: match signature {
+            None => None,
+            Some(read) => Some(read?),
+        },
     })
+}
+
+/// `[signature]`: all three keys, each checked for its form. `Some(None)`
+/// when a key is wrong (its problem is recorded).
+fn read_signature(mut fields: Fields<'_, '_>) -> Option<crate::signing::ManifestSignature> {
+    let publisher = fields.string("publisher", true).and_then(|text| {
+        let parsed = codexos_core::PublisherKeyId::parse(&text).map_err(|err| format!("{err}"));
+        fields.check("publisher", parsed)
+    });
+    let algorithm = fields
+        .string("algorithm", true)
+        .and_then(|text| fields.check("algorithm", crate::signing::check_algorithm(&text)));
+    let value = fields
+        .string("value", true)
+        .and_then(|text| fields.check("value", crate::signing::decode_signature_value(&text)));
+    fields.finish();
+    algorithm?;
+    Some(crate::signing::ManifestSignature { publisher: publisher?, value: value? })
 }
 
 fn read_secrets(mut fields: Fields<'_, '_>) -> Vec<SecretBinding> {

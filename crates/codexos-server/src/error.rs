@@ -121,6 +121,7 @@ impl From<StoreError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "conflict", format!("{entity} already exists"))
             }
             StoreError::InvalidState(message) => ApiError::new(StatusCode::CONFLICT, "invalid_state", message),
+            StoreError::NotPermitted(message) => ApiError::forbidden(message),
             err @ StoreError::ExecutionQuota { .. } => {
                 ApiError::too_many_requests("quota_exceeded", err.to_string(), 5)
             }

@@ -75,6 +75,8 @@ pub struct AppState {
     keyring: codexos_secrets::Keyring,
     session_ttl: Duration,
     quotas: Arc<quota::QuotaKeeper>,
+    /// Permits for whole-log audit work (verification, proofs).
+    audit_work: Arc<tokio::sync::Semaphore>,
     started_at: Instant,
     /// Single sign-on: the client to identity providers, and our public
     /// URL (without a trailing slash) that they send people back to.
@@ -131,6 +133,7 @@ pub async fn bind(
         keyring: options.keyring.clone(),
         session_ttl: options.session_ttl,
         quotas,
+        audit_work: Arc::new(tokio::sync::Semaphore::new(2)),
         started_at: Instant::now(),
         oidc: Arc::new(oidc),
         public_url: public_url.into(),

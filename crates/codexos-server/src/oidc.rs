@@ -63,7 +63,9 @@ pub enum OidcError {
     Unreachable { url: String, reason: String },
     #[error("{url} answered {reason}")]
     BadAnswer { url: String, reason: String },
-    #[error("the discovery document at {url} names the issuer '{found}', not '{expected}' (configure the issuer exactly as the provider names it)")]
+    #[error(
+        "the discovery document at {url} names the issuer '{found}', not '{expected}' (configure the issuer exactly as the provider names it)"
+    )]
     IssuerMismatch { url: String, found: String, expected: String },
     #[error("the token endpoint refused the code: {0}")]
     TokenRefused(String),
@@ -286,8 +288,10 @@ impl OidcClient {
         check_provider_url(issuer, self.allow_loopback_http)?;
         let url = discovery_url(issuer);
         let body = self.get(&url).await?;
-        let metadata: ProviderMetadata = serde_json::from_slice(&body)
-            .map_err(|err| OidcError::BadAnswer { url: url.clone(), reason: format!("no discovery document: {err}") })?;
+        let metadata: ProviderMetadata = serde_json::from_slice(&body).map_err(|err| OidcError::BadAnswer {
+            url: url.clone(),
+            reason: format!("no discovery document: {err}"),
+        })?;
         // OIDC Discovery 4.3: the issuer must be exactly the one asked.
         if metadata.issuer != issuer {
             return Err(OidcError::IssuerMismatch { url, found: metadata.issuer, expected: issuer.to_owned() });
@@ -308,7 +312,10 @@ impl OidcClient {
         {
             return Err(refuse("a provider without the authorization code flow (response_types_supported)"));
         }
-        if metadata.code_challenge_methods_supported.as_ref().is_some_and(|methods| !methods.iter().any(|m| m == "S256"))
+        if metadata
+            .code_challenge_methods_supported
+            .as_ref()
+            .is_some_and(|methods| !methods.iter().any(|m| m == "S256"))
         {
             return Err(refuse("a provider without PKCE S256 (code_challenge_methods_supported)"));
         }
@@ -353,8 +360,7 @@ impl OidcClient {
             Some(secret) => {
                 // RFC 6749 2.3.1: both are form-encoded before Basic.
                 let encode = |text: &str| url::form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>();
-                let credentials =
-                    BASE64.encode(format!("{}:{}", encode(client_id), encode(secret.expose_secret())));
+                let credentials = BASE64.encode(format!("{}:{}", encode(client_id), encode(secret.expose_secret())));
                 request = request.header(reqwest::header::AUTHORIZATION, format!("Basic {credentials}"));
             }
             None => form.push(("client_id", client_id)),
@@ -458,10 +464,8 @@ fn parse_jwks(body: &[u8]) -> Result<JwkSet, String> {
 }
 
 async fn read_capped(mut response: reqwest::Response, url: &str) -> Result<Vec<u8>, OidcError> {
-    let too_large = || OidcError::BadAnswer {
-        url: url.to_owned(),
-        reason: format!("more than {} KiB", MAX_RESPONSE_BYTES / 1024),
-    };
+    let too_large =
+        || OidcError::BadAnswer { url: url.to_owned(), reason: format!("more than {} KiB", MAX_RESPONSE_BYTES / 1024) };
     if response.content_length().is_some_and(|length| length > MAX_RESPONSE_BYTES as u64) {
         return Err(too_large());
     }
@@ -651,7 +655,8 @@ pub fn verify_id_token(token: &str, keys: &JwkSet, expected: &Expected<'_>) -> R
     if claims.nonce.as_deref() != Some(expected.nonce) {
         return Err(IdTokenError::NonceMismatch);
     }
-    let email = claims.email.as_deref().map(str::trim).filter(|email| !email.is_empty()).ok_or(IdTokenError::NoEmail)?;
+    let email =
+        claims.email.as_deref().map(str::trim).filter(|email| !email.is_empty()).ok_or(IdTokenError::NoEmail)?;
     let verified = match &claims.email_verified {
         None => true,
         Some(serde_json::Value::Bool(verified)) => *verified,
@@ -717,10 +722,81 @@ mod tests {
         assert!(matches!(header_algorithm("!!.e30."), Err(IdTokenError::Malformed(_))));
         let keys = JwkSet { keys: Vec::new() };
         let expected = Expected { issuer: "https://a.test", client_id: "c", nonce: "n" };
+        assert_eq!(verify_id_token(&token("none"), &keys, &expected), Err(IdTokenError::Algorithm("none".to_owned())));
+    }
+
+    /// Each claim check on tokens the fake provider signs with its
+    /// published key: only the claims differ from a good token.
+    #[tokio::test]
+    async fn each_claim_is_checked() {
+        use codexos_test_support::oidc_provider::{FakeIdp, FakeIdpConfig, SigningAlgorithm};
+        use serde_json::json;
+        let idp = FakeIdp::start(FakeIdpConfig {
+            client_id: "codexos".to_owned(),
+            client_secret: None,
+            redirect_uri: "http://127.0.0.1:1/v1/sso/callback".to_owned(),
+            algorithm: SigningAlgorithm::Es256,
+        })
+        .await;
+        let keys = idp.jwks();
+        let expected = Expected { issuer: idp.issuer(), client_id: "codexos", nonce: "n-1" };
+        let now = jsonwebtoken::get_current_timestamp();
+        let good = json!({
+            "iss": idp.issuer(), "sub": "alice-1", "aud": "codexos", "exp": now + 300, "iat": now,
+            "nonce": "n-1", "email": "Alice@Acme.test", "email_verified": true,
+        });
+        // The good claims with `patch` applied (a null removes the claim).
+        let check = |patch: serde_json::Value| {
+            let mut claims = good.clone();
+            for (name, value) in patch.as_object().into_iter().flatten() {
+                match (value.is_null(), claims.as_object_mut()) {
+                    (true, Some(claims)) => drop(claims.remove(name)),
+                    (false, _) => claims[name] = value.clone(),
+                    (true, None) => {}
+                }
+            }
+            verify_id_token(&idp.sign(&claims), &keys, &expected)
+        };
         assert_eq!(
-            verify_id_token(&token("none"), &keys, &expected),
-            Err(IdTokenError::Algorithm("none".to_owned()))
+            check(json!({})),
+            Ok(Identity { subject: "alice-1".to_owned(), email: "alice@acme.test".to_owned() })
         );
+        // Several audiences: ours must also be the authorized party.
+        assert!(check(json!({ "aud": ["codexos", "other"], "azp": "codexos" })).is_ok());
+        assert!(check(json!({ "email_verified": "true" })).is_ok());
+        assert!(check(json!({ "exp": now - 30 })).is_ok(), "within the leeway");
+        let cases = [
+            (json!({ "aud": "other" }), IdTokenError::WrongAudience),
+            (json!({ "aud": ["other", "codexos"] }), IdTokenError::WrongAuthorizedParty),
+            (json!({ "azp": "other" }), IdTokenError::WrongAuthorizedParty),
+            (json!({ "iss": "https://evil.test" }), IdTokenError::WrongIssuer(idp.issuer().to_owned())),
+            (json!({ "exp": now - 120 }), IdTokenError::Expired),
+            (json!({ "nbf": now + 600 }), IdTokenError::NotYetValid),
+            (json!({ "iat": now + 600 }), IdTokenError::NotYetValid),
+            (json!({ "nonce": "n-2" }), IdTokenError::NonceMismatch),
+            (json!({ "nonce": null }), IdTokenError::NonceMismatch),
+            (json!({ "email": null }), IdTokenError::NoEmail),
+            (json!({ "email_verified": false }), IdTokenError::EmailNotVerified),
+            (json!({ "email_verified": "false" }), IdTokenError::EmailNotVerified),
+        ];
+        for (patch, error) in cases {
+            assert_eq!(check(patch.clone()), Err(error), "{patch}");
+        }
+        for missing in ["exp", "iat", "sub"] {
+            let result = check(json!({ missing: null }));
+            assert!(matches!(result, Err(IdTokenError::Malformed(_))), "{missing}: {result:?}");
+        }
+        // A tampered payload breaks the signature.
+        let token = idp.sign(&good);
+        let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+        let mut claims = good.clone();
+        claims["email"] = json!("mallory@acme.test");
+        parts[1] = URL_SAFE_NO_PAD.encode(claims.to_string());
+        assert_eq!(verify_id_token(&parts.join("."), &keys, &expected), Err(IdTokenError::BadSignature));
+        // A key the set does not hold.
+        let empty = JwkSet { keys: Vec::new() };
+        assert!(matches!(verify_id_token(&token, &empty, &expected), Err(IdTokenError::UnknownKey(Some(_)))));
+        assert!(matches!(verify_id_token("not a token", &keys, &expected), Err(IdTokenError::Malformed(_))));
     }
 
     #[test]

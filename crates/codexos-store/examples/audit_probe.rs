@@ -186,6 +186,41 @@ fn cpu() -> f64 {
     (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
 }
 
+async fn fetch_all_scan(pool: &AnyPool, tenant: &str, page: i64, mut visit: impl FnMut(StoredEntry)) -> u64 {
+    let mut after = i64::MIN;
+    let mut n = 0;
+    loop {
+        let mut tx = pool.begin().await.unwrap();
+        let rows = sqlx::query(&format!("SELECT {COLS} FROM audit_entries WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"))
+            .bind(tenant).bind(after).bind(page).fetch_all(&mut *tx).await.unwrap();
+        tx.commit().await.unwrap();
+        let full = rows.len() as i64 == page;
+        n += rows.len() as u64;
+        for row in &rows {
+                let seq: i64 = row.try_get(0).unwrap();
+                after = seq;
+                let prev: &str = row.try_get(8).unwrap();
+                let entry: &str = row.try_get(9).unwrap();
+                visit(StoredEntry {
+                    record: Record {
+                        tenant: tenant.to_owned(),
+                        seq: seq as u64,
+                        actor: row.try_get(1).unwrap(),
+                        action: row.try_get(2).unwrap(),
+                        target: row.try_get(3).unwrap(),
+                        outcome: row.try_get(4).unwrap(),
+                        request_id: row.try_get(5).unwrap(),
+                        details: row.try_get(6).unwrap(),
+                        created_at: row.try_get(7).unwrap(),
+                        prev_hash: parse_hash(prev),
+                    },
+                    stored_hash: parse_hash(entry),
+                });
+        }
+        if !full { return n; }
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let dir = std::path::PathBuf::from("/root/.cache/codexos/target/tmp/audit-probe");
@@ -209,13 +244,20 @@ async fn main() {
     let origin = audit_origin(&ts);
     let cps: Vec<StoredCheckpoint> = store.audit_checkpoints(tenant).await.unwrap().into_iter().map(|c| StoredCheckpoint { size: c.size, note: c.note }).collect();
     let variants: Vec<String> = std::env::args().skip(1).collect();
-    for round in 0..3 {
+    let rounds: usize = std::env::var("ROUNDS").map_or(3, |r| r.parse().unwrap());
+    for round in 0..rounds {
         for v in &variants {
             let started = Instant::now();
             let cpu0 = cpu();
             let what = match v.as_str() {
                 "store_verify" => format!("{:?}", matches!(store.verify_audit(tenant, key.verifier()).await.unwrap(), Verdict::Intact{..})),
                 "store_scan" => { let mut n = 0; store.scan_audit(tenant, |_| n += 1).await.unwrap(); n.to_string() }
+                v if v.starts_with("fa_verify") => {
+                    let mut verifier = codexos_audit::Verifier::new(&origin, key.verifier(), cps.clone());
+                    fetch_all_scan(&pool, &ts, v[9..].parse().unwrap(), |e| verifier.push(e)).await;
+                    format!("{:?}", matches!(verifier.finish(), Verdict::Intact{..}))
+                }
+                v if v.starts_with("fa_scan") => fetch_all_scan(&pool, &ts, v[7..].parse().unwrap(), |_| ()).await.to_string(),
                 v if v.starts_with("fetch_all") => raw_fetch_all(&pool, &ts, v[9..].parse().unwrap()).await.to_string(),
                 v if v.starts_with("stream_verify") => {
                     let mut verifier = codexos_audit::Verifier::new(&origin, key.verifier(), cps.clone());

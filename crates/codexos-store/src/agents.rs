@@ -1,6 +1,6 @@
 //! The agent registry: agents by name, each with immutable versions.
 
-use codexos_core::{AgentId, AgentVersionId, TenantId, UserId, now_millis};
+use codexos_core::{AgentId, AgentVersionId, PublisherKeyId, SignatureStatus, TenantId, UserId, now_millis};
 use sqlx::Row;
 
 use crate::error::{Entity, parse_id};
@@ -19,6 +19,10 @@ pub struct NewAgentVersion {
     /// The manifest's TOML text, as registered.
     pub manifest: String,
     pub manifest_sha256: String,
+    /// What the caller found checking the manifest's signature, and the
+    /// key that made it (registered with the tenant).
+    pub signature_status: SignatureStatus,
+    pub publisher_key_id: Option<PublisherKeyId>,
     pub created_by: Option<UserId>,
 }
 
@@ -33,6 +37,12 @@ pub struct AgentVersion {
     pub description: String,
     pub manifest: String,
     pub manifest_sha256: String,
+    /// What registration found checking the manifest's signature.
+    pub signature_status: SignatureStatus,
+    /// The key that signed it, for a signed version.
+    pub publisher_key_id: Option<PublisherKeyId>,
+    /// That key's name in the tenant.
+    pub publisher_name: Option<String>,
     pub created_at: i64,
 }
 
@@ -48,8 +58,10 @@ pub struct AgentSummary {
 }
 
 const VERSION_COLUMNS: &str = "v.id, v.agent_id, a.name, v.version, v.kind, v.description, v.manifest, \
-                               v.manifest_sha256, v.created_at";
-const VERSIONS_FROM: &str = "agent_versions v JOIN agents a ON a.tenant_id = v.tenant_id AND a.id = v.agent_id";
+                               v.manifest_sha256, v.signature_status, v.publisher_key_id, \
+                               p.name AS publisher_name, v.created_at";
+const VERSIONS_FROM: &str = "agent_versions v JOIN agents a ON a.tenant_id = v.tenant_id AND a.id = v.agent_id \
+                             LEFT JOIN publisher_keys p ON p.tenant_id = v.tenant_id AND p.key_id = v.publisher_key_id";
 /// Highest precedence first; versions of equal precedence (build metadata)
 /// newest first, so the order is total.
 const NEWEST_FIRST: &str = "v.version_key DESC, v.created_at DESC, v.id DESC";
@@ -78,30 +90,23 @@ impl Store {
             .bind(&new_version.name)
             .fetch_one(&mut *tx)
             .await?;
-        let version = AgentVersion {
-            id: AgentVersionId::new(),
-            agent_id: parse_id(&agent_id, AgentId::parse)?,
-            name: new_version.name.clone(),
-            version: new_version.version.clone(),
-            kind: new_version.kind.clone(),
-            description: new_version.description.clone(),
-            manifest: new_version.manifest.clone(),
-            manifest_sha256: new_version.manifest_sha256.clone(),
-            created_at: now,
-        };
+        let id = AgentVersionId::new();
         let inserted = sqlx::query(
             "INSERT INTO agent_versions (id, tenant_id, agent_id, version, version_key, kind, description, manifest, \
-             manifest_sha256, created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+             manifest_sha256, signature_status, publisher_key_id, created_by, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
-        .bind(version.id.to_string())
+        .bind(id.to_string())
         .bind(tenant.to_string())
         .bind(&agent_id)
-        .bind(&version.version)
+        .bind(&new_version.version)
         .bind(&new_version.version_key)
-        .bind(&version.kind)
-        .bind(&version.description)
-        .bind(&version.manifest)
-        .bind(&version.manifest_sha256)
+        .bind(&new_version.kind)
+        .bind(&new_version.description)
+        .bind(&new_version.manifest)
+        .bind(&new_version.manifest_sha256)
+        .bind(new_version.signature_status.as_str())
+        .bind(new_version.publisher_key_id.as_ref().map(PublisherKeyId::as_str))
         .bind(new_version.created_by.map(|user| user.to_string()))
         .bind(now)
         .execute(&mut *tx)
@@ -112,6 +117,12 @@ impl Store {
             }
             other => other?,
         };
+        let row = sqlx::query(&format!("SELECT {VERSION_COLUMNS} FROM {VERSIONS_FROM} WHERE v.tenant_id = $1 AND v.id = $2"))
+            .bind(tenant.to_string())
+            .bind(id.to_string())
+            .fetch_one(&mut *tx)
+            .await?;
+        let version = version_from_row(&row)?;
         tx.commit().await?;
         Ok(version)
     }
@@ -209,6 +220,8 @@ async fn agent_id(tx: &mut sqlx::Transaction<'static, sqlx::Any>, tenant: Tenant
 fn version_from_row(row: &sqlx::any::AnyRow) -> Result<AgentVersion> {
     let id: String = row.try_get("id")?;
     let agent_id: String = row.try_get("agent_id")?;
+    let signature_status: String = row.try_get("signature_status")?;
+    let publisher_key_id: Option<String> = row.try_get("publisher_key_id")?;
     Ok(AgentVersion {
         id: parse_id(&id, AgentVersionId::parse)?,
         agent_id: parse_id(&agent_id, AgentId::parse)?,
@@ -218,6 +231,12 @@ fn version_from_row(row: &sqlx::any::AnyRow) -> Result<AgentVersion> {
         description: row.try_get("description")?,
         manifest: row.try_get("manifest")?,
         manifest_sha256: row.try_get("manifest_sha256")?,
+        signature_status: signature_status.parse().map_err(|err| StoreError::Corrupt(format!("{err}")))?,
+        publisher_key_id: publisher_key_id
+            .map(|key_id| PublisherKeyId::parse(&key_id))
+            .transpose()
+            .map_err(|err| StoreError::Corrupt(err.to_string()))?,
+        publisher_name: row.try_get("publisher_name")?,
         created_at: row.try_get("created_at")?,
     })
 }

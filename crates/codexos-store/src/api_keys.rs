@@ -140,9 +140,15 @@ impl Store {
         let now = now_millis();
         // Which tenant the key belongs to is what this finds out.
         let mut tx = self.system_tx(Intent::Read).await?;
+        // A key made by a member holds at most the member's role now: a
+        // member demoted since keeps no more than the new role, and one
+        // removed keeps nothing.
         let row = sqlx::query(
-            "SELECT k.id, k.tenant_id, k.user_id, k.role, t.slug FROM api_keys k JOIN tenants t ON t.id = k.tenant_id \
-             WHERE k.secret_hash = $1 AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > $2)",
+            "SELECT k.id, k.tenant_id, k.user_id, k.role, m.role AS member_role, t.slug FROM api_keys k \
+             JOIN tenants t ON t.id = k.tenant_id \
+             LEFT JOIN memberships m ON m.tenant_id = k.tenant_id AND m.user_id = k.user_id \
+             WHERE k.secret_hash = $1 AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > $2) \
+             AND (k.user_id IS NULL OR m.user_id IS NOT NULL)",
         )
         .bind(hash_secret(secret))
         .bind(now)
@@ -154,13 +160,23 @@ impl Store {
         let key: String = row.try_get("id")?;
         let user: Option<String> = row.try_get("user_id")?;
         let role: String = row.try_get("role")?;
+        let member_role: Option<String> = row.try_get("member_role")?;
         let slug: String = row.try_get("slug")?;
+        let parse_role = |text: &str| {
+            text.parse().map_err(|err: codexos_core::role::RoleError| StoreError::Corrupt(err.to_string()))
+        };
+        let key_role: Role = parse_role(&role)?;
+        // Roles order from most to least powerful: the larger is the lesser.
+        let role = match member_role {
+            Some(member_role) => key_role.max(parse_role(&member_role)?),
+            None => key_role,
+        };
         Ok(Some(Principal {
             tenant: parse_id(&tenant, TenantId::parse)?,
             tenant_slug: TenantSlug::parse(&slug).map_err(|err| StoreError::Corrupt(err.to_string()))?,
             credential: Credential::ApiKey(parse_id(&key, ApiKeyId::parse)?),
             user: user.as_deref().map(|user| parse_id(user, UserId::parse)).transpose()?,
-            role: role.parse().map_err(|err: codexos_core::role::RoleError| StoreError::Corrupt(err.to_string()))?,
+            role,
         }))
     }
 

@@ -150,7 +150,7 @@ impl AuditProof {
         if checkpoint.size != self.tree_size {
             return Err(format!("the checkpoint is of size {}, the proof of size {}", checkpoint.size, self.tree_size));
         }
-        if self.leaf_index + 1 != self.entry.seq {
+        if self.leaf_index.checked_add(1) != Some(self.entry.seq) {
             return Err(format!("entry {} cannot be leaf {}", self.entry.seq, self.leaf_index));
         }
         let record = Record {
@@ -558,12 +558,31 @@ impl Store {
         tenant: TenantId,
         key: codexos_audit::VerifierKey,
     ) -> Result<codexos_audit::Verdict> {
-        let checkpoints = self
+        self.verify_audit_with_witnesses(tenant, key, &[]).await
+    }
+
+    /// `verify_audit`, also against checkpoints kept outside the database
+    /// (signed notes from an earlier export or verification): the database
+    /// cannot drop or rewrite what they cover unseen, even with its own
+    /// checkpoints deleted. Each is checked like a stored one.
+    pub async fn verify_audit_with_witnesses(
+        &self,
+        tenant: TenantId,
+        key: codexos_audit::VerifierKey,
+        witnesses: &[StoredCheckpoint],
+    ) -> Result<codexos_audit::Verdict> {
+        let mut checkpoints: Vec<StoredCheckpoint> = self
             .audit_checkpoints(tenant)
             .await?
             .into_iter()
             .map(|checkpoint| StoredCheckpoint { size: checkpoint.size, note: checkpoint.note })
             .collect();
+        for witness in witnesses {
+            if !checkpoints.iter().any(|stored| stored.note == witness.note) {
+                checkpoints.push(witness.clone());
+            }
+        }
+        checkpoints.sort_by_key(|checkpoint| checkpoint.size);
         let mut verifier = codexos_audit::Verifier::new(&audit_origin(&tenant.to_string()), key, checkpoints);
         self.scan_audit(tenant, |entry| verifier.push(entry)).await?;
         Ok(verifier.finish())

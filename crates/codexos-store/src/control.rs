@@ -229,7 +229,8 @@ impl Store {
         let task = &parent.task;
         sqlx::query(
             "INSERT INTO executions (id, tenant_id, agent_version_id, status, task, workspace, parent_execution_id, \
-             parent_step, created_by, created_at, updated_at) VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $9)",
+             parent_step, created_by, created_at, updated_at, manifest_sha256) \
+             VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $9, $10)",
         )
         .bind(id.to_string())
         .bind(tenant.to_string())
@@ -240,6 +241,8 @@ impl Store {
         .bind(i64::from(from_step))
         .bind(created_by.map(|user| user.to_string()))
         .bind(now)
+        // The fork runs the manifest its parent ran.
+        .bind(&parent.manifest_sha256)
         .execute(&mut *tx)
         .await?;
         let queued =

@@ -27,6 +27,10 @@ pub enum StoreError {
     /// execution that is not paused); nothing was changed.
     #[error("{0}")]
     InvalidState(String),
+    /// The caller's role does not allow this change (checked in the same
+    /// transaction as the change).
+    #[error("{0}")]
+    NotPermitted(String),
     /// The tenant's executions that have not finished are at its quota
     /// (`create_execution_within`); nothing was created.
     #[error("the tenant runs {active} executions, its limit; wait for one to finish")]
@@ -52,6 +56,7 @@ pub enum Entity {
     Member,
     User,
     SsoConfig,
+    PublisherKey,
 }
 
 impl fmt::Display for Entity {
@@ -68,6 +73,7 @@ impl fmt::Display for Entity {
             Entity::Member => "member",
             Entity::User => "user",
             Entity::SsoConfig => "single sign-on configuration",
+            Entity::PublisherKey => "publisher key",
         })
     }
 }

@@ -1,6 +1,8 @@
 //! Executions: one run of an agent version on a task, from queued to final.
 
-use codexos_core::{AgentVersionId, ExecutionId, ExecutionStatus, TenantId, UserId, now_millis};
+use codexos_core::{
+    AgentVersionId, ExecutionId, ExecutionStatus, PublisherKeyId, SignatureStatus, TenantId, UserId, now_millis,
+};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
@@ -38,6 +40,12 @@ pub struct Execution {
     pub agent_version_id: AgentVersionId,
     pub agent_name: String,
     pub agent_version: String,
+    /// The SHA-256 of the manifest the execution was created with (the
+    /// version's, for executions created before it was recorded).
+    pub manifest_sha256: String,
+    /// The version's signature status and publisher key, as registered.
+    pub signature_status: SignatureStatus,
+    pub publisher_key_id: Option<PublisherKeyId>,
     pub status: ExecutionStatus,
     pub task: String,
     pub workspace: String,
@@ -72,7 +80,8 @@ impl Default for ExecutionFilter {
 
 /// The columns `execution_from_row` reads; use with `EXECUTIONS_FROM`.
 pub(crate) const EXECUTION_COLUMNS: &str = "e.id, e.tenant_id, e.agent_version_id, a.name AS agent_name, \
-     v.version AS agent_version, e.status, e.task, e.workspace, e.created_at, e.updated_at, e.started_at, \
+     v.version AS agent_version, COALESCE(e.manifest_sha256, v.manifest_sha256) AS manifest_sha256, \
+     v.signature_status, v.publisher_key_id, e.status, e.task, e.workspace, e.created_at, e.updated_at, e.started_at, \
      e.finished_at, e.steps, e.input_tokens, e.output_tokens, e.cost_microdollars, e.cpu_ms, e.peak_memory_bytes, \
      e.wall_ms, e.outcome, e.parent_execution_id, e.parent_step";
 pub(crate) const EXECUTIONS_FROM: &str = "executions e \
@@ -101,7 +110,7 @@ impl Store {
         let queued_event = encode("status", &queued)?;
         let mut tx = self.tenant_tx(tenant, Intent::Write).await?;
         let agent = sqlx::query(
-            "SELECT a.name, v.version FROM agent_versions v \
+            "SELECT a.name, v.version, v.manifest_sha256, v.signature_status, v.publisher_key_id FROM agent_versions v \
              JOIN agents a ON a.tenant_id = v.tenant_id AND a.id = v.agent_id WHERE v.tenant_id = $1 AND v.id = $2",
         )
         .bind(tenant.to_string())
@@ -117,6 +126,9 @@ impl Store {
             agent_version_id: new_execution.agent_version_id,
             agent_name: agent.try_get("name")?,
             agent_version: agent.try_get("version")?,
+            manifest_sha256: agent.try_get("manifest_sha256")?,
+            signature_status: signature_status(&agent)?,
+            publisher_key_id: publisher_key_id(&agent)?,
             status: ExecutionStatus::Queued,
             task: new_execution.task.clone(),
             workspace: new_execution.workspace.clone(),
@@ -130,7 +142,7 @@ impl Store {
         };
         sqlx::query(
             "INSERT INTO executions (id, tenant_id, agent_version_id, status, task, workspace, created_by, created_at, \
-             updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+             updated_at, manifest_sha256) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)",
         )
         .bind(execution.id.to_string())
         .bind(tenant.to_string())
@@ -140,6 +152,7 @@ impl Store {
         .bind(&execution.workspace)
         .bind(new_execution.created_by.map(|user| user.to_string()))
         .bind(now)
+        .bind(&execution.manifest_sha256)
         .execute(&mut *tx)
         .await?;
         events::append_one(&mut tx, tenant, execution.id, &queued_event, now).await?;
@@ -221,6 +234,9 @@ pub(crate) fn execution_from_row(row: &sqlx::any::AnyRow) -> Result<Execution> {
         agent_version_id: parse_id(&agent_version_id, AgentVersionId::parse)?,
         agent_name: row.try_get("agent_name")?,
         agent_version: row.try_get("agent_version")?,
+        manifest_sha256: row.try_get("manifest_sha256")?,
+        signature_status: signature_status(row)?,
+        publisher_key_id: publisher_key_id(row)?,
         status: status
             .parse()
             .map_err(|err: codexos_core::execution::StatusError| StoreError::Corrupt(err.to_string()))?,
@@ -266,4 +282,16 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// A version's `signature_status` column.
+fn signature_status(row: &sqlx::any::AnyRow) -> Result<SignatureStatus> {
+    let text: String = row.try_get("signature_status")?;
+    text.parse().map_err(|err| StoreError::Corrupt(format!("{err}")))
+}
+
+/// A version's `publisher_key_id` column.
+fn publisher_key_id(row: &sqlx::any::AnyRow) -> Result<Option<PublisherKeyId>> {
+    let text: Option<String> = row.try_get("publisher_key_id")?;
+    text.map(|key_id| PublisherKeyId::parse(&key_id)).transpose().map_err(|err| StoreError::Corrupt(err.to_string()))
 }

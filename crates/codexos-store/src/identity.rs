@@ -8,7 +8,7 @@ use sqlx::Row;
 
 use crate::api_keys::{BearerSecret, Credential, KEY_RANDOM_CHARS, Principal, hash_secret, new_secret};
 use crate::error::{Entity, parse_id};
-use crate::{Intent, Result, Store, StoreError};
+use crate::{Backend, Intent, Result, Store, StoreError};
 
 /// Every session secret starts with this.
 const SESSION_PREFIX: &str = "cxs_";
@@ -41,11 +41,20 @@ pub struct NewSession {
     pub expires_at: i64,
 }
 
-/// Failed logins of one subject (an account or an address).
+/// Recent login attempts of one subject (an account or an address) that
+/// did not succeed (or have not yet).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Throttle {
     pub failures: i64,
     pub locked_until: Option<i64>,
+}
+
+/// The outcome of counting an attempt: `locked_until` is set when the
+/// subject was locked already (the attempt was not counted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginAttempt {
+    pub locked_until: Option<i64>,
+    pub state: Throttle,
 }
 
 /// Normalizes an email for lookup: addresses are compared case-insensitively.
@@ -55,10 +64,9 @@ pub fn normalize_email(email: &str) -> String {
 
 impl Store {
     /// Adds `email` to the tenant with `role`, creating the user if nobody
-    /// has that email yet (with `password_hash`, if given). An existing
-    /// user's password is never changed here: an admin of one tenant must
-    /// not take over an account that is also another tenant's member.
-    /// `Conflict` if already a member.
+    /// has that email yet, with `password_hash` (if given) as the password
+    /// of this membership: passwords are per tenant, so what one tenant's
+    /// admin sets opens nothing of another's. `Conflict` if already a member.
     pub async fn add_member(
         &self,
         tenant: TenantId,
@@ -71,47 +79,45 @@ impl Store {
         // Users are global: found or created across tenants, then the
         // membership is written as the tenant.
         let mut tx = self.system_tx(Intent::Write).await?;
-        let existing: Option<(String, Option<String>)> =
-            sqlx::query_as("SELECT id, password_hash FROM users WHERE email = $1")
-                .bind(&email)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let (user, has_password) = match existing {
-            Some((id, hash)) => (parse_id(&id, UserId::parse)?, hash.is_some()),
+        let existing: Option<String> =
+            sqlx::query_scalar("SELECT id FROM users WHERE email = $1").bind(&email).fetch_optional(&mut *tx).await?;
+        let user = match existing {
+            Some(id) => parse_id(&id, UserId::parse)?,
             None => {
                 let user = UserId::new();
-                sqlx::query("INSERT INTO users (id, email, password_hash, created_at) VALUES ($1, $2, $3, $4)")
+                sqlx::query("INSERT INTO users (id, email, created_at) VALUES ($1, $2, $3)")
                     .bind(user.to_string())
                     .bind(&email)
-                    .bind(password_hash)
                     .bind(now)
                     .execute(&mut *tx)
                     .await?;
-                (user, password_hash.is_some())
+                user
             }
         };
         self.set_tenant(&mut tx, tenant).await?;
-        let inserted =
-            sqlx::query("INSERT INTO memberships (tenant_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)")
-                .bind(tenant.to_string())
-                .bind(user.to_string())
-                .bind(role.as_str())
-                .bind(now)
-                .execute(&mut *tx)
-                .await;
+        let inserted = sqlx::query(
+            "INSERT INTO memberships (tenant_id, user_id, role, password_hash, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(tenant.to_string())
+        .bind(user.to_string())
+        .bind(role.as_str())
+        .bind(password_hash)
+        .bind(now)
+        .execute(&mut *tx)
+        .await;
         match inserted {
             Err(err) if StoreError::is_unique_violation(&err) => return Err(StoreError::Conflict(Entity::Member)),
             other => other?,
         };
         tx.commit().await?;
-        Ok(Member { user, email, role, has_password, created_at: now })
+        Ok(Member { user, email, role, has_password: password_hash.is_some(), created_at: now })
     }
 
     /// The tenant's members, oldest first.
     pub async fn list_members(&self, tenant: TenantId) -> Result<Vec<Member>> {
         let mut tx = self.tenant_tx(tenant, Intent::Read).await?;
         let rows = sqlx::query(
-            "SELECT u.id, u.email, u.password_hash, m.role, m.created_at FROM memberships m \
+            "SELECT u.id, u.email, m.password_hash, m.role, m.created_at FROM memberships m \
              JOIN users u ON u.id = m.user_id WHERE m.tenant_id = $1 ORDER BY m.created_at, u.email",
         )
         .bind(tenant.to_string())
@@ -129,12 +135,18 @@ impl Store {
         Ok(found)
     }
 
-    /// Changes a member's role. A tenant keeps at least one owner.
-    pub async fn set_member_role(&self, tenant: TenantId, user: UserId, role: Role) -> Result<Member> {
+    /// Changes a member's role, for a caller holding `by`: nobody changes a
+    /// member above their own role or grants more than they hold (checked
+    /// here, under the row's lock, so a concurrent promotion cannot slip
+    /// past). A tenant keeps at least one owner.
+    pub async fn set_member_role(&self, tenant: TenantId, user: UserId, role: Role, by: Role) -> Result<Member> {
         let mut tx = self.tenant_tx(tenant, Intent::Write).await?;
-        let current = fetch_member(&mut tx, tenant, user).await?;
+        let current = self.lock_member(&mut tx, tenant, user).await?;
+        if !by.can_grant(current.role) || !by.can_grant(role) {
+            return Err(StoreError::NotPermitted(format!("a {by} cannot change a {} into a {role}", current.role)));
+        }
         if current.role == Role::Owner && role != Role::Owner {
-            ensure_another_owner(&mut tx, tenant).await?;
+            self.ensure_another_owner(&mut tx, tenant).await?;
         }
         sqlx::query("UPDATE memberships SET role = $1 WHERE tenant_id = $2 AND user_id = $3")
             .bind(role.as_str())
@@ -148,11 +160,14 @@ impl Store {
 
     /// Removes a member: their sessions end with the membership and their
     /// keys in this tenant are revoked. A tenant keeps at least one owner.
-    pub async fn remove_member(&self, tenant: TenantId, user: UserId) -> Result<Member> {
+    pub async fn remove_member(&self, tenant: TenantId, user: UserId, by: Role) -> Result<Member> {
         let mut tx = self.tenant_tx(tenant, Intent::Write).await?;
-        let current = fetch_member(&mut tx, tenant, user).await?;
+        let current = self.lock_member(&mut tx, tenant, user).await?;
+        if !by.can_grant(current.role) {
+            return Err(StoreError::NotPermitted(format!("a {by} cannot remove a {}", current.role)));
+        }
         if current.role == Role::Owner {
-            ensure_another_owner(&mut tx, tenant).await?;
+            self.ensure_another_owner(&mut tx, tenant).await?;
         }
         sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE tenant_id = $2 AND user_id = $3 AND revoked_at IS NULL")
             .bind(now_millis())
@@ -189,7 +204,7 @@ impl Store {
             .await?;
         let Some(tenant_id) = tenant_id else { return Ok(None) };
         let row = sqlx::query(
-            "SELECT u.id, u.password_hash, m.role FROM users u \
+            "SELECT u.id, m.password_hash, m.role FROM users u \
              LEFT JOIN memberships m ON m.user_id = u.id AND m.tenant_id = $1 WHERE u.email = $2",
         )
         .bind(&tenant_id)
@@ -211,31 +226,36 @@ impl Store {
         )))
     }
 
-    /// A user's password hash, for checking the current one before a change.
-    pub async fn password_hash(&self, user: UserId) -> Result<Option<String>> {
-        let mut tx = self.system_tx(Intent::Read).await?;
-        let hash: Option<Option<String>> = sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1")
-            .bind(user.to_string())
-            .fetch_optional(&mut *tx)
-            .await?;
+    /// A member's password hash in this tenant, for checking the current
+    /// one before a change.
+    pub async fn password_hash(&self, tenant: TenantId, user: UserId) -> Result<Option<String>> {
+        let mut tx = self.tenant_tx(tenant, Intent::Read).await?;
+        let hash: Option<Option<String>> =
+            sqlx::query_scalar("SELECT password_hash FROM memberships WHERE tenant_id = $1 AND user_id = $2")
+                .bind(tenant.to_string())
+                .bind(user.to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
         tx.commit().await?;
-        hash.ok_or(StoreError::NotFound(Entity::User))
+        hash.ok_or(StoreError::NotFound(Entity::Member))
     }
 
-    /// Sets a user's password hash and ends every session of theirs, in
-    /// every tenant (whoever knew the old password is logged out).
-    pub async fn set_password(&self, user: UserId, password_hash: &str) -> Result<()> {
-        let mut tx = self.system_tx(Intent::Write).await?;
-        let updated = sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+    /// Sets a member's password in this tenant and ends their sessions here
+    /// (whoever knew the old password is logged out).
+    pub async fn set_password(&self, tenant: TenantId, user: UserId, password_hash: &str) -> Result<()> {
+        let mut tx = self.tenant_tx(tenant, Intent::Write).await?;
+        let updated = sqlx::query("UPDATE memberships SET password_hash = $1 WHERE tenant_id = $2 AND user_id = $3")
             .bind(password_hash)
+            .bind(tenant.to_string())
             .bind(user.to_string())
             .execute(&mut *tx)
             .await?;
         if updated.rows_affected() == 0 {
-            return Err(StoreError::NotFound(Entity::User));
+            return Err(StoreError::NotFound(Entity::Member));
         }
-        sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
+        sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE tenant_id = $2 AND user_id = $3 AND revoked_at IS NULL")
             .bind(now_millis())
+            .bind(tenant.to_string())
             .bind(user.to_string())
             .execute(&mut *tx)
             .await?;
@@ -319,51 +339,73 @@ impl Store {
         Ok(())
     }
 
-    /// The failed logins recorded for `subject`, if any.
-    pub async fn login_throttle(&self, subject: &str) -> Result<Option<Throttle>> {
-        let row: Option<(i64, Option<i64>)> =
-            sqlx::query_as("SELECT failures, locked_until FROM login_throttle WHERE subject = $1")
-                .bind(subject)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(row.map(|(failures, locked_until)| Throttle { failures, locked_until }))
-    }
-
-    /// Counts a failed login of `subject`; failures older than `window_ms`
-    /// are forgotten first. `lock_for` says, from the new count, how long
-    /// the subject is locked (0: not locked). Returns the new state.
-    pub async fn record_login_failure(
+    /// Counts a login attempt of `subject` before its password is checked,
+    /// atomically, so that guesses sent in parallel are each counted: the
+    /// answer says whether the subject was locked already (then nothing is
+    /// counted, and the attempt must be refused unchecked) and the state
+    /// after counting. Attempts older than `window_ms` are forgotten first
+    /// (never while a lock lasts); `lock_for` says, from the new count, how
+    /// long the subject is locked (0: not). A successful login gives its
+    /// attempt back (`forgive_login_attempt`).
+    pub async fn count_login_attempt(
         &self,
         subject: &str,
         window_ms: i64,
         lock_for: impl Fn(i64) -> i64,
-    ) -> Result<Throttle> {
+    ) -> Result<LoginAttempt> {
         let now = now_millis();
         let mut tx = self.begin(Intent::Write).await?;
-        let current: Option<(i64, i64)> =
-            sqlx::query_as("SELECT failures, first_failure_at FROM login_throttle WHERE subject = $1")
-                .bind(subject)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let (failures, first) = match current {
-            Some((failures, first)) if now - first <= window_ms => (failures + 1, first),
-            _ => (1, now),
-        };
-        let lock = lock_for(failures);
-        let locked_until = (lock > 0).then(|| now.saturating_add(lock));
         sqlx::query(
-            "INSERT INTO login_throttle (subject, failures, first_failure_at, locked_until) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (subject) DO UPDATE SET failures = excluded.failures, \
-             first_failure_at = excluded.first_failure_at, locked_until = excluded.locked_until",
+            "INSERT INTO login_throttle (subject, failures, first_failure_at, locked_until) VALUES ($1, 0, $2, NULL) \
+             ON CONFLICT (subject) DO NOTHING",
         )
         .bind(subject)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let lock = if self.backend == Backend::Postgres { " FOR UPDATE" } else { "" };
+        let (failures, first, locked_until): (i64, i64, Option<i64>) = sqlx::query_as(&format!(
+            "SELECT failures, first_failure_at, locked_until FROM login_throttle WHERE subject = $1{lock}"
+        ))
+        .bind(subject)
+        .fetch_one(&mut *tx)
+        .await?;
+        if let Some(until) = locked_until.filter(|until| *until > now) {
+            tx.commit().await?;
+            return Ok(LoginAttempt { locked_until: Some(until), state: Throttle { failures, locked_until } });
+        }
+        let (failures, first) = if now - first <= window_ms { (failures + 1, first) } else { (1, now) };
+        let lock_ms = lock_for(failures);
+        let locked_until = (lock_ms > 0).then(|| now.saturating_add(lock_ms));
+        sqlx::query(
+            "UPDATE login_throttle SET failures = $1, first_failure_at = $2, locked_until = $3 WHERE subject = $4",
+        )
         .bind(failures)
         .bind(first)
         .bind(locked_until)
+        .bind(subject)
+        .execute(&mut *tx)
+        .await?;
+        // Subjects whose window and lock have both passed are forgotten
+        // (the table holds only recent trouble).
+        sqlx::query(
+            "DELETE FROM login_throttle WHERE first_failure_at < $1 AND (locked_until IS NULL OR locked_until < $2)",
+        )
+        .bind(now.saturating_sub(window_ms))
+        .bind(now)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(Throttle { failures, locked_until })
+        Ok(LoginAttempt { locked_until: None, state: Throttle { failures, locked_until } })
+    }
+
+    /// Gives back the attempt a successful login counted.
+    pub async fn forgive_login_attempt(&self, subject: &str) -> Result<()> {
+        sqlx::query("UPDATE login_throttle SET failures = failures - 1 WHERE subject = $1 AND failures > 0")
+            .bind(subject)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// Forgets a subject's failures (after a successful login).
@@ -379,7 +421,7 @@ async fn fetch_member(
     user: UserId,
 ) -> Result<Member> {
     let row = sqlx::query(
-        "SELECT u.id, u.email, u.password_hash, m.role, m.created_at FROM memberships m \
+        "SELECT u.id, u.email, m.password_hash, m.role, m.created_at FROM memberships m \
          JOIN users u ON u.id = m.user_id WHERE m.tenant_id = $1 AND m.user_id = $2",
     )
     .bind(tenant.to_string())
@@ -390,17 +432,46 @@ async fn fetch_member(
     member_from_row(&row)
 }
 
-async fn ensure_another_owner(tx: &mut sqlx::Transaction<'static, sqlx::Any>, tenant: TenantId) -> Result<()> {
-    let owners: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM memberships WHERE tenant_id = $1 AND role = 'owner'")
-        .bind(tenant.to_string())
-        .fetch_one(&mut **tx)
-        .await?;
-    if owners <= 1 {
-        return Err(StoreError::InvalidState(
-            "a tenant keeps at least one owner: make another member owner first".into(),
-        ));
+impl Store {
+    /// The member, with their row locked for the rest of the transaction
+    /// (on SQLite the write transaction holds the whole database).
+    async fn lock_member(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        tenant: TenantId,
+        user: UserId,
+    ) -> Result<Member> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT 1 FROM memberships WHERE tenant_id = $1 AND user_id = $2 FOR UPDATE")
+                .bind(tenant.to_string())
+                .bind(user.to_string())
+                .fetch_optional(&mut **tx)
+                .await?;
+        }
+        fetch_member(tx, tenant, user).await
     }
-    Ok(())
+
+    /// Fails unless another owner remains, with the owners' rows locked so
+    /// that two owners demoting each other at once cannot both pass.
+    async fn ensure_another_owner(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        tenant: TenantId,
+    ) -> Result<()> {
+        let lock = if self.backend == Backend::Postgres { " FOR UPDATE" } else { "" };
+        let owners: Vec<String> = sqlx::query_scalar(&format!(
+            "SELECT user_id FROM memberships WHERE tenant_id = $1 AND role = 'owner'{lock}"
+        ))
+        .bind(tenant.to_string())
+        .fetch_all(&mut **tx)
+        .await?;
+        if owners.len() <= 1 {
+            return Err(StoreError::InvalidState(
+                "a tenant keeps at least one owner: make another member owner first".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn member_from_row(row: &sqlx::any::AnyRow) -> Result<Member> {

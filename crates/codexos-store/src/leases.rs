@@ -35,6 +35,10 @@ pub struct LeasedExecution {
     pub execution: Execution,
     /// The agent version's manifest (TOML).
     pub manifest: String,
+    /// The SHA-256 the version recorded for its manifest when it was
+    /// registered; the worker checks the manifest against it, and against
+    /// the execution's `manifest_sha256`, before it starts.
+    pub version_manifest_sha256: String,
     /// The sequence number of the last event, the `running` one just written.
     pub last_seq: i64,
 }
@@ -155,14 +159,19 @@ impl Store {
         .await?;
         let running_event = events::append_one(&mut tx, lease.tenant, lease.execution_id, &running_event, now).await?;
         let execution = fetch_execution(&mut tx, lease.tenant, lease.execution_id).await?;
-        let manifest: String =
-            sqlx::query_scalar("SELECT manifest FROM agent_versions WHERE tenant_id = $1 AND id = $2")
-                .bind(&tenant)
-                .bind(execution.agent_version_id.to_string())
-                .fetch_one(&mut *tx)
-                .await?;
+        let version = sqlx::query("SELECT manifest, manifest_sha256 FROM agent_versions WHERE tenant_id = $1 AND id = $2")
+            .bind(&tenant)
+            .bind(execution.agent_version_id.to_string())
+            .fetch_one(&mut *tx)
+            .await?;
         tx.commit().await?;
-        Ok(Some(LeasedExecution { lease, execution, manifest, last_seq: running_event.seq }))
+        Ok(Some(LeasedExecution {
+            lease,
+            execution,
+            manifest: version.try_get("manifest")?,
+            version_manifest_sha256: version.try_get("manifest_sha256")?,
+            last_seq: running_event.seq,
+        }))
     }
 
     /// Extends the lease to `now + lease_timeout`; `LeaseLost` if this worker

@@ -20,9 +20,10 @@ mod identity;
 mod leases;
 mod memories;
 mod oidc;
+mod publishers;
 mod queue;
-mod retention;
 mod quotas;
+mod retention;
 mod secrets;
 mod tenants;
 
@@ -38,13 +39,14 @@ pub use control::{ControlAction, ControlRequest, NewFork};
 pub use error::{Entity, Result, StoreError};
 pub use events::{Event, MAX_EVENT_PAYLOAD_BYTES, NewEvent};
 pub use executions::{Execution, ExecutionFilter, ExecutionTotals, NewExecution};
-pub use identity::{LoginRecord, Member, NewSession, Throttle, normalize_email};
+pub use identity::{LoginAttempt, LoginRecord, Member, NewSession, Throttle, normalize_email};
 pub use leases::{Lease, LeasedExecution};
 pub use memories::{MAX_MEMORY_BYTES, Memory, NewMemory};
 pub use oidc::{MAX_PENDING_OIDC_LOGINS, NewOidcLogin, OidcClientSecret, OidcLogin, TenantOidc};
-pub use retention::{Purged, RetentionPolicy};
+pub use publishers::{NewPublisherKey, PublisherKey};
 pub use queue::{QueueStats, WorkerId};
 pub use quotas::{TenantUsage, UsageMetric};
+pub use retention::{Purged, RetentionPolicy};
 pub use secrets::{SealedSecret, SecretInfo, StoredDataKey};
 pub use tenants::{Bootstrap, Tenant};
 

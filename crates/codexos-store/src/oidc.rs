@@ -246,7 +246,7 @@ impl Store {
     pub async fn member_by_email(&self, tenant: TenantId, email: &str) -> Result<Option<Member>> {
         let mut tx = self.tenant_tx(tenant, Intent::Read).await?;
         let row = sqlx::query(
-            "SELECT u.id, u.email, u.password_hash, m.role, m.created_at FROM memberships m \
+            "SELECT u.id, u.email, m.password_hash, m.role, m.created_at FROM memberships m \
              JOIN users u ON u.id = m.user_id WHERE m.tenant_id = $1 AND u.email = $2",
         )
         .bind(tenant.to_string())

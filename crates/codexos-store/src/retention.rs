@@ -104,6 +104,10 @@ impl Store {
     /// transaction; returns what went.
     pub async fn purge_by_retention(&self, tenant: TenantId, policy: &RetentionPolicy, now: i64) -> Result<Purged> {
         let mut purged = Purged::default();
+        // On PostgreSQL the finished executions are locked as they are
+        // picked: one being rolled back (queued again) at the same moment is
+        // either seen finished and purged first, or seen queued and spared.
+        let lock = if self.backend == crate::Backend::Postgres { " FOR UPDATE" } else { "" };
         let mut tx = self.tenant_tx(tenant, Intent::Write).await?;
         let tenant_text = tenant.to_string();
         if let Some(keep) = policy.executions_ms {
@@ -122,7 +126,7 @@ impl Store {
         if let Some(keep) = policy.events_ms {
             let res = sqlx::query(&format!(
                 "DELETE FROM execution_events WHERE tenant_id = $1 AND execution_id IN \
-                 (SELECT id FROM executions WHERE tenant_id = $1 AND {FINAL} AND finished_at < $2)"
+                 (SELECT id FROM executions WHERE tenant_id = $1 AND {FINAL} AND finished_at < $2{lock})"
             ))
             .bind(&tenant_text)
             .bind(now.saturating_sub(keep))
@@ -133,7 +137,7 @@ impl Store {
         if let Some(keep) = policy.checkpoints_ms {
             let res = sqlx::query(&format!(
                 "DELETE FROM checkpoints WHERE tenant_id = $1 AND execution_id IN \
-                 (SELECT id FROM executions WHERE tenant_id = $1 AND {FINAL} AND finished_at < $2)"
+                 (SELECT id FROM executions WHERE tenant_id = $1 AND {FINAL} AND finished_at < $2{lock})"
             ))
             .bind(&tenant_text)
             .bind(now.saturating_sub(keep))

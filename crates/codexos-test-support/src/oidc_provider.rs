@@ -215,11 +215,9 @@ impl FakeIdp {
         let kid = format!("key-{}", &random_token()[..8]);
         let (key, foreign_key) = match config.algorithm {
             SigningAlgorithm::Es256 => (ec_key(&kid), ec_key(&kid)),
-            SigningAlgorithm::Rs256 => {
-                tokio::task::spawn_blocking(move || (rsa_key(&kid, false), rsa_key(&kid, true)))
-                    .await
-                    .expect("make the RSA keys")
-            }
+            SigningAlgorithm::Rs256 => tokio::task::spawn_blocking(move || (rsa_key(&kid, false), rsa_key(&kid, true)))
+                .await
+                .expect("make the RSA keys"),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the fake identity provider");
         let address = listener.local_addr().expect("the fake identity provider's address");
@@ -421,8 +419,12 @@ fn token_error(status: StatusCode, error: &str, description: &str) -> Response {
 }
 
 /// The client's id and whether it proved who it is (RFC 6749 2.3.1).
-fn authenticate_client(shared: &Shared, headers: &HeaderMap, form: &HashMap<String, String>) -> Result<(), Response> {
-    let invalid = |description: &str| token_error(StatusCode::UNAUTHORIZED, "invalid_client", description);
+/// The refusal's `error_description` for `invalid_client`, if refused.
+fn authenticate_client(
+    shared: &Shared,
+    headers: &HeaderMap,
+    form: &HashMap<String, String>,
+) -> Result<(), &'static str> {
     let basic = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
@@ -437,18 +439,18 @@ fn authenticate_client(shared: &Shared, headers: &HeaderMap, form: &HashMap<Stri
             (decode(id).unwrap_or_default(), decode(secret).unwrap_or_default())
         });
     let (client_id, secret) = match (basic, form.get("client_secret")) {
-        (Some(_), Some(_)) => return Err(invalid("more than one client authentication method")),
+        (Some(_), Some(_)) => return Err("more than one client authentication method"),
         (Some((id, secret)), None) => (id, Some(secret)),
         (None, secret) => (form.get("client_id").cloned().unwrap_or_default(), secret.cloned()),
     };
     if client_id != shared.config.client_id {
-        return Err(invalid("unknown client"));
+        return Err("unknown client");
     }
     match (&shared.config.client_secret, secret) {
         (None, None) => Ok(()),
         (Some(expected), Some(given)) if *expected == given => Ok(()),
-        (None, Some(_)) => Err(invalid("a public client has no secret")),
-        (Some(_), _) => Err(invalid("client authentication failed")),
+        (None, Some(_)) => Err("a public client has no secret"),
+        (Some(_), _) => Err("client authentication failed"),
     }
 }
 
@@ -461,8 +463,8 @@ fn exchange(shared: &Shared, headers: &HeaderMap, form: &HashMap<String, String>
     if field("grant_type") != "authorization_code" {
         return token_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "only authorization_code");
     }
-    if let Err(refused) = authenticate_client(shared, headers, form) {
-        return refused;
+    if let Err(description) = authenticate_client(shared, headers, form) {
+        return token_error(StatusCode::UNAUTHORIZED, "invalid_client", description);
     }
     // A code is used once, whatever happens next.
     let Some(issued) = lock(&shared.codes).remove(field("code")) else {

@@ -158,6 +158,8 @@ impl Fixture {
             description: "the engine_step benchmark's agent".to_owned(),
             manifest: MANIFEST.to_owned(),
             manifest_sha256: "bench".to_owned(),
+            signature_status: codexos_core::SignatureStatus::Unsigned,
+            publisher_key_id: None,
             created_by: None,
         };
         let version = store.create_agent_version(tenant, &new_version).await.unwrap();

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use codexos_core::{ExecutionStatus, SecretName, TenantId};
+use codexos_core::{ExecutionStatus, SecretName, SignatureStatus, TenantId};
 use codexos_engine::manifest::{AgentKind, ApiKeySource};
 use codexos_engine::{
     AgentManifest, ExecutionSecrets, ExecutionSetup, Interrupted, JournalError, PauseSignal, RecordedEvent, Totals,
@@ -154,8 +154,12 @@ async fn prepare(
     check_cpu_quota(store, leased.lease.tenant, &options.quotas)
         .await
         .map_err(|error| failed("quota_exceeded", error))?;
+    // The manifest is what was registered, and its signature still holds,
+    // before anything in it is used.
+    check_manifest_hash(leased).map_err(|error| failed("manifest_tampered", error))?;
     let manifest = AgentManifest::parse(&leased.manifest)
         .map_err(|err| failed("invalid_manifest", format!("the stored manifest no longer parses: {err}")))?;
+    check_signature(store, leased, &manifest).await.map_err(|(reason, error)| failed(reason, error))?;
     let requested = Path::new(&leased.execution.workspace);
     let parent_in_roots = requested.parent().and_then(|parent| parent.canonicalize().ok()).is_some_and(|parent| {
         options.workspace_roots.iter().filter_map(|root| root.canonicalize().ok()).any(|root| parent.starts_with(root))
@@ -231,6 +235,77 @@ async fn prepare(
         // One store per tenant: checkpoints share content within a tenant only.
         checkpoints: options.checkpoint_root.as_ref().map(|root| root.join(leased.lease.tenant.to_string())),
     })
+}
+
+/// The stored manifest must have the SHA-256 its version recorded when it
+/// was registered, and the one the execution recorded when it was created:
+/// a manifest changed in the database since is not run.
+fn check_manifest_hash(leased: &LeasedExecution) -> Result<(), String> {
+    let execution = &leased.execution;
+    let found = codexos_engine::signing::manifest_sha256(&leased.manifest);
+    let recorded = [&leased.version_manifest_sha256, &execution.manifest_sha256];
+    match recorded.into_iter().find(|recorded| **recorded != found) {
+        None => Ok(()),
+        Some(recorded) => Err(format!(
+            "the stored manifest of {} {} was changed after it was registered: its SHA-256 is {found}, not {recorded}",
+            execution.agent_name, execution.agent_version
+        )),
+    }
+}
+
+/// A signed version runs only while its signature matches the manifest
+/// and the key that made it is still registered, not revoked, and (for a
+/// version registered as `verified`) still trusted by the tenant. The
+/// stored signature status must match what the manifest carries.
+async fn check_signature(
+    store: &Store,
+    leased: &LeasedExecution,
+    manifest: &AgentManifest,
+) -> Result<(), (&'static str, String)> {
+    let execution = &leased.execution;
+    let what = format!("{} {}", execution.agent_name, execution.agent_version);
+    let tampered = |error: String| ("manifest_tampered", error);
+    let signature = match (execution.signature_status, &manifest.signature) {
+        (SignatureStatus::Unsigned, None) => return Ok(()),
+        (SignatureStatus::Unsigned, Some(_)) => {
+            return Err(tampered(format!("{what} was registered unsigned, but its stored manifest is signed now")));
+        }
+        (status, None) => {
+            return Err(tampered(format!("{what} was registered {status}, but its stored manifest has no signature")));
+        }
+        (_, Some(signature)) => signature,
+    };
+    if execution.publisher_key_id.as_ref() != Some(&signature.publisher) {
+        return Err(tampered(format!(
+            "the stored manifest of {what} is signed by key {}, not by the key it was registered with",
+            signature.publisher
+        )));
+    }
+    let untrusted = |error: String| ("publisher_untrusted", error);
+    let key = match store.publisher_key(leased.lease.tenant, &signature.publisher).await {
+        Ok(key) => key,
+        Err(StoreError::NotFound(_)) => {
+            return Err(untrusted(format!("key {} that signed {what} is not registered", signature.publisher)));
+        }
+        Err(err) => {
+            return Err(untrusted(format!("cannot read key {} that signed {what}: {err}", signature.publisher)));
+        }
+    };
+    if let Some(revoked_at) = key.revoked_at {
+        return Err(untrusted(format!(
+            "key {} ({}) that signed {what} was revoked on {}",
+            key.key_id,
+            key.name,
+            codexos_core::format_millis(revoked_at)
+        )));
+    }
+    if execution.signature_status == SignatureStatus::Verified && !key.trusted {
+        return Err(untrusted(format!("key {} ({}) that signed {what} is no longer trusted", key.key_id, key.name)));
+    }
+    let public_key = codexos_engine::signing::PublicKey::parse(&key.public_key)
+        .map_err(|err| untrusted(format!("key {} that signed {what} cannot be read: {err}", key.key_id)))?;
+    codexos_engine::signing::verify_signature(&leased.manifest, signature, &public_key)
+        .map_err(|err| tampered(format!("{what}: {err}")))
 }
 
 /// The tenant's slug, for metrics labels (its id if it cannot be read).

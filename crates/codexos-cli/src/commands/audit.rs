@@ -19,8 +19,8 @@ use crate::output::text;
 pub async fn run(global: &GlobalArgs, command: AuditCommand) -> anyhow::Result<ExitCode> {
     match command {
         AuditCommand::List { after, limit, json } => list(global, after, limit, json).await,
-        AuditCommand::Verify { tenant, key, database_url, json } => {
-            verify(global, tenant.as_deref(), key.as_deref(), database_url, json).await
+        AuditCommand::Verify { tenant, key, checkpoints, database_url, json } => {
+            verify(global, tenant.as_deref(), key.as_deref(), &checkpoints, database_url, json).await
         }
         AuditCommand::Proof { seq } => {
             let client = Client::from_args(global)?;
@@ -28,7 +28,7 @@ pub async fn run(global: &GlobalArgs, command: AuditCommand) -> anyhow::Result<E
             println!("{}", serde_json::to_string_pretty(&proof)?);
             Ok(ExitCode::SUCCESS)
         }
-        AuditCommand::CheckProof { file, key } => check_proof(global, &file, key.as_deref()),
+        AuditCommand::CheckProof { file, key, tenant } => check_proof(global, &file, key.as_deref(), tenant.as_deref()),
         AuditCommand::Export { tenant, output, database_url } => export(global, &tenant, output, database_url).await,
     }
 }
@@ -83,10 +83,20 @@ async fn verify(
     global: &GlobalArgs,
     tenant: Option<&str>,
     key: Option<&str>,
+    witness_files: &[std::path::PathBuf],
     database_url: Option<String>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let key = verifier_key(global, key)?;
+    // Checkpoints kept outside the database, each checked with the key now
+    // so that a wrong file is named rather than reported as tampering.
+    let mut witnesses = Vec::new();
+    for file in witness_files {
+        let note = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+        let checkpoint = codexos_audit::open_checkpoint(&note, &key)
+            .with_context(|| format!("{} is not a checkpoint signed with this key", file.display()))?;
+        witnesses.push((checkpoint.origin, codexos_audit::StoredCheckpoint { size: checkpoint.size, note }));
+    }
     let store = open_store(global, database_url).await?;
     let mut tenants = store.list_tenants().await?;
     if let Some(slug) = tenant {
@@ -98,7 +108,10 @@ async fn verify(
     let mut intact = true;
     let mut reports = Vec::new();
     for tenant in &tenants {
-        let verdict = store.verify_audit(tenant.id, key.clone()).await?;
+        let origin = codexos_store::audit_origin(&tenant.id.to_string());
+        let own: Vec<_> =
+            witnesses.iter().filter(|(of, _)| *of == origin).map(|(_, checkpoint)| checkpoint.clone()).collect();
+        let verdict = store.verify_audit_with_witnesses(tenant.id, key.clone(), &own).await?;
         intact &= matches!(verdict, Verdict::Intact { .. });
         if json {
             reports.push(serde_json::json!({ "tenant": tenant.slug.as_str(), "verdict": verdict }));
@@ -122,7 +135,12 @@ async fn verify(
     Ok(if intact { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-fn check_proof(global: &GlobalArgs, file: &std::path::Path, key: Option<&str>) -> anyhow::Result<ExitCode> {
+fn check_proof(
+    global: &GlobalArgs,
+    file: &std::path::Path,
+    key: Option<&str>,
+    tenant: Option<&str>,
+) -> anyhow::Result<ExitCode> {
     let key = verifier_key(global, key)?;
     let reader: Box<dyn BufRead> = if file.as_os_str() == "-" {
         Box::new(std::io::stdin().lock())
@@ -149,10 +167,15 @@ fn check_proof(global: &GlobalArgs, file: &std::path::Path, key: Option<&str>) -
     }
     let mut valid = true;
     for proof in &proofs {
+        if let Some(wanted) = tenant.filter(|wanted| *wanted != proof.tenant) {
+            valid = false;
+            println!("entry {}: INVALID: a proof of tenant {}, not {wanted}", proof.entry.seq, proof.tenant);
+            continue;
+        }
         match proof.check(&key) {
             Ok(checkpoint) => println!(
-                "entry {} ({}): included in the checkpoint of {} entries signed by {}",
-                proof.entry.seq, proof.entry.action, checkpoint.size, AUDIT_KEY_NAME
+                "entry {} ({}) of tenant {}: included in the checkpoint of {} entries signed by {}",
+                proof.entry.seq, proof.entry.action, proof.tenant, checkpoint.size, AUDIT_KEY_NAME
             ),
             Err(problem) => {
                 valid = false;

@@ -1,4 +1,4 @@
-//! `codexos key create|list|revoke`.
+//! `codexos key create|list|revoke`; `key publisher ...` is `publishers.rs`.
 
 use std::process::ExitCode;
 
@@ -55,6 +55,7 @@ pub async fn run(global: &GlobalArgs, command: KeyCommand) -> anyhow::Result<Exi
                 println!("Revoked key {} ({}).", text(&key["id"]), text(&key["name"]));
             }
         }
+        KeyCommand::Publisher(command) => return super::publishers::run(&client, command).await,
     }
     Ok(ExitCode::SUCCESS)
 }

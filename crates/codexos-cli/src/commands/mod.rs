@@ -6,6 +6,7 @@ mod doctor;
 mod executions;
 mod keys;
 pub mod platform;
+mod publishers;
 mod quotas;
 mod sandbox;
 pub mod secrets;

@@ -64,10 +64,10 @@ pub async fn run(global: &GlobalArgs, command: SsoCommand) -> anyhow::Result<Exi
                     Some("tenant_secret") => format!("tenant secret {}", text(&config["client_secret_secret"])),
                     _ => "none (public client, PKCE)".to_owned(),
                 };
-                let domains = config["allowed_domains"]
-                    .as_array()
-                    .filter(|domains| !domains.is_empty())
-                    .map_or_else(|| "any".to_owned(), |domains| domains.iter().map(text).collect::<Vec<_>>().join(", "));
+                let domains = config["allowed_domains"].as_array().filter(|domains| !domains.is_empty()).map_or_else(
+                    || "any".to_owned(),
+                    |domains| domains.iter().map(text).collect::<Vec<_>>().join(", "),
+                );
                 println!("issuer          {}", text(&config["issuer"]));
                 println!("client id       {}", text(&config["client_id"]));
                 println!("client secret   {secret}");

@@ -82,7 +82,8 @@ async fn state_changes_are_recorded_verified_and_provable() {
     let (code, stdout, stderr) =
         run(Command::new(&server.bin).args(["audit", "check-proof"]).arg(&proof_file).args(["--key", &verifier_key]));
     assert_eq!(code, 0, "{stdout}{stderr}");
-    assert!(stdout.contains("entry 2 (key.create): included in the checkpoint of 3 entries"), "{stdout}");
+    assert!(stdout.contains("entry 2 (key.create) of tenant "), "{stdout}");
+    assert!(stdout.contains("included in the checkpoint of 3 entries"), "{stdout}");
     let forged = proof.replace("\"denied\"", "\"success\"");
     assert_ne!(forged, proof);
     std::fs::write(&proof_file, &forged).unwrap();
@@ -109,6 +110,13 @@ async fn state_changes_are_recorded_verified_and_provable() {
         run(Command::new(&server.bin).args(["audit", "check-proof"]).arg(&export).args(["--key", &verifier_key]));
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert_eq!(stdout.lines().count(), 3, "{stdout}");
+    // The export's checkpoint, kept outside the database, is a witness.
+    let last_line = std::fs::read_to_string(&export).unwrap().lines().last().unwrap().to_owned();
+    let witness = dir.path().join("witness.note");
+    std::fs::write(&witness, serde_json::from_str::<Value>(&last_line).unwrap()["checkpoint"].as_str().unwrap())
+        .unwrap();
+    let (code, stdout, stderr) = run(offline(&server, "verify", &["--checkpoint"]).arg(&witness));
+    assert_eq!(code, 0, "{stdout}{stderr}");
 
     // Someone with write access to the database edits an entry: found.
     tamper(&server, "UPDATE audit_entries SET outcome = 'success' WHERE seq = 2").await;

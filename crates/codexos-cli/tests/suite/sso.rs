@@ -74,7 +74,8 @@ async fn start_login(server: &TestServer, tenant: &str, redirect: Option<&str>) 
     let browser = browser_client();
     let mut url = format!("{}/v1/sso/{tenant}/login", server.url);
     if let Some(redirect) = redirect {
-        url = format!("{url}?redirect={}", url::form_urlencoded::byte_serialize(redirect.as_bytes()).collect::<String>());
+        url =
+            format!("{url}?redirect={}", url::form_urlencoded::byte_serialize(redirect.as_bytes()).collect::<String>());
     }
     let response = browser.get(&url).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::FOUND, "{}", response.text().await.unwrap());
@@ -148,7 +149,13 @@ async fn member_emails(server: &TestServer, key: &str) -> Vec<(String, String)> 
 async fn sso_audit(server: &TestServer, key: &str) -> Vec<Value> {
     let (status, audit) = server.call(Method::GET, "/v1/audit?limit=1000", Some(key), None).await;
     assert_eq!(status, StatusCode::OK, "{audit}");
-    audit["entries"].as_array().unwrap().iter().filter(|entry| entry["action"] == "session.sso_login").cloned().collect()
+    audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|entry| entry["action"] == "session.sso_login")
+        .cloned()
+        .collect()
 }
 
 fn create_tenant(server: &TestServer, slug: &str, owner: &str) -> String {
@@ -194,7 +201,10 @@ async fn the_first_login_provisions_a_member_and_later_ones_reuse_them() {
     let user_id = first["user_id"].as_str().unwrap().to_owned();
     assert_eq!(
         member_emails(&server, &owner).await,
-        vec![("alice@acme.test".to_owned(), "developer".to_owned()), ("owner@localhost".to_owned(), "owner".to_owned())]
+        vec![
+            ("alice@acme.test".to_owned(), "developer".to_owned()),
+            ("owner@localhost".to_owned(), "owner".to_owned())
+        ]
     );
     let (_, users) = server.get("/v1/users").await;
     let alice = users["users"].as_array().unwrap().iter().find(|user| user["email"] == "alice@acme.test").unwrap();
@@ -214,11 +224,7 @@ async fn the_first_login_provisions_a_member_and_later_ones_reuse_them() {
     assert!(exchange.authorization.as_deref().is_some_and(|value| value.starts_with("Basic ")), "{exchange:?}");
     assert!(!exchange.form.contains_key("client_secret"), "{exchange:?}");
     let verifier = &exchange.form["code_verifier"];
-    assert_eq!(
-        pkce_challenge(verifier),
-        authorize["code_challenge"],
-        "the verifier sent is the challenge's"
-    );
+    assert_eq!(pkce_challenge(verifier), authorize["code_challenge"], "the verifier sent is the challenge's");
 
     // A second login: the same member, a new session; nothing added.
     let (cookie_again, went_to) = log_in(&server, "default", None).await;

@@ -317,18 +317,16 @@ async fn members_log_in_with_sessions_and_guessing_is_locked() {
     let body: Value = locked.json().await.unwrap();
     assert_eq!(body["error"]["code"], "login_locked");
 
-    // All of it is on the tenant's audit log.
+    // The attempts are on the tenant's audit log, the last failure saying it
+    // locked the account (refusals while locked are only counted).
     let (_, audit) = server.get("/v1/audit?limit=1000").await;
-    let logins: Vec<&str> = audit["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|entry| entry["action"] == "session.login")
-        .map(|entry| entry["outcome"].as_str().unwrap())
-        .collect();
-    assert_eq!(logins.iter().filter(|outcome| **outcome == "success").count(), 1, "{logins:?}");
-    assert!(logins.iter().filter(|outcome| **outcome == "failure").count() >= 6, "{logins:?}");
-    assert_eq!(logins.last(), Some(&"denied"), "{logins:?}");
+    let logins: Vec<&Value> =
+        audit["entries"].as_array().unwrap().iter().filter(|entry| entry["action"] == "session.login").collect();
+    let outcomes: Vec<&str> = logins.iter().map(|entry| entry["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes.iter().filter(|outcome| **outcome == "success").count(), 1, "{outcomes:?}");
+    assert!(outcomes.iter().filter(|outcome| **outcome == "failure").count() >= 6, "{outcomes:?}");
+    let last = logins.last().unwrap();
+    assert_eq!((last["outcome"].as_str(), &last["details"]["locked"]), (Some("failure"), &json!(true)));
     assert!(audit["entries"].as_array().unwrap().iter().any(|entry| entry["action"] == "session.logout"));
 }
 
@@ -477,4 +475,108 @@ async fn age_execution(server: &TestServer, id: &str, millis: i64) {
         .await
         .unwrap();
     conn.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn guesses_sent_at_once_are_each_counted() {
+    let server = server().await;
+    let (status, _) = server
+        .call(
+            Method::POST,
+            "/v1/users",
+            Some(&server.owner_key),
+            Some(json!({ "email": "target@acme.test", "role": "viewer", "password": "the real password" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let guesses: Vec<_> = (0..10)
+        .map(|n| {
+            let request = server
+                .request(Method::POST, "/v1/login")
+                .json(&json!({ "tenant": "default", "email": "target@acme.test", "password": format!("guess {n}") }));
+            tokio::spawn(async move { request.send().await.unwrap().status() })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for guess in guesses {
+        statuses.push(guess.await.unwrap());
+    }
+    let refused = statuses.iter().filter(|status| **status == StatusCode::TOO_MANY_REQUESTS).count();
+    let checked = statuses.iter().filter(|status| **status == StatusCode::UNAUTHORIZED).count();
+    assert_eq!((checked, refused), (5, 5), "{statuses:?}");
+}
+
+#[tokio::test]
+async fn a_demoted_or_removed_member_s_keys_shrink_with_them() {
+    let server = server().await;
+    let owner = server.owner_key.clone();
+    let (_, member) = server
+        .call(
+            Method::POST,
+            "/v1/users",
+            Some(&owner),
+            Some(json!({ "email": "ops@acme.test", "role": "admin", "password": "ops password 123" })),
+        )
+        .await;
+    let member_id = member["id"].as_str().unwrap().to_owned();
+    let response = login(&server, "default", "ops@acme.test", "ops password 123").await;
+    let cookie = session_cookie(&response).unwrap().split(';').next().unwrap().to_owned();
+    // The member makes an admin key of their own.
+    let created: Value = server
+        .request(Method::POST, "/v1/keys")
+        .header("cookie", &cookie)
+        .json(&json!({ "name": "mine", "role": "admin" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = created["secret"].as_str().unwrap().to_owned();
+    assert_eq!(server.call(Method::GET, "/v1/keys", Some(&key), None).await.0, StatusCode::OK);
+
+    // Demoted to viewer, the key holds a viewer's permissions, and cannot
+    // promote its owner back.
+    let (status, _) = server
+        .call(Method::PATCH, &format!("/v1/users/{member_id}"), Some(&owner), Some(json!({ "role": "viewer" })))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(server.call(Method::GET, "/v1/keys", Some(&key), None).await.0, StatusCode::FORBIDDEN);
+    let (status, _) = server
+        .call(Method::PATCH, &format!("/v1/users/{member_id}"), Some(&key), Some(json!({ "role": "owner" })))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (_, me) = server.call(Method::GET, "/v1/me", Some(&key), None).await;
+    assert_eq!(me["role"], "viewer");
+    // Removed, the key opens nothing.
+    let (status, _) = server.call(Method::DELETE, &format!("/v1/users/{member_id}"), Some(&owner), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(server.call(Method::GET, "/v1/me", Some(&key), None).await.0, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_password_set_in_one_tenant_opens_nothing_in_another() {
+    let server = server().await;
+    // Tenant default's admin gives ceo@victim.test a password it chose.
+    let (status, _) = server
+        .call(
+            Method::POST,
+            "/v1/users",
+            Some(&server.owner_key),
+            Some(json!({ "email": "ceo@victim.test", "role": "viewer", "password": "chosen by default" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(login(&server, "default", "ceo@victim.test", "chosen by default").await.status(), StatusCode::OK);
+    // The same person owns another tenant: that password does not open it.
+    let victim = create_tenant(&server, "victim", "ceo@victim.test");
+    let victim_key = victim["owner_key"].as_str().unwrap().to_owned();
+    let denied = login(&server, "victim", "ceo@victim.test", "chosen by default").await;
+    assert_eq!(denied.status(), StatusCode::UNAUTHORIZED);
+    // Their own password there is theirs to set, and changes nothing in default.
+    let body = json!({ "new_password": "the ceo's own password" });
+    let (status, _) = send(&server, Method::PUT, "/v1/me/password", &victim_key, Some(body)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(login(&server, "victim", "ceo@victim.test", "the ceo's own password").await.status(), StatusCode::OK);
+    assert_eq!(login(&server, "default", "ceo@victim.test", "chosen by default").await.status(), StatusCode::OK);
 }

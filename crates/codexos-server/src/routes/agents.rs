@@ -8,7 +8,6 @@ use codexos_core::{Permission, format_millis};
 use codexos_engine::AgentManifest;
 use codexos_store::{AgentSummary, AgentVersion, NewAgentVersion};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
@@ -33,7 +32,20 @@ pub struct AgentVersionView {
     description: String,
     /// SHA-256 of the manifest text, hex.
     manifest_sha256: String,
+    /// What registration found of the manifest's signature.
+    signature: SignatureView,
     created_at: String,
+}
+
+/// A version's signature as registration found it (docs/manifest.md, "Signature").
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SignatureView {
+    /// `unsigned`, `verified` (by a key the tenant trusts) or `untrusted`.
+    status: String,
+    /// The id of the key that signed it.
+    key_id: Option<String>,
+    /// That key's name in the tenant.
+    publisher: Option<String>,
 }
 
 impl From<&AgentVersion> for AgentVersionView {
@@ -44,6 +56,11 @@ impl From<&AgentVersion> for AgentVersionView {
             kind: version.kind.clone(),
             description: version.description.clone(),
             manifest_sha256: version.manifest_sha256.clone(),
+            signature: SignatureView {
+                status: version.signature_status.to_string(),
+                key_id: version.publisher_key_id.as_ref().map(ToString::to_string),
+                publisher: version.publisher_name.clone(),
+            },
             created_at: format_millis(version.created_at),
         }
     }
@@ -104,7 +121,9 @@ pub struct VersionQuery {
         (status = 401, body = ErrorEnvelope),
         (status = 403, body = ErrorEnvelope),
         (status = 409, body = ErrorEnvelope, description = "This version of the agent exists already"),
-        (status = 422, body = ErrorEnvelope, description = "Invalid manifest; `problems` names each key and reason"),
+        (status = 422, body = ErrorEnvelope, description = "Invalid manifest (`invalid_manifest`; `problems` names each key and reason), \
+            a signature that does not match the manifest (`manifest_tampered`), or one by a key the tenant has not \
+            registered, revoked or does not trust (`untrusted_publisher`); nothing is registered"),
     )
 )]
 pub async fn create_agent(
@@ -130,6 +149,12 @@ pub async fn create_agent(
             vec![Problem { key: problem.key, reason: problem.reason }],
         )
     })?;
+    // A signed manifest must verify: tampered ones are refused always.
+    let signature = super::publishers::check_manifest_signature(&state, caller.0.tenant, &request.manifest, &manifest)
+        .await?;
+    // Without a policy that lets them in, manifests signed by a key the
+    // tenant does not trust are refused too.
+    signature.refuse_untrusted()?;
     let new_version = NewAgentVersion {
         name: manifest.name.to_string(),
         version: manifest.version.to_string(),
@@ -137,7 +162,9 @@ pub async fn create_agent(
         kind: manifest.kind_name().to_owned(),
         description: manifest.description.clone(),
         manifest: request.manifest.clone(),
-        manifest_sha256: hex::encode(Sha256::digest(request.manifest.as_bytes())),
+        manifest_sha256: codexos_engine::signing::manifest_sha256(&request.manifest),
+        signature_status: signature.status,
+        publisher_key_id: signature.key_id(),
         created_by: caller.0.user,
     };
     let created = state.store.create_agent_version(caller.0.tenant, &new_version).await.map_err(|err| match err {
@@ -151,9 +178,15 @@ pub async fn create_agent(
         ),
         other => other.into(),
     })?;
-    tracing::info!(agent = %created.name, version = %created.version, "agent version registered");
-    let note = AuditNote::new(format!("agent:{}", created.name))
-        .with_details(serde_json::json!({ "version": created.version, "manifest_sha256": created.manifest_sha256 }));
+    tracing::info!(
+        agent = %created.name, version = %created.version, signature = %created.signature_status,
+        "agent version registered"
+    );
+    let note = AuditNote::new(format!("agent:{}", created.name)).with_details(serde_json::json!({
+        "version": created.version,
+        "manifest_sha256": created.manifest_sha256,
+        "signature": { "status": created.signature_status, "key_id": created.publisher_key_id },
+    }));
     Ok((StatusCode::CREATED, Extension(note), ApiJson((&created).into())))
 }
 

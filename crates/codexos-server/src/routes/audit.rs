@@ -102,6 +102,9 @@ pub struct AuditVerification {
     detail: Option<String>,
     /// The key the checkpoints were checked with, in signed-note form.
     verifier_key: String,
+    /// The newest signed checkpoint: keep it outside the database, and give
+    /// it to `codexos audit verify --checkpoint` later as a witness.
+    latest_checkpoint: Option<String>,
 }
 
 /// Checks the tenant's log: the hash chain, the Merkle tree, every signed
@@ -112,8 +115,12 @@ pub struct AuditVerification {
 )]
 pub async fn verify_audit(State(state): State<AppState>, caller: Caller) -> ApiResult<ApiJson<AuditVerification>> {
     caller.require(Permission::AuditRead)?;
+    let _permit = heavy_work(&state)?;
     let verdict = state.auditor.verify(caller.0.tenant).await?;
-    Ok(ApiJson(verification_view(verdict, state.auditor.verifier().to_string())))
+    let mut view = verification_view(verdict, state.auditor.verifier().to_string());
+    view.latest_checkpoint =
+        state.store.audit_checkpoints(caller.0.tenant).await?.pop().map(|checkpoint| checkpoint.note);
+    Ok(ApiJson(view))
 }
 
 fn verification_view(verdict: codexos_audit::Verdict, verifier_key: String) -> AuditVerification {
@@ -126,6 +133,7 @@ fn verification_view(verdict: codexos_audit::Verdict, verifier_key: String) -> A
         problem: None,
         detail: None,
         verifier_key,
+        latest_checkpoint: None,
     };
     match verdict {
         codexos_audit::Verdict::Intact { size, root, checkpoints } => AuditVerification {
@@ -163,10 +171,19 @@ pub async fn prove_entry(
     Path(seq): Path<String>,
 ) -> ApiResult<ApiJson<AuditProof>> {
     caller.require(Permission::AuditRead)?;
+    let _permit = heavy_work(&state)?;
     let seq: u64 = seq
         .parse()
         .ok()
         .filter(|seq| *seq >= 1)
         .ok_or_else(|| ApiError::bad_request("invalid_field", "the entry's sequence number must be 1 or more"))?;
     Ok(ApiJson(state.auditor.proof(caller.0.tenant, seq).await?))
+}
+
+/// Verifying a log and proving an entry read the whole log: only a few run
+/// at once in a server, so that no caller can tie it up with them.
+fn heavy_work(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    state.audit_work.clone().try_acquire_owned().map_err(|_| {
+        ApiError::too_many_requests("busy", "the server is verifying audit logs already; try again shortly", 5)
+    })
 }

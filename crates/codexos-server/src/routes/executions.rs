@@ -66,7 +66,15 @@ pub struct CreateExecution {
 pub struct ExecutionView {
     id: String,
     agent: String,
+    /// The exact version it runs.
     agent_version: String,
+    /// The SHA-256 of that version's manifest, recorded when the execution
+    /// was created; a worker refuses to start it if the manifest no longer
+    /// has this hash (`manifest_tampered`).
+    manifest_sha256: String,
+    /// The version's signature as registered: `status` and `key_id`.
+    #[schema(value_type = Object)]
+    signature: serde_json::Value,
     /// queued, running, paused, waiting_approval, succeeded, failed or cancelled.
     status: String,
     task: String,
@@ -102,6 +110,11 @@ impl From<Execution> for ExecutionView {
             id: execution.id.to_string(),
             agent: execution.agent_name,
             agent_version: execution.agent_version,
+            manifest_sha256: execution.manifest_sha256,
+            signature: serde_json::json!({
+                "status": execution.signature_status,
+                "key_id": execution.publisher_key_id,
+            }),
             status: execution.status.to_string(),
             task: execution.task,
             workspace: execution.workspace,

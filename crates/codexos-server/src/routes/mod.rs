@@ -8,6 +8,7 @@ mod executions;
 mod health;
 mod keys;
 mod me;
+mod publishers;
 mod retention;
 mod secrets;
 mod sessions;
@@ -81,6 +82,8 @@ pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(keys::revoke_key))
         .routes(routes!(agents::list_agents, agents::create_agent))
         .routes(routes!(agents::show_agent))
+        .routes(routes!(publishers::list_publishers, publishers::create_publisher))
+        .routes(routes!(publishers::set_publisher_trust, publishers::revoke_publisher))
         .routes(routes!(executions::list_executions, executions::create_execution))
         .routes(routes!(executions::show_execution))
         .routes(routes!(executions::list_events))

@@ -81,9 +81,12 @@ pub async fn login(
     ApiJson(request): ApiJson<Login>,
 ) -> ApiResult<Response> {
     let request_id = headers.get("x-request-id").and_then(|value| value.to_str().ok()).map(str::to_owned);
+    if request.email.len() > MAX_EMAIL_BYTES || request.tenant.len() > MAX_EMAIL_BYTES {
+        return Err(ApiError::bad_request("invalid_field", "email and tenant are at most 254 bytes"));
+    }
     let email = codexos_store::normalize_email(&request.email);
     let account = format!("account:{email}");
-    let address = format!("address:{}", peer.ip());
+    let address = format!("address:{}", address_subject(peer.ip()));
     let slug = TenantSlug::parse(request.tenant.trim()).ok();
     let found = match &slug {
         Some(slug) => state.store.login_record(slug, &email).await?,
@@ -99,22 +102,19 @@ pub async fn login(
         details,
     };
 
-    // A locked subject is refused before its password is even looked at.
-    let now = now_millis();
-    for subject in [&account, &address] {
-        if let Some(locked_until) =
-            state.store.login_throttle(subject).await?.and_then(|throttle| throttle.locked_until)
-            && locked_until > now
-        {
-            let seconds = u64::try_from((locked_until - now + 999) / 1000).unwrap_or(1);
-            let entry = audit(AuditOutcome::Denied, peer_actor(&peer), serde_json::json!({ "locked": subject }));
-            record(&state, tenant, &entry).await;
-            return Err(ApiError::too_many_requests(
-                "login_locked",
-                "too many failed logins: try again later",
-                seconds,
-            ));
-        }
+    // Every attempt is counted before its password is checked, atomically,
+    // so guesses sent in parallel cannot all slip under the limit; a locked
+    // subject is refused unchecked. (Refusals while locked are counted in a
+    // metric, not audited: a flood of them must not become a flood of
+    // entries. The failure that set the lock is audited.)
+    let account_attempt =
+        state.store.count_login_attempt(&account, WINDOW_MS, |n| lock_after(n, ACCOUNT_FAILURES_BEFORE_LOCK)).await?;
+    let address_attempt =
+        state.store.count_login_attempt(&address, WINDOW_MS, |n| lock_after(n, ADDRESS_FAILURES_BEFORE_LOCK)).await?;
+    if let Some(until) = account_attempt.locked_until.max(address_attempt.locked_until) {
+        let seconds = u64::try_from((until - now_millis() + 999) / 1000).unwrap_or(1);
+        metrics::counter!("codexos_login_locked_total").increment(1);
+        return Err(ApiError::too_many_requests("login_locked", "too many failed logins: try again later", seconds));
     }
 
     let record_entry = found.and_then(|(_, record)| record);
@@ -126,18 +126,14 @@ pub async fn login(
         .map_err(|err| ApiError::internal(&err))?;
     let member = record_entry.filter(|record| matches && record.role.is_some());
     let (Some(tenant), Some(member)) = (tenant, member) else {
-        let account_state = state
-            .store
-            .record_login_failure(&account, WINDOW_MS, |n| lock_after(n, ACCOUNT_FAILURES_BEFORE_LOCK))
-            .await?;
-        let address_state = state
-            .store
-            .record_login_failure(&address, WINDOW_MS, |n| lock_after(n, ADDRESS_FAILURES_BEFORE_LOCK))
-            .await?;
+        let (account_state, address_state) = (account_attempt.state, address_attempt.state);
         let entry = audit(
             AuditOutcome::Failure,
             peer_actor(&peer),
-            serde_json::json!({ "account_failures": account_state.failures, "locked": account_state.locked_until.is_some() }),
+            serde_json::json!({
+                "account_failures": account_state.failures,
+                "locked": account_state.locked_until.is_some() || address_state.locked_until.is_some(),
+            }),
         );
         record(&state, tenant, &entry).await;
         tokio::time::sleep(failure_delay(account_state.failures.max(address_state.failures))).await;
@@ -145,6 +141,7 @@ pub async fn login(
     };
 
     state.store.clear_login_failures(&account).await?;
+    state.store.forgive_login_attempt(&address).await?;
     let ttl = i64::try_from(state.session_ttl.as_millis()).unwrap_or(i64::MAX);
     let session = state.store.create_session(tenant, member.user, ttl).await?;
     let entry = audit(
@@ -175,6 +172,24 @@ pub(crate) fn session_cookie(secret: &str, ttl_ms: i64) -> cookie::Cookie<'stati
         .path("/")
         .max_age(cookie::time::Duration::milliseconds(ttl_ms))
         .build()
+}
+
+/// The longest email (and tenant slug) a login accepts.
+const MAX_EMAIL_BYTES: usize = 254;
+
+/// The address a throttle counts: an IPv4 address, or an IPv6 /64 (one
+/// machine is given a whole /64, so single IPv6 addresses are free to vary).
+fn address_subject(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
 }
 
 fn peer_actor(peer: &SocketAddr) -> String {
@@ -235,8 +250,8 @@ pub struct ChangePassword {
     new_password: String,
 }
 
-/// Sets the caller's own password (a user's key or session). Every session
-/// of the user ends, in every tenant.
+/// Sets the caller's own password in this tenant (passwords are per tenant).
+/// The user's sessions in this tenant end.
 #[utoipa::path(
     put, path = "/v1/me/password", tag = "identity", security(("api_key" = [])), request_body = ChangePassword,
     responses(
@@ -254,7 +269,7 @@ pub async fn change_password(
         .user
         .ok_or_else(|| ApiError::bad_request("no_user", "this key belongs to no user, so it has no password"))?;
     password::check_new(&request.new_password).map_err(|reason| ApiError::bad_request("invalid_field", reason))?;
-    let stored = state.store.password_hash(user).await?;
+    let stored = state.store.password_hash(caller.0.tenant, user).await?;
     let (new_password, current) = (request.new_password, request.current_password);
     let hashed = tokio::task::spawn_blocking(move || {
         if stored.is_some() && !password::verify(current.as_deref().unwrap_or_default(), stored.as_deref()) {
@@ -268,6 +283,6 @@ pub async fn change_password(
     let Some(hashed) = hashed else {
         return Err(ApiError::forbidden("the current password is wrong"));
     };
-    state.store.set_password(user, &hashed).await?;
+    state.store.set_password(caller.0.tenant, user, &hashed).await?;
     Ok((StatusCode::NO_CONTENT, Extension(AuditNote::new(format!("user:{user}")))))
 }

@@ -84,12 +84,15 @@ fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|cookie| cookie.value().to_owned())
 }
 
-fn state_cookie(value: &str, max_age: cookie::time::Duration) -> cookie::Cookie<'static> {
+/// The state cookie, sent back only to the callback: its path as the
+/// browser sees it, under the public URL's path (a proxy's prefix).
+fn state_cookie(state: &AppState, value: &str, max_age: cookie::time::Duration) -> cookie::Cookie<'static> {
+    let prefix = url::Url::parse(&state.public_url).map(|url| url.path().trim_end_matches('/').to_owned());
     cookie::Cookie::build((STATE_COOKIE, value.to_owned()))
         .http_only(true)
         .secure(true)
         .same_site(cookie::SameSite::Lax)
-        .path(CALLBACK_PATH)
+        .path(format!("{}{CALLBACK_PATH}", prefix.unwrap_or_default()))
         .max_age(max_age)
         .build()
 }
@@ -158,7 +161,7 @@ pub async fn sso_login(
     let location = oidc::authorization_url(&metadata, &config.client_id, &callback_url(&state), &config.scopes, &login)
         .map_err(|err| ApiError::new(StatusCode::BAD_GATEWAY, "sso_unavailable", err.to_string()))?;
     let response = redirect(StatusCode::FOUND, &location);
-    Ok(with_cookie(response, &state_cookie(&login.state, cookie::time::Duration::milliseconds(LOGIN_TTL_MS))))
+    Ok(with_cookie(response, &state_cookie(&state, &login.state, cookie::time::Duration::milliseconds(LOGIN_TTL_MS))))
 }
 
 /// What one callback learnt, for its audit entry.
@@ -182,6 +185,7 @@ impl Attempt<'_> {
             request_id: self.request_id.clone(),
             details: serde_json::json!({ "reason": message }),
         };
+        tracing::info!(tenant = ?self.tenant, reason = %message, "single sign-on refused");
         record(self.state, self.tenant, &entry).await;
         sso_failed(format!("single sign-on failed: {message}"))
     }
@@ -288,8 +292,7 @@ async fn callback(attempt: &mut Attempt<'_>, headers: &HeaderMap, query: Option<
     if !config.allowed_domains.is_empty() && !config.allowed_domains.iter().any(|allowed| allowed == domain) {
         return Err(Failure::Refused(format!("the email domain '{domain}' is not allowed to log in to this tenant")));
     }
-    let (member, joined) =
-        state.store.provision_sso_member(login.tenant, &identity.email, config.default_role).await?;
+    let (member, joined) = state.store.provision_sso_member(login.tenant, &identity.email, config.default_role).await?;
     let ttl = i64::try_from(state.session_ttl.as_millis()).unwrap_or(i64::MAX);
     let session = state.store.create_session(login.tenant, member.user, ttl).await?;
     let entry = NewAuditEntry {
@@ -309,7 +312,7 @@ async fn callback(attempt: &mut Attempt<'_>, headers: &HeaderMap, query: Option<
     record(state, Some(login.tenant), &entry).await;
     let response = redirect(StatusCode::SEE_OTHER, &login.redirect_after);
     let response = with_cookie(response, &session_cookie(session.secret.expose(), ttl));
-    Ok(with_cookie(response, &state_cookie("", cookie::time::Duration::ZERO)))
+    Ok(with_cookie(response, &state_cookie(state, "", cookie::time::Duration::ZERO)))
 }
 
 /// The client secret to authenticate to the token endpoint with, if any.
@@ -519,12 +522,10 @@ pub async fn set_sso(
         None => Role::Developer,
     };
     if !caller.0.role.can_grant(default_role) {
-        return Err(ApiError::forbidden(format!(
-            "a {} cannot make people join as {default_role}",
-            caller.0.role
-        )));
+        return Err(ApiError::forbidden(format!("a {} cannot make people join as {default_role}", caller.0.role)));
     }
-    let mut allowed_domains = request.allowed_domains.iter().map(|text| parse_domain(text)).collect::<ApiResult<Vec<_>>>()?;
+    let mut allowed_domains =
+        request.allowed_domains.iter().map(|text| parse_domain(text)).collect::<ApiResult<Vec<_>>>()?;
     allowed_domains.sort();
     allowed_domains.dedup();
     let scopes = parse_scopes(request.scopes)?;
@@ -553,7 +554,8 @@ pub async fn set_sso(
             let stored_key = tenant_data_key(&state, tenant).await?;
             let data_key =
                 state.keyring.unwrap(tenant, &wrapped(&stored_key)).map_err(|err| secrets_unavailable(&err))?;
-            let sealed = data_key.seal(tenant, &sealed_secret_name()?, &value).map_err(|err| ApiError::internal(&err))?;
+            let sealed =
+                data_key.seal(tenant, &sealed_secret_name()?, &value).map_err(|err| ApiError::internal(&err))?;
             OidcClientSecret::Sealed(SealedSecret {
                 nonce: sealed.nonce,
                 ciphertext: sealed.ciphertext,
@@ -604,7 +606,10 @@ pub async fn set_sso(
         (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
     )
 )]
-pub async fn delete_sso(State(state): State<AppState>, caller: Caller) -> ApiResult<(StatusCode, Extension<AuditNote>)> {
+pub async fn delete_sso(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<(StatusCode, Extension<AuditNote>)> {
     caller.require(Permission::TenantAdmin)?;
     state.store.delete_tenant_oidc(caller.0.tenant).await.map_err(|err| match err {
         StoreError::NotFound(_) => ApiError::not_found("this tenant has no single sign-on"),

@@ -160,9 +160,7 @@ pub async fn set_user_role(
     let user = parse_user(&id)?;
     let role = parse_role(&request.role)?;
     let current = state.store.member(caller.0.tenant, user).await?;
-    check_rank(&caller, current.role, "change")?;
-    check_rank(&caller, role, "make someone")?;
-    let member = state.store.set_member_role(caller.0.tenant, user, role).await?;
+    let member = state.store.set_member_role(caller.0.tenant, user, role, caller.0.role).await?;
     let note =
         AuditNote::new(format!("user:{user}")).with_details(serde_json::json!({ "from": current.role, "to": role }));
     Ok((Extension(note), ApiJson(member.into())))
@@ -186,8 +184,6 @@ pub async fn remove_user(
 ) -> ApiResult<ApiJson<MemberView>> {
     caller.require(Permission::TenantAdmin)?;
     let user = parse_user(&id)?;
-    let current = state.store.member(caller.0.tenant, user).await?;
-    check_rank(&caller, current.role, "remove")?;
-    let removed = state.store.remove_member(caller.0.tenant, user).await?;
+    let removed = state.store.remove_member(caller.0.tenant, user, caller.0.role).await?;
     Ok(ApiJson(removed.into()))
 }

@@ -1,3 +1,8 @@
+-- A password belongs to a membership, not to the global user: an admin of
+-- one tenant who sets a member's password sets it for that tenant only, and
+-- can never log in as the same person elsewhere.
+ALTER TABLE memberships ADD COLUMN password_hash TEXT;
+
 -- Login sessions: a random secret in an HTTP-only cookie, stored as its
 -- SHA-256 like API keys. A session belongs to a membership: removing the
 -- member ends their sessions.

@@ -227,3 +227,21 @@ async fn a_checkpoint_signed_by_another_key_is_refused() {
     let verdict = store.verify_audit(tenant, SigningKey::generate("codexos-audit").unwrap().verifier()).await.unwrap();
     assert_eq!(tampered(verdict).1, Tamper::BadCheckpoint);
 }
+
+#[tokio::test]
+async fn a_witness_outside_the_database_finds_a_tail_cut_with_its_checkpoints() {
+    let (store, database, auditor, tenant) = log_of(12).await;
+    auditor.checkpoint_all().await.unwrap();
+    let witness = store.audit_checkpoints(tenant).await.unwrap().pop().unwrap();
+    assert_eq!(witness.size, 12);
+    // The attacker cuts the tail and every checkpoint that could tell.
+    let mut conn = attacker(&database).await;
+    conn.execute("DELETE FROM audit_entries WHERE seq > 9").await.unwrap();
+    conn.execute("DELETE FROM audit_checkpoints").await.unwrap();
+    // The database alone now looks whole...
+    assert!(matches!(auditor.verify(tenant).await.unwrap(), Verdict::Intact { size: 9, .. }));
+    // ...but not against the checkpoint kept elsewhere.
+    let witnesses = [codexos_audit::StoredCheckpoint { size: witness.size, note: witness.note }];
+    let verdict = store.verify_audit_with_witnesses(tenant, auditor.verifier(), &witnesses).await.unwrap();
+    assert_eq!(tampered(verdict), (10, Tamper::Truncated));
+}

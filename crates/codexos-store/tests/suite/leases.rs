@@ -53,6 +53,7 @@ async fn a_worker_takes_the_oldest_queued_execution() {
             lease: Lease { worker: worker("a"), tenant: acme, execution_id: first.id },
             execution: running,
             manifest: version.manifest.clone(),
+            version_manifest_sha256: version.manifest_sha256.clone(),
             last_seq: 2,
         }
     );

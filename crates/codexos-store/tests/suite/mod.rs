@@ -7,6 +7,8 @@ mod executions;
 mod isolation;
 mod leases;
 mod memories;
+mod oidc;
+mod publishers;
 mod quotas;
 mod retention;
 mod schema;
@@ -42,6 +44,8 @@ pub fn new_version(name: &str, version: &str) -> NewAgentVersion {
         description: format!("{name} {version}"),
         manifest: format!("name = \"{name}\"\nversion = \"{version}\"\n"),
         manifest_sha256: format!("sha-of-{name}-{version}"),
+        signature_status: codexos_core::SignatureStatus::Unsigned,
+        publisher_key_id: None,
         created_by: None,
     }
 }

@@ -1,0 +1,325 @@
+# The policy CodexOS applies to a tenant that has set none, and a starting
+# point for one that writes its own. docs/policy.md explains it rule by
+# rule. It allows by default, asks a person before destructive commands,
+# and denies the few that are never right. Its settings live in the
+# bundle's data, under "settings"; each example rule of docs/policy.md is a
+# one-line change there.
+package codexos
+
+# ---------------------------------------------------------------- settings
+
+# What each setting is when data.settings does not say.
+default_settings := {
+	# Tools (glob patterns) no call may use, and tools every call of which
+	# waits for a person.
+	"denied_tools": [],
+	"ask_tools": [],
+	# Agents (glob patterns on their names) that may `git push`.
+	"git_push_agents": ["*"],
+	# Ask before every recursive rm, not only those reaching outside the
+	# workspace.
+	"ask_any_rm_rf": false,
+	# Destinations (glob patterns on "host:port") agents may reach.
+	"network_allowed_hosts": ["*"],
+	# When a list: only agents signed by one of these publishers (names or
+	# key ids), their signature verified, may be installed or started.
+	"trusted_publishers": null,
+}
+
+settings := object.union(default_settings, overrides)
+
+overrides := data.settings if {
+	is_object(data.settings)
+} else := {}
+
+# The kind of value each setting takes.
+list_settings := {"denied_tools", "ask_tools", "git_push_agents", "network_allowed_hosts"}
+
+settings_problems contains "data.settings must be an object" if {
+	not is_object(data.settings)
+	data.settings
+}
+
+settings_problems contains sprintf("data.settings.%s is not a setting of the default policy", [name]) if {
+	some name, _ in overrides
+	not name in object.keys(default_settings)
+}
+
+settings_problems contains sprintf("data.settings.%s must be a list of patterns", [name]) if {
+	some name in list_settings
+	not strings_list(settings[name])
+}
+
+settings_problems contains "data.settings.ask_any_rm_rf must be true or false" if {
+	not is_boolean(settings.ask_any_rm_rf)
+}
+
+settings_problems contains "data.settings.trusted_publishers must be null or a list" if {
+	not is_null(settings.trusted_publishers)
+	not strings_list(settings.trusted_publishers)
+}
+
+strings_list(value) if {
+	is_array(value)
+	every item in value {
+		is_string(item)
+	}
+}
+
+# A mistake in the settings denies everything rather than quietly
+# dropping a rule.
+deny contains sprintf("the tenant's policy settings are wrong: %s", [problem]) if {
+	some problem in settings_problems
+}
+
+# ----------------------------------------------------------------- helpers
+
+# The agent concerned, its name and its signature's status, whatever the
+# input leaves out.
+agent := object.get(input, "agent", {})
+
+agent_name := object.get(agent, "name", "(unnamed)")
+
+signature_status := object.get(agent, ["signature", "status"], "unsigned")
+
+# The simple commands of a shell call (none for other calls).
+commands := input.shell.commands if {
+	is_array(input.shell.commands)
+} else := []
+
+# The program a command runs, without its directory: /usr/bin/git is git.
+program(command) := name if {
+	parts := split(command[0], "/")
+	name := parts[count(parts) - 1]
+}
+
+matches_any(patterns, text) if {
+	some pattern in patterns
+	glob.match(pattern, null, text)
+}
+
+# ------------------------------------------------------------------- tools
+
+deny contains sprintf("the tool %s is turned off by the tenant's policy", [input.tool]) if {
+	input.action == "tool_call"
+	matches_any(settings.denied_tools, input.tool)
+}
+
+ask contains sprintf("every call of %s needs approval by the tenant's policy", [input.tool]) if {
+	input.action == "tool_call"
+	matches_any(settings.ask_tools, input.tool)
+}
+
+# A shell command that does not parse cannot be checked: a person looks.
+ask contains sprintf("the command could not be parsed (%s), so a person must read it", [why]) if {
+	input.action == "tool_call"
+	input.tool == "shell"
+	not is_array(input.shell.commands)
+	why := object.get(input.shell, "error", "unknown reason")
+}
+
+# ---------------------------------------------------------------------- rm
+
+# rm with -r, -R or --recursive, with or without -f.
+recursive_rm(command) if {
+	program(command) == "rm"
+	some i, word in command
+	rm_option(command, i)
+	recursive_flag(word)
+}
+
+recursive_flag(word) if regex.match(`^-[a-zA-Z]*[rR]`, word)
+
+recursive_flag(word) if word == "--recursive"
+
+# Words before `--` that start with `-` are options; the rest are targets.
+rm_option(command, i) if {
+	i > 0
+	startswith(command[i], "-")
+	not double_dash_before(command, i)
+}
+
+double_dash_before(command, i) if {
+	some j, word in command
+	j < i
+	word == "--"
+}
+
+rm_targets(command) := [word |
+	some i, word in command
+	i > 0
+	not rm_option(command, i)
+	word != "--"
+]
+
+# Targets no one means to delete: the file system's root, or home.
+root_targets := {"/", "/*", "/.", "/.*", "~", "~/", "~/*", "$HOME", "$HOME/", "$HOME/*", "${HOME}", "${HOME}/", "${HOME}/*"}
+
+wipes_root(command) if {
+	some target in rm_targets(command)
+	target in root_targets
+}
+
+wipes_root(command) if {
+	some target in rm_targets(command)
+	regex.match(`^/+\*?$`, target)
+}
+
+wipes_root(command) if {
+	some word in command
+	word == "--no-preserve-root"
+}
+
+deny contains sprintf("`%s` would delete the whole file system or home directory", [concat(" ", command)]) if {
+	some command in commands
+	recursive_rm(command)
+	wipes_root(command)
+}
+
+# A target is inside the workspace when it is a relative path without
+# `..`, `~` or an expansion (and no `cd` moved the shell elsewhere), or an
+# absolute path below the workspace.
+inside_workspace(target) if {
+	not startswith(target, "/")
+	not startswith(target, "~")
+	not contains(target, "$")
+	not contains(target, "`")
+	not leaves_directory(target)
+	not changes_directory
+}
+
+inside_workspace(target) if {
+	is_string(input.workspace)
+	startswith(target, concat("", [trim_suffix(input.workspace, "/"), "/"]))
+	not leaves_directory(target)
+}
+
+leaves_directory(target) if {
+	some part in split(target, "/")
+	part in {"..", ".*"}
+}
+
+changes_directory if {
+	some command in commands
+	program(command) in {"cd", "pushd", "popd"}
+}
+
+ask contains sprintf("`%s` deletes outside the workspace", [concat(" ", command)]) if {
+	some command in commands
+	recursive_rm(command)
+	not wipes_root(command)
+	some target in rm_targets(command)
+	not inside_workspace(target)
+}
+
+ask contains sprintf("`%s` deletes recursively, which the tenant's policy asks about", [concat(" ", command)]) if {
+	settings.ask_any_rm_rf == true
+	some command in commands
+	recursive_rm(command)
+}
+
+# --------------------------------------------------------------------- git
+
+# Options of git itself that take the next word as their value.
+git_options_with_value := {"-C", "-c", "--git-dir", "--work-tree", "--namespace", "--exec-path", "--config-env"}
+
+# Where git's subcommand is: the first word after `git` that is neither
+# an option nor an option's value.
+git_subcommand_index(command) := min({i |
+	some i, word in command
+	i > 0
+	not startswith(word, "-")
+	not command[i - 1] in git_options_with_value
+})
+
+git_push(command) if {
+	program(command) == "git"
+	command[git_subcommand_index(command)] == "push"
+}
+
+agent_may_push if "*" in settings.git_push_agents
+
+agent_may_push if matches_any(settings.git_push_agents, agent_name)
+
+deny contains sprintf("the agent %v may not `git push` (the tenant's policy allows it only for %s)", [agent_name, concat(", ", settings.git_push_agents)]) if {
+	some command in commands
+	git_push(command)
+	not agent_may_push
+}
+
+# Rewriting or deleting what others pushed: --force and its relatives,
+# +refspecs, --delete and :refspecs, --mirror.
+rewrites_remote(word) if word in {"--force", "--force-if-includes", "--mirror", "--delete", "--prune"}
+
+rewrites_remote(word) if startswith(word, "--force-with-lease")
+
+rewrites_remote(word) if regex.match(`^-[a-zA-Z]*[fd]`, word)
+
+rewrites_remote(word) if regex.match(`^[+:]`, word)
+
+ask contains sprintf("`%s` rewrites or deletes history on the remote", [concat(" ", command)]) if {
+	some command in commands
+	git_push(command)
+	some i, word in command
+	i > git_subcommand_index(command)
+	rewrites_remote(word)
+}
+
+# ---------------------------------------------------- never right, or risky
+
+deny contains sprintf("`%s` formats a file system", [concat(" ", command)]) if {
+	some command in commands
+	startswith(program(command), "mkfs")
+}
+
+deny contains sprintf("`%s` writes straight to a device", [concat(" ", command)]) if {
+	some command in commands
+	program(command) == "dd"
+	some word in command
+	startswith(word, "of=/dev/")
+	not word in {"of=/dev/null", "of=/dev/stdout", "of=/dev/stderr"}
+}
+
+deny contains "the command is a fork bomb" if {
+	is_string(input.shell.raw)
+	regex.match(`:[ \t]*\([ \t]*\)[ \t]*\{[^}]*:[ \t]*\|[ \t]*:`, input.shell.raw)
+}
+
+ask contains "the command runs a script downloaded from the network without reading it first" if {
+	is_string(input.shell.raw)
+	regex.match(`(curl|wget)([ \t][^;&|]*)?\|[ \t]*(sudo[ \t]+)?(ba|z|da|k)?sh([ \t;&|)]|$)`, input.shell.raw)
+}
+
+# ----------------------------------------------------------------- network
+
+# Every destination the agent's manifest lets its tool calls reach, and
+# its MCP servers over HTTP, must be allowed.
+deny contains sprintf("the agent may reach %s, which the tenant's policy does not allow (allowed: %s)", [destination, concat(", ", settings.network_allowed_hosts)]) if {
+	input.action in {"install_agent", "start_execution"}
+	some destination in array.concat(object.get(agent, "network", []), object.get(agent, "mcp_hosts", []))
+	not matches_any(settings.network_allowed_hosts, destination)
+}
+
+deny contains sprintf("%s is not a destination the tenant's policy allows (allowed: %s)", [input.destination, concat(", ", settings.network_allowed_hosts)]) if {
+	input.action == "tool_call"
+	is_string(input.destination)
+	not matches_any(settings.network_allowed_hosts, input.destination)
+}
+
+# ------------------------------------------------------------- publishers
+
+trusted_agent if {
+	signature_status == "verified"
+	some trusted in settings.trusted_publishers
+	trusted in {object.get(agent, "publisher", null), object.get(agent, ["signature", "key_id"], null)}
+}
+
+deny contains sprintf("only agents signed by %s may be installed or run; %v is %s", [concat(", ", settings.trusted_publishers), agent_name, signature_text]) if {
+	input.action in {"install_agent", "start_execution"}
+	is_array(settings.trusted_publishers)
+	not trusted_agent
+}
+
+signature_text := "unsigned" if {
+	signature_status == "unsigned"
+} else := sprintf("signed by %v (%v)", [object.get(agent, "publisher", null), signature_status])
