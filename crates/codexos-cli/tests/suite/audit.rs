@@ -132,6 +132,9 @@ async fn tamper(server: &TestServer, statement: &str) {
         None => format!("sqlite://{}", server.data_dir().join("codexos.db").display()),
     };
     let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+    if !server.is_postgres() {
+        conn.execute("PRAGMA busy_timeout = 10000").await.unwrap();
+    }
     let disable = if server.is_postgres() {
         "ALTER TABLE audit_entries DISABLE TRIGGER USER"
     } else {

@@ -471,6 +471,10 @@ async fn age_execution(server: &TestServer, id: &str, millis: i64) {
         None => format!("sqlite://{}", server.data_dir().join("codexos.db").display()),
     };
     let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+    if !server.is_postgres() {
+        // The running server writes too: wait for its lock rather than fail.
+        conn.execute("PRAGMA busy_timeout = 10000").await.unwrap();
+    }
     conn.execute(format!("UPDATE executions SET finished_at = finished_at - {millis} WHERE id = '{id}'").as_str())
         .await
         .unwrap();
