@@ -73,8 +73,9 @@ pub enum Command {
     /// Tenant secrets: set (value from standard input), list, delete; rotate the master key
     #[command(subcommand)]
     Secret(SecretCommand),
-    /// Manage the tenant's policies
-    Policy(NotBuilt),
+    /// The tenant's policy in Rego: set (a new version), get, versions, test against example inputs
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// The agent marketplace
     Market(NotBuilt),
     /// Evaluate agents against task suites
@@ -441,6 +442,52 @@ pub enum SecretCommand {
         /// Rotate even though workers are running on the database
         #[arg(long)]
         force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Set the tenant's policy from Rego modules (a new version, current at
+    /// once); one that does not compile is refused with each problem's place
+    Set {
+        /// The Rego modules, named by their file names (see docs/policy.md)
+        #[arg(required = true, value_name = "FILE.rego")]
+        files: Vec<std::path::PathBuf>,
+        /// The data document (a JSON object) the policy reads as `data`
+        #[arg(long, value_name = "FILE.json")]
+        data: Option<std::path::PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the tenant's policy (the current version, or --version N), or
+    /// the default policy while it has set none
+    Get {
+        /// A version other than the current one
+        #[arg(long, value_name = "N")]
+        version: Option<i64>,
+        /// Print the default policy CodexOS ships (no server needed)
+        #[arg(long, conflicts_with = "version")]
+        default: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the versions of the tenant's policy, newest first
+    Versions(JsonFlag),
+    /// Run test cases (a JSON file of inputs and expected decisions) against
+    /// the tenant's policy, or against local modules with --policy (no server
+    /// needed); exits 1 if any case fails
+    Test {
+        /// The cases: `[{"name", "input", "expect": "allow"|"ask"|"deny", "reason"?}]`
+        #[arg(value_name = "CASES.json")]
+        cases: std::path::PathBuf,
+        /// Test these Rego modules instead of the tenant's policy
+        #[arg(long = "policy", value_name = "FILE.rego", num_args = 1..)]
+        policy: Vec<std::path::PathBuf>,
+        /// The data document that goes with --policy
+        #[arg(long, value_name = "FILE.json", requires = "policy")]
+        data: Option<std::path::PathBuf>,
+        #[arg(long)]
+        json: bool,
     },
 }
 

@@ -15,7 +15,15 @@ use clap::Parser;
 /// Commands that talk to a server and print: the ones a closed pipe may end.
 fn prints_only(command: &cli::Command) -> bool {
     use cli::Command;
-    matches!(command, Command::Doctor(_) | Command::Status(_) | Command::Key(_) | Command::Agent(_) | Command::Exec(_))
+    matches!(
+        command,
+        Command::Doctor(_)
+            | Command::Status(_)
+            | Command::Key(_)
+            | Command::Agent(_)
+            | Command::Exec(_)
+            | Command::Policy(_)
+    )
 }
 
 fn main() -> ExitCode {

@@ -70,7 +70,8 @@ pub enum SignatureStatus {
     /// Signed, the signature matches, and the tenant trusts the key.
     Verified,
     /// Signed and the signature matches, but the tenant does not trust the
-    /// key (stored only when a policy let it in).
+    /// key. Registration refuses these today; the status is for a policy
+    /// that would admit them.
     Untrusted,
 }
 
@@ -117,7 +118,7 @@ mod tests {
         for bad in ["", "0123456789ABCDEF", "0123456789abcde", "0123456789abcdef0", "0123456789abcdeg", "{id}"] {
             assert!(PublisherKeyId::parse(bad).is_err(), "{bad}");
         }
-        let digest: [u8; 32] = std::array::from_fn(|index| u8::try_from(index).unwrap_or(0) * 17);
+        let digest: [u8; 32] = std::array::from_fn(|index| u8::try_from(index).unwrap_or(0).wrapping_mul(17));
         assert_eq!(PublisherKeyId::from_digest(&digest).as_str(), "0011223344556677");
     }
 

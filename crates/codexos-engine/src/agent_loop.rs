@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use codexos_core::ExecutionStatus;
 use codexos_core::settings::ModelPrice;
+use codexos_policy::Verdict;
 use secrecy::SecretString;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -120,6 +121,9 @@ pub struct ExecutionSetup {
     /// Where checkpoints of the workspace are kept (a store per tenant), if
     /// they are taken: before every call that can change the workspace.
     pub checkpoints: Option<PathBuf>,
+    /// The tenant's policy, asked before every tool call (docs/policy.md);
+    /// `None` asks none (tests and benchmarks of the loop alone).
+    pub policy: Option<crate::policy::PolicyGate>,
 }
 
 /// How an execution ended.
@@ -565,6 +569,7 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
                             tool: call.name.clone(),
                             reason: reason.clone(),
                             arguments: call.arguments.chars().take(4096).collect(),
+                            by: None,
                         })
                         .collect();
                     journal.append(&skipped, &self.totals).await?;
@@ -595,10 +600,11 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
             tool: call.name.clone(),
             reason,
             arguments: call.arguments.chars().take(4096).collect(),
+            by: None,
         };
         if let Some(tool) = self.mcp.find(&call.name).cloned() {
             if self.setup.manifest.allows(&tool.qualified_name)
-                && let Some(answered) = self.approval_gate(step, call, &tool.qualified_name, journal).await?
+                && let Some(answered) = self.gate(step, call, &tool.qualified_name, journal).await?
             {
                 return Ok(answered);
             }
@@ -611,10 +617,10 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
             journal.append(&[denied(reason.clone())], &self.totals).await?;
             return Ok(Answered { content: format!("error: {reason}"), is_error: true });
         }
-        if let Some(answered) = self.approval_gate(step, call, &call.name, journal).await? {
-            return Ok(answered);
-        }
         if let Some(memory_tool) = MemoryTool::from_name(&call.name) {
+            if let Some(answered) = self.gate(step, call, &call.name, journal).await? {
+                return Ok(answered);
+            }
             return self.memory_call(step, call, memory_tool, journal).await;
         }
         let Some(builtin) = BuiltinTool::from_name(&call.name) else {
@@ -630,6 +636,10 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
                 return Ok(Answered { content: denied_content(&reason), is_error: true });
             }
         };
+        // Only a well-formed call is put to the policy and to a person.
+        if let Some(answered) = self.gate(step, call, &call.name, journal).await? {
+            return Ok(answered);
+        }
         let checkpoint = match builtin {
             BuiltinTool::Shell | BuiltinTool::WriteFile | BuiltinTool::ApplyPatch => self.checkpoint().await,
             _ => None,
@@ -718,6 +728,7 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
             tool: tool.qualified_name.clone(),
             reason,
             arguments: call.arguments.chars().take(4096).collect(),
+            by: None,
         };
         let arguments = if call.arguments.trim().is_empty() {
             Ok(serde_json::Map::new())
@@ -782,10 +793,11 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
         Ok(Answered { content, is_error: result.is_error })
     }
 
-    /// Holds a call that needs a person's approval: runs on (`None`) once it
-    /// was approved, answers it as denied, or parks the execution with the
-    /// request (recorded together with the park, by the worker).
-    async fn approval_gate<J: Journal>(
+    /// The tenant's policy and the manifest's `[approval]` on one call, the
+    /// strictest winning: an answer when the call is not to run (the
+    /// policy or a person denied it), `Err(Park)` while it waits for a
+    /// person, `None` when it runs.
+    async fn gate<J: Journal>(
         &mut self,
         step: u32,
         call: &ToolCall,
@@ -793,7 +805,53 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
         journal: &mut J,
     ) -> Result<Option<Answered>, Interrupted> {
         let arguments: serde_json::Value = serde_json::from_str(&call.arguments).unwrap_or_default();
-        let Some(why) = self.setup.manifest.approval.needs_approval(tool, &arguments) else { return Ok(None) };
+        let mut policy_asks = None;
+        if let Some(gate) = &self.setup.policy {
+            let decision = gate.tool_call(tool, &arguments, step);
+            tracing::debug!(%tool, step, verdict = %decision.verdict, "policy decision");
+            match decision.verdict {
+                Verdict::Allow => {}
+                Verdict::Ask => {
+                    policy_asks = Some(format!("{} asks: {}", gate.source.describe(), decision.reasons_text()))
+                }
+                Verdict::Deny => {
+                    let reason = format!("denied by {}: {}", gate.source.describe(), decision.reasons_text());
+                    let event = TimelineEvent::ToolDenied {
+                        step,
+                        call_id: call.id.clone(),
+                        tool: tool.to_owned(),
+                        reason: reason.clone(),
+                        arguments: call.arguments.chars().take(4096).collect(),
+                        by: Some("policy".to_owned()),
+                    };
+                    journal.append(&[event], &self.totals).await?;
+                    return Ok(Some(Answered { content: denied_content(&reason), is_error: true }));
+                }
+            }
+        }
+        self.approval_gate(step, call, tool, &arguments, policy_asks, journal).await
+    }
+
+    /// Holds a call that needs a person's approval (by the manifest's
+    /// `[approval]`, or because the policy asks): runs on (`None`) once it
+    /// was approved, answers it as denied, or parks the execution with the
+    /// request (recorded together with the park, by the worker).
+    async fn approval_gate<J: Journal>(
+        &mut self,
+        step: u32,
+        call: &ToolCall,
+        tool: &str,
+        arguments: &serde_json::Value,
+        policy_asks: Option<String>,
+        journal: &mut J,
+    ) -> Result<Option<Answered>, Interrupted> {
+        let manifest_asks = self.setup.manifest.approval.needs_approval(tool, arguments);
+        let (why, by) = match (manifest_asks, policy_asks) {
+            (None, None) => return Ok(None),
+            (Some(manifest), None) => (manifest, None),
+            (None, Some(policy)) => (policy, Some("policy".to_owned())),
+            (Some(manifest), Some(policy)) => (format!("{manifest}; {policy}"), Some("policy".to_owned())),
+        };
         match self.decisions.get(&call.id) {
             Some(Decision { approved: true, .. }) => Ok(None),
             Some(Decision { approved: false, reason, by }) => {
@@ -807,6 +865,7 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
                     tool: tool.to_owned(),
                     reason: reason.clone(),
                     arguments: call.arguments.chars().take(4096).collect(),
+                    by: None,
                 };
                 journal.append(&[event], &self.totals).await?;
                 Ok(Some(Answered { content: denied_content(&reason), is_error: true }))
@@ -819,6 +878,7 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
                     tool: tool.to_owned(),
                     arguments: call.arguments.clone(),
                     reason: why,
+                    by,
                 };
                 Err(Interrupted::Park { status: ExecutionStatus::WaitingApproval, events: vec![request] })
             }
@@ -843,6 +903,7 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
                     tool: call.name.clone(),
                     reason: reason.clone(),
                     arguments: call.arguments.chars().take(4096).collect(),
+                    by: None,
                 };
                 journal.append(&[event], &self.totals).await?;
                 return Ok(Answered { content: denied_content(&reason), is_error: true });

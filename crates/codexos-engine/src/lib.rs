@@ -13,6 +13,7 @@ pub mod manifest;
 pub mod mcp;
 pub mod memory;
 pub mod model;
+pub mod policy;
 pub mod redact;
 pub mod replay;
 pub mod signing;

@@ -68,7 +68,10 @@ pub fn check_algorithm(text: &str) -> Result<(), String> {
     if text == ALGORITHM {
         Ok(())
     } else {
-        Err(format!("'{}' is not a supported algorithm (expected \"{ALGORITHM}\")", text.chars().take(32).collect::<String>()))
+        Err(format!(
+            "'{}' is not a supported algorithm (expected \"{ALGORITHM}\")",
+            text.chars().take(32).collect::<String>()
+        ))
     }
 }
 
@@ -95,7 +98,9 @@ pub enum SignatureError {
     OtherKey { signed_by: PublisherKeyId, key: PublisherKeyId },
     #[error("the manifest was modified after it was signed: the signature by key {key} does not match its content")]
     Mismatch { key: PublisherKeyId },
-    #[error("cannot take the manifest's existing signature out of its text; delete its [signature] table and sign again")]
+    #[error(
+        "cannot take the manifest's existing signature out of its text; delete its [signature] table and sign again"
+    )]
     ExistingSignature,
 }
 
@@ -341,9 +346,11 @@ pub fn ecmascript_number(x: f64) -> String {
             out.push('.');
             out.push_str(rest);
         }
+        // The exponent of the first digit, always signed.
+        let exponent = n - 1;
         out.push('e');
-        out.push(if n - 1 >= 0 { '+' } else { '-' });
-        out.push_str(&(n - 1).unsigned_abs().to_string());
+        out.push(if exponent < 0 { '-' } else { '+' });
+        out.push_str(&exponent.unsigned_abs().to_string());
     }
     out
 }
@@ -369,8 +376,10 @@ impl fmt::Display for PublicKey {
 
 impl PublicKey {
     pub fn parse(text: &str) -> Result<Self, KeyError> {
-        let encoded =
-            text.trim().strip_prefix(PUBLIC_KEY_PREFIX).ok_or(KeyError::BadPublicKey("it does not start with ed25519:"))?;
+        let encoded = text
+            .trim()
+            .strip_prefix(PUBLIC_KEY_PREFIX)
+            .ok_or(KeyError::BadPublicKey("it does not start with ed25519:"))?;
         let bytes = BASE64.decode(encoded).map_err(|_| KeyError::BadPublicKey("the key is not valid base64"))?;
         let bytes: [u8; 32] = bytes.try_into().map_err(|_| KeyError::BadPublicKey("the key is not 32 bytes"))?;
         let key = VerifyingKey::from_bytes(&bytes).map_err(|_| KeyError::BadPublicKey("not an Ed25519 public key"))?;
@@ -462,9 +471,8 @@ impl PrivateKey {
         };
         check_publisher_name(name)?;
         let id = PublisherKeyId::parse(id).map_err(|_| KeyError::BadPrivateKey("the key id is not 16 hex digits"))?;
-        let seed = Zeroizing::new(
-            BASE64.decode(encoded).map_err(|_| KeyError::BadPrivateKey("the key is not valid base64"))?,
-        );
+        let seed =
+            Zeroizing::new(BASE64.decode(encoded).map_err(|_| KeyError::BadPrivateKey("the key is not valid base64"))?);
         let seed: &[u8; 32] =
             seed.as_slice().try_into().map_err(|_| KeyError::BadPrivateKey("the key is not 32 bytes"))?;
         let key = Self { name: name.to_owned(), key: ed25519_dalek::SigningKey::from_bytes(seed) };

@@ -180,7 +180,10 @@ fn values_a_json_number_or_string_cannot_hold_exactly_are_not_signed() {
             other => panic!("{text}: {other}"),
         }
     }
-    assert_eq!(canonical_form("x = 9007199254740991\ny = -9007199254740991\n").unwrap(), r#"{"x":9007199254740991,"y":-9007199254740991}"#);
+    assert_eq!(
+        canonical_form("x = 9007199254740991\ny = -9007199254740991\n").unwrap(),
+        r#"{"x":9007199254740991,"y":-9007199254740991}"#
+    );
     assert!(matches!(sign_manifest("x = [", &publisher), Err(SignatureError::Syntax(_))));
     let deep = format!("x = {}{}\n", "[".repeat(70), "]".repeat(70));
     if let Ok(canonical) = canonical_form(&deep) {
@@ -199,6 +202,8 @@ fn a_signature_written_some_other_way_is_not_replaced_silently() {
 }
 
 #[test]
+// The values are written as RFC 8785 writes them, digits beyond a double's included.
+#[allow(clippy::excessive_precision)]
 fn numbers_are_written_as_ecmascript_writes_them() {
     // RFC 8785, appendix B, and the boundaries of the plain notation.
     for (value, expected) in [
@@ -250,7 +255,10 @@ fn a_bad_signature_table_is_a_manifest_problem_under_its_key() {
     let value = BASE64.encode(signature_of(&signed).value);
     let cases: Vec<(String, Vec<(&str, &str)>)> = vec![
         (signed.replace(&value, "not base64!"), vec![("signature.value", "is not base64")]),
-        (signed.replace(&value, &BASE64.encode([7u8; 63])), vec![("signature.value", "is 63 bytes; an Ed25519 signature is 64")]),
+        (
+            signed.replace(&value, &BASE64.encode([7u8; 63])),
+            vec![("signature.value", "is 63 bytes; an Ed25519 signature is 64")],
+        ),
         (signed.replace(&value, &value[..86]), vec![("signature.value", "is not base64")]),
         (signed.replace("\"ed25519\"", "\"rsa\""), vec![("signature.algorithm", "'rsa' is not a supported algorithm")]),
         (
@@ -262,7 +270,10 @@ fn a_bad_signature_table_is_a_manifest_problem_under_its_key() {
             vec![("signature.algorithm", "is required"), ("signature.value", "is required")],
         ),
         (signed.replace("algorithm =", "comment = \"x\"\nalgorithm ="), vec![("signature.comment", "unknown key")]),
-        (signed.replace("algorithm = \"ed25519\"", "algorithm = 25519"), vec![("signature.algorithm", "must be a string, not integer")]),
+        (
+            signed.replace("algorithm = \"ed25519\"", "algorithm = 25519"),
+            vec![("signature.algorithm", "must be a string, not integer")],
+        ),
         (format!("signature = \"{value}\"\n{MANIFEST}"), vec![("signature", "must be a table, not string")]),
     ];
     for (text, expected) in cases {
@@ -320,7 +331,10 @@ fn private_keys_live_in_0600_files_that_are_never_replaced() {
     assert!(matches!(PrivateKey::load(&path), Err(KeyError::Permissions { mode: 0o644, .. })));
 
     let swapped = text.replace(publisher.id().as_str(), key("x").id().as_str());
-    assert_eq!(PrivateKey::from_text(&swapped).unwrap_err().to_string(), "not a publisher key: the key id does not match the key");
+    assert_eq!(
+        PrivateKey::from_text(&swapped).unwrap_err().to_string(),
+        "not a publisher key: the key id does not match the key"
+    );
     assert!(PrivateKey::from_text("PRIVATE+KEY+acme+00000000+AAAA").is_err());
     for name in ["", "has space", "a+b", &"x".repeat(65)] {
         assert!(matches!(PrivateKey::generate(name), Err(KeyError::BadName { .. })), "{name}");

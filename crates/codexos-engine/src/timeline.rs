@@ -46,7 +46,17 @@ pub enum TimelineEvent {
     WorkspaceRestored { step: u32, call_id: String, checkpoint: String, files_written: u64, removed: u64 },
     /// A call needs a person's approval: the execution waits (status
     /// `waiting_approval`) until someone approves or denies it.
-    ApprovalRequested { step: u32, call_id: String, tool: String, arguments: String, reason: String },
+    ApprovalRequested {
+        step: u32,
+        call_id: String,
+        tool: String,
+        arguments: String,
+        reason: String,
+        /// `policy` when the tenant's policy asked (alone or with the
+        /// manifest's `[approval]`); absent when only the manifest did.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+    },
     /// A rollback was carried out: the workspace is as it was when `to_step`
     /// began, and the session forgets everything from that step on.
     RolledBack {
@@ -63,9 +73,20 @@ pub enum TimelineEvent {
     /// A rollback could not be carried out; the workspace and the session
     /// are as they were before it was asked for.
     RollbackFailed { to_step: u32, error: String },
-    /// A tool call that was refused: not allowed, unknown, or with arguments
-    /// that do not match the tool's schema. The model is told why.
-    ToolDenied { step: u32, call_id: String, tool: String, reason: String, arguments: String },
+    /// A tool call that was refused: not allowed, unknown, with arguments
+    /// that do not match the tool's schema, or denied by the tenant's
+    /// policy (`by: "policy"`). The model is told why.
+    ToolDenied {
+        step: u32,
+        call_id: String,
+        tool: String,
+        reason: String,
+        arguments: String,
+        /// `policy` when the tenant's policy denied the call; absent for
+        /// the engine's own refusals (allow-list, schema, a person).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+    },
     /// What a tool call produced and what it cost.
     ToolResult {
         step: u32,

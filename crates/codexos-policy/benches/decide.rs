@@ -21,6 +21,7 @@ fn facts() -> Facts {
             signature: Signature::unsigned(),
             tools: ["shell", "read_file", "write_file", "apply_patch", "list_dir", "search"].map(String::from).to_vec(),
             network: vec!["pypi.org:443".into()],
+            mcp_hosts: Vec::new(),
         },
         workspace: Some("/srv/work/acme/repo".into()),
     }

@@ -26,50 +26,49 @@ default_settings := {
 	"trusted_publishers": null,
 }
 
-settings := object.union(default_settings, overrides)
-
 overrides := data.settings if {
 	is_object(data.settings)
 } else := {}
 
-# The kind of value each setting takes.
-list_settings := {"denied_tools", "ask_tools", "git_push_agents", "network_allowed_hosts"}
+settings := object.union(default_settings, overrides)
 
-settings_problems contains "data.settings must be an object" if {
-	not is_object(data.settings)
+# Mistakes in the settings: CodexOS evaluates `problems` when the policy
+# is uploaded, and refuses a policy that has any.
+problems contains "data.settings must be an object" if {
 	data.settings
+	not is_object(data.settings)
 }
 
-settings_problems contains sprintf("data.settings.%s is not a setting of the default policy", [name]) if {
+problems contains sprintf("data.settings.%s is not a setting of the default policy", [name]) if {
 	some name, _ in overrides
 	not name in object.keys(default_settings)
 }
 
-settings_problems contains sprintf("data.settings.%s must be a list of patterns", [name]) if {
-	some name in list_settings
-	not strings_list(settings[name])
+problems contains sprintf("data.settings.%s must be a list of patterns", [name]) if {
+	some name in ["denied_tools", "ask_tools", "git_push_agents", "network_allowed_hosts"]
+	not is_array(settings[name])
 }
 
-settings_problems contains "data.settings.ask_any_rm_rf must be true or false" if {
+problems contains sprintf("data.settings.%s must be a list of patterns", [name]) if {
+	some name in ["denied_tools", "ask_tools", "git_push_agents", "network_allowed_hosts"]
+	is_array(settings[name])
+	some item in settings[name]
+	not is_string(item)
+}
+
+problems contains "data.settings.ask_any_rm_rf must be true or false" if {
 	not is_boolean(settings.ask_any_rm_rf)
 }
 
-settings_problems contains "data.settings.trusted_publishers must be null or a list" if {
+problems contains "data.settings.trusted_publishers must be null or a list of names" if {
 	not is_null(settings.trusted_publishers)
-	not strings_list(settings.trusted_publishers)
+	not is_array(settings.trusted_publishers)
 }
 
-strings_list(value) if {
-	is_array(value)
-	every item in value {
-		is_string(item)
-	}
-}
-
-# A mistake in the settings denies everything rather than quietly
-# dropping a rule.
-deny contains sprintf("the tenant's policy settings are wrong: %s", [problem]) if {
-	some problem in settings_problems
+problems contains "data.settings.trusted_publishers must be null or a list of names" if {
+	is_array(settings.trusted_publishers)
+	some item in settings.trusted_publishers
+	not is_string(item)
 }
 
 # ----------------------------------------------------------------- helpers
@@ -82,16 +81,15 @@ agent_name := object.get(agent, "name", "(unnamed)")
 
 signature_status := object.get(agent, ["signature", "status"], "unsigned")
 
-# The simple commands of a shell call (none for other calls).
-commands := input.shell.commands if {
+# The simple commands of a shell call, each with the name of the program
+# it runs (without its directory: /usr/bin/git is git); none for other
+# calls.
+commands := [{"program": program, "words": words} |
 	is_array(input.shell.commands)
-} else := []
-
-# The program a command runs, without its directory: /usr/bin/git is git.
-program(command) := name if {
-	parts := split(command[0], "/")
-	name := parts[count(parts) - 1]
-}
+	some words in input.shell.commands
+	parts := split(words[0], "/")
+	program := parts[count(parts) - 1]
+]
 
 matches_any(patterns, text) if {
 	some pattern in patterns
@@ -120,60 +118,60 @@ ask contains sprintf("the command could not be parsed (%s), so a person must rea
 
 # ---------------------------------------------------------------------- rm
 
-# rm with -r, -R or --recursive, with or without -f.
-recursive_rm(command) if {
-	program(command) == "rm"
-	some i, word in command
-	rm_option(command, i)
-	recursive_flag(word)
+# rm with -r, -R or --recursive (with or without -f), and what it deletes:
+# words before `--` that start with `-` are options, the rest targets.
+recursive_removals := [{"words": command.words, "targets": targets} |
+	some command in commands
+	command.program == "rm"
+	options := [word |
+		some i, word in command.words
+		i > 0
+		startswith(word, "-")
+		not double_dash_before(command.words, i)
+	]
+	recursive(options)
+	targets := [word |
+		some i, word in command.words
+		i > 0
+		word != "--"
+		not option_at(command.words, i)
+	]
+]
+
+recursive(options) if {
+	some option in options
+	regex.match(`^(-[a-zA-Z]*[rR]|--recursive)`, option)
 }
 
-recursive_flag(word) if regex.match(`^-[a-zA-Z]*[rR]`, word)
-
-recursive_flag(word) if word == "--recursive"
-
-# Words before `--` that start with `-` are options; the rest are targets.
-rm_option(command, i) if {
-	i > 0
-	startswith(command[i], "-")
-	not double_dash_before(command, i)
+option_at(words, i) if {
+	startswith(words[i], "-")
+	not double_dash_before(words, i)
 }
 
-double_dash_before(command, i) if {
-	some j, word in command
+double_dash_before(words, i) if {
+	some j, word in words
 	j < i
 	word == "--"
 }
 
-rm_targets(command) := [word |
-	some i, word in command
-	i > 0
-	not rm_option(command, i)
-	word != "--"
-]
-
 # Targets no one means to delete: the file system's root, or home.
 root_targets := {"/", "/*", "/.", "/.*", "~", "~/", "~/*", "$HOME", "$HOME/", "$HOME/*", "${HOME}", "${HOME}/", "${HOME}/*"}
 
-wipes_root(command) if {
-	some target in rm_targets(command)
+wipes_root(removal) if {
+	some target in removal.targets
 	target in root_targets
 }
 
-wipes_root(command) if {
-	some target in rm_targets(command)
+wipes_root(removal) if {
+	some target in removal.targets
 	regex.match(`^/+\*?$`, target)
 }
 
-wipes_root(command) if {
-	some word in command
-	word == "--no-preserve-root"
-}
+wipes_root(removal) if "--no-preserve-root" in removal.words
 
-deny contains sprintf("`%s` would delete the whole file system or home directory", [concat(" ", command)]) if {
-	some command in commands
-	recursive_rm(command)
-	wipes_root(command)
+deny contains sprintf("`%s` would delete the whole file system or home directory", [concat(" ", removal.words)]) if {
+	some removal in recursive_removals
+	wipes_root(removal)
 }
 
 # A target is inside the workspace when it is a relative path without
@@ -201,81 +199,63 @@ leaves_directory(target) if {
 
 changes_directory if {
 	some command in commands
-	program(command) in {"cd", "pushd", "popd"}
+	command.program in {"cd", "pushd", "popd"}
 }
 
-ask contains sprintf("`%s` deletes outside the workspace", [concat(" ", command)]) if {
-	some command in commands
-	recursive_rm(command)
-	not wipes_root(command)
-	some target in rm_targets(command)
+ask contains sprintf("`%s` deletes outside the workspace", [concat(" ", removal.words)]) if {
+	some removal in recursive_removals
+	not wipes_root(removal)
+	some target in removal.targets
 	not inside_workspace(target)
 }
 
-ask contains sprintf("`%s` deletes recursively, which the tenant's policy asks about", [concat(" ", command)]) if {
+ask contains sprintf("`%s` deletes recursively, which the tenant's policy asks about", [concat(" ", removal.words)]) if {
 	settings.ask_any_rm_rf == true
-	some command in commands
-	recursive_rm(command)
+	some removal in recursive_removals
 }
 
 # --------------------------------------------------------------------- git
 
-# Options of git itself that take the next word as their value.
-git_options_with_value := {"-C", "-c", "--git-dir", "--work-tree", "--namespace", "--exec-path", "--config-env"}
-
-# Where git's subcommand is: the first word after `git` that is neither
-# an option nor an option's value.
-git_subcommand_index(command) := min({i |
-	some i, word in command
-	i > 0
-	not startswith(word, "-")
-	not command[i - 1] in git_options_with_value
-})
-
-git_push(command) if {
-	program(command) == "git"
-	command[git_subcommand_index(command)] == "push"
-}
-
-agent_may_push if "*" in settings.git_push_agents
-
-agent_may_push if matches_any(settings.git_push_agents, agent_name)
+# Each `git push`, with the words after `push`. git's subcommand is the
+# first word after `git` that is neither an option nor an option's value.
+git_pushes := [rest |
+	some command in commands
+	command.program == "git"
+	subcommand := min({i |
+		some i, word in command.words
+		i > 0
+		not startswith(word, "-")
+		not command.words[i - 1] in {"-C", "-c", "--git-dir", "--work-tree", "--namespace", "--exec-path", "--config-env"}
+	})
+	command.words[subcommand] == "push"
+	rest := array.slice(command.words, subcommand + 1, count(command.words))
+]
 
 deny contains sprintf("the agent %v may not `git push` (the tenant's policy allows it only for %s)", [agent_name, concat(", ", settings.git_push_agents)]) if {
-	some command in commands
-	git_push(command)
-	not agent_may_push
+	count(git_pushes) > 0
+	not "*" in settings.git_push_agents
+	not matches_any(settings.git_push_agents, agent_name)
 }
 
 # Rewriting or deleting what others pushed: --force and its relatives,
-# +refspecs, --delete and :refspecs, --mirror.
-rewrites_remote(word) if word in {"--force", "--force-if-includes", "--mirror", "--delete", "--prune"}
-
-rewrites_remote(word) if startswith(word, "--force-with-lease")
-
-rewrites_remote(word) if regex.match(`^-[a-zA-Z]*[fd]`, word)
-
-rewrites_remote(word) if regex.match(`^[+:]`, word)
-
-ask contains sprintf("`%s` rewrites or deletes history on the remote", [concat(" ", command)]) if {
-	some command in commands
-	git_push(command)
-	some i, word in command
-	i > git_subcommand_index(command)
-	rewrites_remote(word)
+# +refspecs, --delete and :refspecs, --mirror, --prune.
+ask contains sprintf("`git push %s` rewrites or deletes history on the remote", [concat(" ", push)]) if {
+	some push in git_pushes
+	some word in push
+	regex.match(`^(--force|--mirror|--delete|--prune|-[a-zA-Z]*[fd]|[+:])`, word)
 }
 
 # ---------------------------------------------------- never right, or risky
 
-deny contains sprintf("`%s` formats a file system", [concat(" ", command)]) if {
+deny contains sprintf("`%s` formats a file system", [concat(" ", command.words)]) if {
 	some command in commands
-	startswith(program(command), "mkfs")
+	startswith(command.program, "mkfs")
 }
 
-deny contains sprintf("`%s` writes straight to a device", [concat(" ", command)]) if {
+deny contains sprintf("`%s` writes straight to a device", [concat(" ", command.words)]) if {
 	some command in commands
-	program(command) == "dd"
-	some word in command
+	command.program == "dd"
+	some word in command.words
 	startswith(word, "of=/dev/")
 	not word in {"of=/dev/null", "of=/dev/stdout", "of=/dev/stderr"}
 }
@@ -293,9 +273,10 @@ ask contains "the command runs a script downloaded from the network without read
 # ----------------------------------------------------------------- network
 
 # Every destination the agent's manifest lets its tool calls reach, and
-# its MCP servers over HTTP, must be allowed.
+# its MCP servers over HTTP, must be allowed; so must each URL it fetches.
 deny contains sprintf("the agent may reach %s, which the tenant's policy does not allow (allowed: %s)", [destination, concat(", ", settings.network_allowed_hosts)]) if {
 	input.action in {"install_agent", "start_execution"}
+	not "*" in settings.network_allowed_hosts
 	some destination in array.concat(object.get(agent, "network", []), object.get(agent, "mcp_hosts", []))
 	not matches_any(settings.network_allowed_hosts, destination)
 }
@@ -303,6 +284,7 @@ deny contains sprintf("the agent may reach %s, which the tenant's policy does no
 deny contains sprintf("%s is not a destination the tenant's policy allows (allowed: %s)", [input.destination, concat(", ", settings.network_allowed_hosts)]) if {
 	input.action == "tool_call"
 	is_string(input.destination)
+	not "*" in settings.network_allowed_hosts
 	not matches_any(settings.network_allowed_hosts, input.destination)
 }
 

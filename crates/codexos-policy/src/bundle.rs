@@ -182,12 +182,14 @@ mod tests {
 
     #[test]
     fn the_digest_ignores_key_order() {
-        let one: Bundle =
-            serde_json::from_str(r#"{"modules": {"a.rego": "x", "b.rego": "y"}, "data": {"k": 1, "j": [2, {"z": 1, "a": 2}]}}"#)
-                .unwrap();
-        let two: Bundle =
-            serde_json::from_str(r#"{"data": {"j": [2, {"a": 2, "z": 1}], "k": 1}, "modules": {"b.rego": "y", "a.rego": "x"}}"#)
-                .unwrap();
+        let one: Bundle = serde_json::from_str(
+            r#"{"modules": {"a.rego": "x", "b.rego": "y"}, "data": {"k": 1, "j": [2, {"z": 1, "a": 2}]}}"#,
+        )
+        .unwrap();
+        let two: Bundle = serde_json::from_str(
+            r#"{"data": {"j": [2, {"a": 2, "z": 1}], "k": 1}, "modules": {"b.rego": "y", "a.rego": "x"}}"#,
+        )
+        .unwrap();
         assert_eq!(one.sha256(), two.sha256());
         let three = Bundle { data: json!({"k": 2}), ..one.clone() };
         assert_ne!(one.sha256(), three.sha256());

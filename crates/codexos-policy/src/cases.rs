@@ -68,9 +68,10 @@ pub fn parse_cases(text: &str) -> Result<Vec<Case>, CasesError> {
     // Parsed as a value first: an untagged enum's own errors say nothing.
     let value: Value = serde_json::from_str(text).map_err(|err| CasesError::Shape(err.to_string()))?;
     let list = match &value {
-        Value::Object(object) => object.get("cases").cloned().ok_or_else(|| {
-            CasesError::Shape("expected a list of cases, or an object with `cases`".to_owned())
-        })?,
+        Value::Object(object) => object
+            .get("cases")
+            .cloned()
+            .ok_or_else(|| CasesError::Shape("expected a list of cases, or an object with `cases`".to_owned()))?,
         Value::Array(_) => value.clone(),
         _ => return Err(CasesError::Shape("expected a list of cases, or an object with `cases`".to_owned())),
     };

@@ -7,7 +7,7 @@
 //!   "user": {"id": "…", "role": "developer"},
 //!   "agent": {"name": "fixer", "version": "1.2.0", "kind": "llm", "publisher": null,
 //!             "signature": {"status": "unsigned", "key_id": null},
-//!             "tools": ["shell"], "network": ["pypi.org:443"]},
+//!             "tools": ["shell"], "network": ["pypi.org:443"], "mcp_hosts": []},
 //!   "workspace": "/srv/work/repo",
 //!   "step": 3,
 //!   "tool": "shell",
@@ -103,6 +103,8 @@ pub struct AgentFacts {
     pub tools: Vec<String>,
     /// `host:port` destinations its tool calls may reach (empty: none).
     pub network: Vec<String>,
+    /// `host:port` of its MCP servers over HTTP, reached from the worker.
+    pub mcp_hosts: Vec<String>,
 }
 
 /// What stays the same across an execution's (or a request's) decisions.
@@ -160,7 +162,8 @@ pub fn complete(input: &mut Value) {
     let Some(object) = input.as_object_mut() else { return };
     let tool = object.get("tool").and_then(Value::as_str);
     if tool == Some("http_fetch") && !object.contains_key("destination") {
-        let destination = object.get("args").and_then(|args| args.get("url")).and_then(Value::as_str).and_then(destination);
+        let destination =
+            object.get("args").and_then(|args| args.get("url")).and_then(Value::as_str).and_then(destination);
         object.insert("destination".to_owned(), json!(destination));
         return;
     }
@@ -222,6 +225,7 @@ mod tests {
                 signature: Signature::unsigned(),
                 tools: vec!["shell".into()],
                 network: Vec::new(),
+                mcp_hosts: Vec::new(),
             },
             workspace: Some("/srv/work/repo".into()),
         }
@@ -237,7 +241,8 @@ mod tests {
                 "tenant": {"id": "t-1", "slug": "acme"},
                 "user": {"id": "u-1", "role": null},
                 "agent": {"name": "fixer", "version": "1.0.0", "kind": "llm", "publisher": null,
-                          "signature": {"status": "unsigned", "key_id": null}, "tools": ["shell"], "network": []},
+                          "signature": {"status": "unsigned", "key_id": null}, "tools": ["shell"], "network": [],
+                          "mcp_hosts": []},
                 "workspace": "/srv/work/repo",
                 "step": 3,
                 "tool": "shell",

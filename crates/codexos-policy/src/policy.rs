@@ -25,6 +25,8 @@ const MAX_ERROR_CHARS: usize = 1000;
 /// Builtins refused at upload: the size of what they build is set by a
 /// number, and they build it in one go, before the time limit can stop
 /// them (`numbers.range(1, 1e12)` would take the whole worker down).
+/// `sprintf` is allowed with a literal format of modest widths only
+/// (`%04000000000d` would be the same).
 const REFUSED_BUILTINS: &[&str] = &["numbers.range_step", "numbers.range", "bits.lsh"];
 
 /// The three answers, from the most permissive; `max` of two is the
@@ -60,7 +62,9 @@ impl std::str::FromStr for Verdict {
             "allow" => Ok(Verdict::Allow),
             "ask" => Ok(Verdict::Ask),
             "deny" => Ok(Verdict::Deny),
-            other => Err(format!("'{}' is not a verdict (allow, ask or deny)", other.chars().take(32).collect::<String>())),
+            other => {
+                Err(format!("'{}' is not a verdict (allow, ask or deny)", other.chars().take(32).collect::<String>()))
+            }
         }
     }
 }
@@ -199,7 +203,9 @@ impl Policy {
                     let package = package.strip_prefix("data.").unwrap_or(&package);
                     let mut problem = CompileProblem::in_module(
                         name,
-                        format!("the module is in package {package}; a policy's modules are in package codexos or below it (codexos.lib, ...)"),
+                        format!(
+                            "the module is in package {package}; a policy's modules are in package codexos or below it (codexos.lib, ...)"
+                        ),
                     );
                     problem.line = package_line(source);
                     problem.column = problem.line.map(|_| 1);
@@ -222,30 +228,43 @@ impl Policy {
             )
             .into());
         }
+        // `deny` and `ask` are read in one evaluation, so that what both
+        // use (helper rules, the parsed input) is computed once.
+        if let Err(err) = engine.add_policy(DECISION_MODULE.to_owned(), decision_module(deny_declared, ask_declared)) {
+            return Err(CompileProblem::general(format!("the decision module: {}", condense(&err))).into());
+        }
         // The first evaluation analyses every module (unsafe variables,
         // recursion, unknown functions): with an empty input, what fails
         // now fails for every input.
         engine.set_input(regorus::Value::new_object());
-        for (rule, declared) in [("data.codexos.deny", deny_declared), ("data.codexos.ask", ask_declared)] {
-            if !declared {
-                continue;
+        let evaluated = catch_unwind(AssertUnwindSafe(|| engine.eval_rule(DECISION_RULE.to_owned())));
+        match evaluated {
+            Ok(Ok(value)) => {
+                if let Err(why) = verdict_of(&value) {
+                    return Err(CompileProblem::general(why).into());
+                }
             }
-            let evaluated = catch_unwind(AssertUnwindSafe(|| engine.eval_rule(rule.to_owned())));
-            match evaluated {
-                Ok(Ok(value)) => {
-                    if let Err(why) = reasons_of(rule, &value) {
-                        return Err(CompileProblem::general(why).into());
-                    }
-                }
-                Ok(Err(err)) if err.downcast_ref::<regorus::utils::limits::LimitError>().is_some() => {
-                    return Err(CompileProblem::general(format!(
-                        "evaluating {rule} with an empty input ran past the time limit of {} ms",
-                        time_limit.as_millis()
-                    ))
-                    .into());
-                }
+            Ok(Err(err)) if err.downcast_ref::<regorus::utils::limits::LimitError>().is_some() => {
+                return Err(CompileProblem::general(format!(
+                    "evaluating the policy with an empty input ran past the time limit of {} ms",
+                    time_limit.as_millis()
+                ))
+                .into());
+            }
+            Ok(Err(err)) => return Err(located(&err, None).into()),
+            Err(_) => return Err(CompileProblem::general("the Rego compiler stopped unexpectedly").into()),
+        }
+        // The policy's own checks of its data (`problems`), once, here:
+        // the data cannot change without a new upload.
+        if declares(&engine, "problems") {
+            let found = catch_unwind(AssertUnwindSafe(|| engine.eval_rule(PROBLEMS_RULE.to_owned())));
+            let problems = match found {
+                Ok(Ok(value)) => reasons_of(PROBLEMS_RULE, &value).map_err(CompileProblem::general)?,
                 Ok(Err(err)) => return Err(located(&err, None).into()),
                 Err(_) => return Err(CompileProblem::general("the Rego compiler stopped unexpectedly").into()),
+            };
+            if !problems.is_empty() {
+                return Err(CompileError { problems: problems.into_iter().map(CompileProblem::general).collect() });
             }
         }
         let _ = engine.take_prints();
@@ -298,15 +317,13 @@ impl Policy {
         let mut engine = self.engine.clone();
         let evaluated = catch_unwind(AssertUnwindSafe(|| -> Result<Decision, String> {
             engine.set_input(regorus::Value::from(input.clone()));
-            let deny = self.rule(&mut engine, "data.codexos.deny", self.deny_declared)?;
-            if !deny.is_empty() {
-                return Ok(Decision { verdict: Verdict::Deny, reasons: deny });
+            match engine.eval_rule(DECISION_RULE.to_owned()) {
+                Ok(value) => verdict_of(&value),
+                Err(err) if err.downcast_ref::<regorus::utils::limits::LimitError>().is_some() => {
+                    Err(format!("the evaluation ran past its time limit of {} ms", self.time_limit.as_millis()))
+                }
+                Err(err) => Err(format!("evaluation error: {}", condense(&err))),
             }
-            let ask = self.rule(&mut engine, "data.codexos.ask", self.ask_declared)?;
-            if !ask.is_empty() {
-                return Ok(Decision { verdict: Verdict::Ask, reasons: ask });
-            }
-            Ok(Decision::allow())
         }));
         let prints = engine.take_prints().unwrap_or_default();
         let decision = match evaluated {
@@ -316,21 +333,46 @@ impl Policy {
         };
         (decision, prints)
     }
+}
 
-    /// The reasons of `deny` or `ask`, or why they cannot be had.
-    fn rule(&self, engine: &mut regorus::Engine, rule: &str, declared: bool) -> Result<Vec<String>, String> {
-        if !declared {
-            return Ok(Vec::new());
-        }
-        match engine.eval_rule(rule.to_owned()) {
-            Ok(value) => reasons_of(rule, &value),
-            Err(err) if err.downcast_ref::<regorus::utils::limits::LimitError>().is_some() => Err(format!(
-                "the evaluation ran past its time limit of {} ms",
-                self.time_limit.as_millis()
-            )),
-            Err(err) => Err(format!("evaluation error: {}", condense(&err))),
+/// The module, added to every policy, that reads `deny` and `ask` together.
+const DECISION_MODULE: &str = "codexos-platform-decision.rego";
+/// Its rule: `{"deny": <reasons>, "ask": <reasons>}`.
+const DECISION_RULE: &str = "data.codexos_platform.decision";
+/// What a policy finds wrong with its own data, checked at upload.
+const PROBLEMS_RULE: &str = "data.codexos.problems";
+
+fn decision_module(deny: bool, ask: bool) -> String {
+    let mut module = String::from("package codexos_platform\n\n");
+    let mut fields = Vec::new();
+    for (rule, declared) in [("deny", deny), ("ask", ask)] {
+        if declared {
+            // An undefined rule (a complete one whose body failed) gives no reasons.
+            module.push_str(&format!(
+                "{rule}_reasons := reasons if {{\n\treasons := data.codexos.{rule}\n}} else := set()\n\n"
+            ));
+            fields.push(format!("\"{rule}\": {rule}_reasons"));
         }
     }
+    module.push_str(&format!("decision := {{{}}}\n", fields.join(", ")));
+    module
+}
+
+/// The decision module's answer as a decision: any `deny` reason denies,
+/// then any `ask` reason asks.
+fn verdict_of(value: &regorus::Value) -> Result<Decision, String> {
+    let regorus::Value::Object(fields) = value else {
+        return Err("the policy's answer could not be read".to_owned());
+    };
+    for (rule, verdict) in [("deny", Verdict::Deny), ("ask", Verdict::Ask)] {
+        if let Some(reasons) = fields.get(&regorus::Value::from(rule)) {
+            let reasons = reasons_of(&format!("data.codexos.{rule}"), reasons)?;
+            if !reasons.is_empty() {
+                return Ok(Decision { verdict, reasons });
+            }
+        }
+    }
+    Ok(Decision::allow())
 }
 
 /// A rule's value as reasons: a set (or array) of strings; anything else
@@ -375,45 +417,104 @@ fn type_name(value: &regorus::Value) -> &'static str {
 
 /// The line of a module's `package` clause.
 fn package_line(source: &str) -> Option<u32> {
-    source.lines().position(|line| line.trim_start().starts_with("package")).and_then(|index| u32::try_from(index + 1).ok())
+    source
+        .lines()
+        .position(|line| line.trim_start().starts_with("package"))
+        .and_then(|index| u32::try_from(index + 1).ok())
 }
 
-/// Calls of refused builtins, each with its position.
+/// Calls of refused builtins, and `sprintf` calls that could build a
+/// string of any size, each with its position. The module is read with
+/// regorus's own lexer, so comments and string contents are never mistaken
+/// for calls; a module the lexer refuses is reported by the compiler.
 fn refused_builtins(module: &str, source: &str) -> Vec<CompileProblem> {
-    let mut found = Vec::new();
-    for (index, line) in source.lines().enumerate() {
-        let code = line.split('#').next().unwrap_or(line);
-        let mut column = 0;
-        while let Some(at) = code[column..].find(|c: char| c == 'n' || c == 'b').map(|at| column + at) {
-            let rest = &code[at..];
-            let boundary = code[..at].chars().next_back().is_none_or(|c| !(c.is_alphanumeric() || c == '_' || c == '.'));
-            if let Some(name) = REFUSED_BUILTINS.iter().find(|name| rest.starts_with(**name)).filter(|_| boundary) {
-                let after = rest[name.len()..].chars().next();
-                if after.is_none_or(|c| !(c.is_alphanumeric() || c == '_')) {
-                    found.push(CompileProblem {
-                        module: Some(module.to_owned()),
-                        line: u32::try_from(index + 1).ok(),
-                        column: u32::try_from(code[..at].chars().count() + 1).ok(),
-                        message: format!(
-                            "{name} is not available in CodexOS policies: it builds its whole result at once, \
-                             of a size its arguments choose, which no evaluation limit can stop"
-                        ),
-                    });
-                }
-                column = at + name.len();
-            } else {
-                column = at + 1;
-            }
+    use regorus::unstable::{Lexer, Token, TokenKind};
+    let Ok(source) = regorus::Source::from_contents(module.to_owned(), source.to_owned()) else { return Vec::new() };
+    let mut lexer = Lexer::new(&source);
+    let mut tokens = Vec::new();
+    while let Ok(token) = lexer.next_token() {
+        if token.0 == TokenKind::Eof {
+            break;
         }
+        tokens.push(token);
+    }
+    let symbol = |index: usize, text: &str| {
+        tokens.get(index).is_some_and(|Token(kind, span)| *kind == TokenKind::Symbol && span.text() == text)
+    };
+    let mut found = Vec::new();
+    for (start, Token(kind, span)) in tokens.iter().enumerate() {
+        // A dotted name starts at an identifier not preceded by a dot.
+        if *kind != TokenKind::Ident || (start > 0 && symbol(start - 1, ".")) {
+            continue;
+        }
+        let mut name = span.text().to_owned();
+        let mut next = start + 1;
+        while symbol(next, ".") && tokens.get(next + 1).is_some_and(|Token(kind, _)| *kind == TokenKind::Ident) {
+            name.push('.');
+            name.push_str(tokens[next + 1].1.text());
+            next += 2;
+        }
+        if !symbol(next, "(") {
+            continue;
+        }
+        let why = if REFUSED_BUILTINS.contains(&name.as_str()) {
+            format!(
+                "{name} is not available in CodexOS policies: it builds its whole result at once, \
+                 of a size its arguments choose, which no evaluation limit can stop"
+            )
+        } else if name == "sprintf" {
+            let format = tokens
+                .get(next + 1)
+                .filter(|Token(kind, _)| matches!(kind, TokenKind::String | TokenKind::RawString))
+                .map(|Token(_, span)| span.text());
+            match format {
+                Some(format) if !wide_format(format) => continue,
+                Some(_) => {
+                    format!("sprintf widths are limited to {MAX_FORMAT_WIDTH_DIGITS} digits in CodexOS policies")
+                }
+                None => "sprintf's format must be a string written in the policy: a width taken from \
+                         elsewhere could build a string of any size at once"
+                    .to_owned(),
+            }
+        } else {
+            continue;
+        };
+        found.push(CompileProblem {
+            module: Some(module.to_owned()),
+            line: Some(span.line),
+            column: Some(span.col),
+            message: why,
+        });
     }
     found
+}
+
+/// The most digits a `sprintf` width or precision may have (up to 999).
+const MAX_FORMAT_WIDTH_DIGITS: usize = 3;
+
+/// Whether a format pads or cuts to more than [`MAX_FORMAT_WIDTH_DIGITS`] digits.
+fn wide_format(format: &str) -> bool {
+    let mut rest = format;
+    while let Some(at) = rest.find('%') {
+        rest = &rest[at + 1..];
+        let spec = rest.trim_start_matches('.');
+        let digits = spec.chars().take_while(char::is_ascii_digit).count();
+        if digits > MAX_FORMAT_WIDTH_DIGITS
+            || spec.chars().next().is_some_and(|c| c.is_numeric() && !c.is_ascii_digit())
+        {
+            return true;
+        }
+        rest = spec.strip_prefix('%').unwrap_or(spec);
+    }
+    false
 }
 
 /// A compiler error as a problem: regorus reports `--> file:line:col`, the
 /// line quoted, and `error: message`.
 fn located(err: &anyhow::Error, module: Option<&str>) -> CompileProblem {
     let text = format!("{err:#}");
-    let mut problem = CompileProblem { module: module.map(str::to_owned), line: None, column: None, message: String::new() };
+    let mut problem =
+        CompileProblem { module: module.map(str::to_owned), line: None, column: None, message: String::new() };
     for line in text.lines() {
         if let Some(location) = line.trim_start().strip_prefix("--> ") {
             let mut parts = location.rsplitn(3, ':');
@@ -451,31 +552,3 @@ fn truncate(text: &str) -> String {
 #[cfg(test)]
 #[path = "policy_tests.rs"]
 mod tests;
-#[cfg(test)]
-mod scratch {
-    use super::*;
-    #[test]
-    fn timing() {
-        let policy = Policy::builtin_default().unwrap();
-        let facts_input = serde_json::json!({"action":"tool_call","tool":"shell","workspace":"/srv/w","agent":{"name":"x"},"args":{"command":"cargo test"}});
-        let mut input = facts_input.clone();
-        crate::input::complete(&mut input);
-        let n = 2000;
-        let t = std::time::Instant::now();
-        for _ in 0..n { let e = policy.engine.clone(); std::hint::black_box(e); }
-        println!("clone {:?}", t.elapsed() / n);
-        let mut e = policy.engine.clone();
-        let t = std::time::Instant::now();
-        for _ in 0..n { e.set_input(regorus::Value::from(input.clone())); }
-        println!("set_input {:?}", t.elapsed() / n);
-        let t = std::time::Instant::now();
-        for _ in 0..n { std::hint::black_box(e.eval_rule("data.codexos.deny".into()).unwrap()); }
-        println!("eval deny reused {:?}", t.elapsed() / n);
-        let t = std::time::Instant::now();
-        for _ in 0..n { std::hint::black_box(e.eval_rule("data.codexos.ask".into()).unwrap()); }
-        println!("eval ask reused {:?}", t.elapsed() / n);
-        let t = std::time::Instant::now();
-        for _ in 0..n { std::hint::black_box(e.eval_query("data.codexos.deny".into(), false).unwrap()); }
-        println!("eval_query deny reused {:?}", t.elapsed() / n);
-    }
-}

@@ -26,6 +26,7 @@ fn facts(agent: &str) -> Facts {
             signature: Signature::unsigned(),
             tools: vec!["shell".into()],
             network: Vec::new(),
+            mcp_hosts: Vec::new(),
         },
         workspace: Some("/srv/work/repo".into()),
     }
@@ -91,7 +92,8 @@ fn the_default_policy_decides_shell_commands() {
     for (command, verdict, reason) in table {
         let decision = policy.decide(&shell(command));
         let reason_found = reason.is_empty() || decision.reasons.iter().any(|text| text.contains(reason));
-        if decision.verdict != *verdict || !reason_found || (verdict == &Verdict::Allow) != decision.reasons.is_empty() {
+        if decision.verdict != *verdict || !reason_found || (verdict == &Verdict::Allow) != decision.reasons.is_empty()
+        {
             wrong.push(format!("{command}: expected {verdict} ({reason}), got {decision:?}"));
         }
     }
@@ -134,7 +136,9 @@ fn example_network_only_to_our_registry() {
     let denied = policy.decide(&agent.install_agent());
     assert_eq!(
         denied.reasons,
-        ["the agent may reach pypi.org:443, which the tenant's policy does not allow (allowed: registry.example.com:443)"]
+        [
+            "the agent may reach pypi.org:443, which the tenant's policy does not allow (allowed: registry.example.com:443)"
+        ]
     );
     assert_eq!(policy.decide(&agent.start_execution("go")).verdict, Verdict::Deny);
     let fetch = |url: &str| facts("fixer").tool_call("http_fetch", &json!({ "url": url }), 1);
@@ -157,7 +161,10 @@ fn example_only_agents_signed_by_the_platform_team() {
     let policy = default_with(json!({ "trusted_publishers": ["platform-team", "0123456789abcdef"] }));
     let mut agent = facts("fixer");
     let denied = policy.decide(&agent.install_agent());
-    assert_eq!(denied.reasons, ["only agents signed by platform-team, 0123456789abcdef may be installed or run; fixer is unsigned"]);
+    assert_eq!(
+        denied.reasons,
+        ["only agents signed by platform-team, 0123456789abcdef may be installed or run; fixer is unsigned"]
+    );
     agent.agent.publisher = Some("platform-team".into());
     agent.agent.signature = Signature { status: SignatureStatus::Verified, key_id: Some("fedcba9876543210".into()) };
     assert_eq!(policy.decide(&agent.install_agent()), Decision::allow());
@@ -176,24 +183,29 @@ fn example_only_agents_signed_by_the_platform_team() {
 fn tools_can_be_turned_off_or_held() {
     let policy = default_with(json!({ "denied_tools": ["http_fetch", "fs.*"], "ask_tools": ["write_file"] }));
     let call = |tool: &str| facts("fixer").tool_call(tool, &json!({}), 1);
-    assert_eq!(policy.decide(&call("http_fetch")).reasons, ["the tool http_fetch is turned off by the tenant's policy"]);
+    assert_eq!(
+        policy.decide(&call("http_fetch")).reasons,
+        ["the tool http_fetch is turned off by the tenant's policy"]
+    );
     assert_eq!(policy.decide(&call("fs.read_file")).verdict, Verdict::Deny);
     assert_eq!(policy.decide(&call("write_file")).verdict, Verdict::Ask);
     assert_eq!(policy.decide(&call("read_file")), Decision::allow());
 }
 
 #[test]
-fn wrong_settings_deny_everything_with_the_reason() {
+fn wrong_settings_are_refused_at_upload() {
     for (settings, reason) in [
         (json!({ "git_push_agent": ["ci-*"] }), "data.settings.git_push_agent is not a setting of the default policy"),
         (json!({ "ask_any_rm_rf": "yes" }), "data.settings.ask_any_rm_rf must be true or false"),
         (json!({ "git_push_agents": "ci-*" }), "data.settings.git_push_agents must be a list of patterns"),
-        (json!({ "trusted_publishers": "me" }), "data.settings.trusted_publishers must be null or a list"),
+        (json!({ "denied_tools": ["x", 3] }), "data.settings.denied_tools must be a list of patterns"),
+        (json!({ "trusted_publishers": "me" }), "data.settings.trusted_publishers must be null or a list of names"),
         (json!(["not", "an", "object"]), "data.settings must be an object"),
     ] {
-        let decision = default_with(settings.clone()).decide(&shell("ls"));
-        assert_eq!(decision.verdict, Verdict::Deny, "{settings}");
-        assert!(decision.reasons.iter().any(|text| text.contains(reason)), "{settings}: {decision:?}");
+        let mut bundle = Bundle::builtin_default();
+        bundle.data = json!({ "settings": settings });
+        let found = problems(&bundle);
+        assert!(found.iter().any(|problem| problem.message == reason), "{settings}: {found:?}");
     }
 }
 
@@ -220,9 +232,11 @@ fn modules_share_the_package_and_may_use_helper_packages() {
     let lib = "package codexos.lib\n\nis_git(command) if command[0] == \"git\"\n";
     let deny = "package codexos\n\nimport data.codexos.lib\n\ndeny contains \"no git\" if {\n\tsome command in input.shell.commands\n\tlib.is_git(command)\n}\n";
     let ask = "package codexos\n\nask contains sprintf(\"%s needs a look\", [input.tool]) if input.tool in data.held\n";
-    let policy =
-        Policy::compile(&bundle(&[("lib.rego", lib), ("deny.rego", deny), ("ask.rego", ask)], json!({"held": ["write_file"]})))
-            .unwrap();
+    let policy = Policy::compile(&bundle(
+        &[("lib.rego", lib), ("deny.rego", deny), ("ask.rego", ask)],
+        json!({"held": ["write_file"]}),
+    ))
+    .unwrap();
     assert_eq!(policy.decide(&shell("git status")).reasons, ["no git"]);
     let write = facts("fixer").tool_call("write_file", &json!({}), 1);
     assert_eq!(policy.decide(&write).reasons, ["write_file needs a look"]);
@@ -235,7 +249,12 @@ fn syntax_errors_carry_module_line_and_column() {
     assert_eq!(
         problems(&bundle(&[("a.rego", broken), ("b.rego", other)], json!({}))),
         [
-            CompileProblem { module: Some("a.rego".into()), line: Some(5), column: Some(1), message: "expecting expression".into() },
+            CompileProblem {
+                module: Some("a.rego".into()),
+                line: Some(5),
+                column: Some(1),
+                message: "expecting expression".into()
+            },
             CompileProblem {
                 module: Some("b.rego".into()),
                 line: Some(4),
@@ -268,7 +287,10 @@ fn bundles_that_cannot_decide_are_refused() {
     let nothing = "package codexos\n\nallow if true\n";
     let problem = &problems(&bundle(&[("main.rego", nothing)], json!({})))[0];
     assert!(problem.message.contains("neither `deny` nor `ask`"), "{problem}");
-    assert_eq!(problems(&Bundle { modules: Default::default(), data: json!({}) })[0].message, "a policy needs at least one module");
+    assert_eq!(
+        problems(&Bundle { modules: Default::default(), data: json!({}) })[0].message,
+        "a policy needs at least one module"
+    );
     let problem = &problems(&bundle(&[("main.rego", "package codexos\ndeny := 1\n")], json!({})))[0];
     assert!(problem.message.contains("must be a set of reasons"), "{problem}");
 }
@@ -357,7 +379,8 @@ fn reasons_that_are_not_strings_are_shown_as_json() {
 
 #[test]
 fn prints_are_kept_for_tests() {
-    let source = "package codexos\n\ndeny contains \"x\" if {\n\tprint(\"tool is\", input.tool)\n\tinput.tool == \"shell\"\n}\n";
+    let source =
+        "package codexos\n\ndeny contains \"x\" if {\n\tprint(\"tool is\", input.tool)\n\tinput.tool == \"shell\"\n}\n";
     let policy = Policy::compile(&bundle(&[("main.rego", source)], json!({}))).unwrap();
     let (decision, prints) = policy.decide_with_prints(&json!({ "tool": "shell" }));
     assert_eq!(decision.verdict, Verdict::Deny);
@@ -371,4 +394,27 @@ fn compiled_policies_are_cached_by_digest() {
     let two = Policy::builtin_default().unwrap();
     assert!(std::sync::Arc::ptr_eq(&one, &two));
     assert_eq!(one.sha256(), Bundle::builtin_default().sha256());
+}
+
+#[test]
+fn refused_calls_are_found_by_the_lexer_not_fooled_by_strings_or_comments() {
+    // A `#` inside a string once hid the rest of the line from the check.
+    let hidden = "package codexos\n\ndeny contains \"#\" if { count(numbers.range(1, 1e12)) > 0 }\n";
+    let found = problems(&bundle(&[("main.rego", hidden)], json!({})));
+    assert_eq!(found.iter().map(CompileProblem::location).collect::<Vec<_>>(), ["main.rego:3:30"]);
+    let quoted = "package codexos\n\ndeny contains \"numbers.range(1, 1e12)\" if input.x\n";
+    assert!(Policy::compile(&bundle(&[("main.rego", quoted)], json!({}))).is_ok());
+}
+
+#[test]
+fn sprintf_formats_that_could_build_any_size_are_refused() {
+    let wide = "package codexos\n\ndeny contains sprintf(\"%04000000000d\", [1]) if input.x\n";
+    let found = problems(&bundle(&[("main.rego", wide)], json!({})));
+    assert_eq!(found.iter().map(CompileProblem::location).collect::<Vec<_>>(), ["main.rego:3:15"]);
+    assert!(found[0].message.contains("widths are limited"), "{}", found[0]);
+    let from_data = "package codexos\n\ndeny contains sprintf(data.format, [1]) if input.x\n";
+    let found = problems(&bundle(&[("main.rego", from_data)], json!({"format": "%d"})));
+    assert!(found[0].message.contains("must be a string written in the policy"), "{}", found[0]);
+    let modest = "package codexos\n\ndeny contains sprintf(\"%s: %10d %.2f %%\", [input.tool, 1, 2.5]) if input.x\n";
+    assert!(Policy::compile(&bundle(&[("main.rego", modest)], json!({}))).is_ok());
 }

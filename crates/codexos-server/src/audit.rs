@@ -65,6 +65,8 @@ const ACTIONS: &[(&str, &str, &str)] = &[
     ("POST", "/v1/executions/{id}/fork", "execution.fork"),
     ("POST", "/v1/executions/{id}/approvals/{seq}", "execution.decide_approval"),
     ("PUT", "/v1/tenant/retention", "tenant.set_retention"),
+    ("PUT", "/v1/policy", "policy.set"),
+    ("POST", "/v1/policy/test", "policy.test"),
     // Single sign-on's callback is a GET (the provider redirects the
     // browser to it) that opens a session: audited by its handler.
     ("GET", "/v1/sso/callback", "session.sso_login"),

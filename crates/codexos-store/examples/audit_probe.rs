@@ -3,7 +3,7 @@
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use codexos_audit::{Checkpoint, Frontier, GENESIS, Record, SigningKey, StoredEntry, StoredCheckpoint, Verdict};
+use codexos_audit::{Checkpoint, Frontier, GENESIS, Record, SigningKey, StoredCheckpoint, StoredEntry, Verdict};
 use codexos_core::{TenantId, TenantSlug};
 use codexos_store::{Store, audit_origin};
 use futures_util::TryStreamExt;
@@ -117,7 +117,6 @@ async fn build_log(url: &str, tenant: TenantId, key: &SigningKey) {
     conn.close().await.unwrap();
 }
 
-
 fn parse_hash(text: &str) -> codexos_audit::Hash {
     let mut hash = [0u8; 32];
     hex::decode_to_slice(text, &mut hash).unwrap_or_else(|_| hash = [0xff; 32]);
@@ -131,13 +130,24 @@ async fn raw_fetch_all(pool: &AnyPool, tenant: &str, page: i64) -> u64 {
     let mut n = 0;
     loop {
         let mut tx = pool.begin().await.unwrap();
-        let rows = sqlx::query(&format!("SELECT {COLS} FROM audit_entries WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"))
-            .bind(tenant).bind(after).bind(page).fetch_all(&mut *tx).await.unwrap();
+        let rows = sqlx::query(&format!(
+            "SELECT {COLS} FROM audit_entries WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+        ))
+        .bind(tenant)
+        .bind(after)
+        .bind(page)
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
         tx.commit().await.unwrap();
         let full = rows.len() as i64 == page;
         n += rows.len() as u64;
-        if let Some(last) = rows.last() { after = last.try_get::<i64, _>(0).unwrap(); }
-        if !full { return n; }
+        if let Some(last) = rows.last() {
+            after = last.try_get::<i64, _>(0).unwrap();
+        }
+        if !full {
+            return n;
+        }
     }
 }
 
@@ -148,7 +158,8 @@ async fn stream_scan(pool: &AnyPool, tenant: &str, page: i64, mut visit: impl Fn
         let mut tx = pool.begin().await.unwrap();
         let mut got = 0i64;
         {
-            let sql = format!("SELECT {COLS} FROM audit_entries WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3");
+            let sql =
+                format!("SELECT {COLS} FROM audit_entries WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3");
             let mut rows = sqlx::query(&sql).bind(tenant).bind(after).bind(page).fetch(&mut *tx);
             while let Some(row) = rows.try_next().await.unwrap() {
                 got += 1;
@@ -175,7 +186,9 @@ async fn stream_scan(pool: &AnyPool, tenant: &str, page: i64, mut visit: impl Fn
         }
         tx.commit().await.unwrap();
         n += got as u64;
-        if got < page { return n; }
+        if got < page {
+            return n;
+        }
     }
 }
 
@@ -191,33 +204,141 @@ async fn fetch_all_scan(pool: &AnyPool, tenant: &str, page: i64, mut visit: impl
     let mut n = 0;
     loop {
         let mut tx = pool.begin().await.unwrap();
-        let rows = sqlx::query(&format!("SELECT {COLS} FROM audit_entries WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"))
-            .bind(tenant).bind(after).bind(page).fetch_all(&mut *tx).await.unwrap();
+        let rows = sqlx::query(&format!(
+            "SELECT {COLS} FROM audit_entries WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+        ))
+        .bind(tenant)
+        .bind(after)
+        .bind(page)
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
         tx.commit().await.unwrap();
         let full = rows.len() as i64 == page;
         n += rows.len() as u64;
         for row in &rows {
-                let seq: i64 = row.try_get(0).unwrap();
-                after = seq;
-                let prev: &str = row.try_get(8).unwrap();
-                let entry: &str = row.try_get(9).unwrap();
-                visit(StoredEntry {
-                    record: Record {
-                        tenant: tenant.to_owned(),
-                        seq: seq as u64,
-                        actor: row.try_get(1).unwrap(),
-                        action: row.try_get(2).unwrap(),
-                        target: row.try_get(3).unwrap(),
-                        outcome: row.try_get(4).unwrap(),
-                        request_id: row.try_get(5).unwrap(),
-                        details: row.try_get(6).unwrap(),
-                        created_at: row.try_get(7).unwrap(),
-                        prev_hash: parse_hash(prev),
-                    },
-                    stored_hash: parse_hash(entry),
-                });
+            let seq: i64 = row.try_get(0).unwrap();
+            after = seq;
+            let prev: &str = row.try_get(8).unwrap();
+            let entry: &str = row.try_get(9).unwrap();
+            visit(StoredEntry {
+                record: Record {
+                    tenant: tenant.to_owned(),
+                    seq: seq as u64,
+                    actor: row.try_get(1).unwrap(),
+                    action: row.try_get(2).unwrap(),
+                    target: row.try_get(3).unwrap(),
+                    outcome: row.try_get(4).unwrap(),
+                    request_id: row.try_get(5).unwrap(),
+                    details: row.try_get(6).unwrap(),
+                    created_at: row.try_get(7).unwrap(),
+                    prev_hash: parse_hash(prev),
+                },
+                stored_hash: parse_hash(entry),
+            });
         }
-        if !full { return n; }
+        if !full {
+            return n;
+        }
+    }
+}
+
+async fn fetch_page(pool: AnyPool, tenant: String, after: i64, page: i64) -> Vec<sqlx::any::AnyRow> {
+    let mut tx = pool.begin().await.unwrap();
+    let rows = sqlx::query(&format!(
+        "SELECT {COLS} FROM audit_entries WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+    ))
+    .bind(tenant)
+    .bind(after)
+    .bind(page)
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    rows
+}
+
+async fn prefetch_scan(pool: &AnyPool, tenant: &str, page: i64, mut visit: impl FnMut(StoredEntry)) -> u64 {
+    let mut n = 0;
+    let mut rows = fetch_page(pool.clone(), tenant.to_owned(), i64::MIN, page).await;
+    loop {
+        let full = rows.len() as i64 == page;
+        let next = match rows.last() {
+            Some(last) if full => {
+                Some(tokio::spawn(fetch_page(pool.clone(), tenant.to_owned(), last.try_get(0).unwrap(), page)))
+            }
+            _ => None,
+        };
+        n += rows.len() as u64;
+        for row in &rows {
+            let seq: i64 = row.try_get(0).unwrap();
+            let prev: &str = row.try_get(8).unwrap();
+            let entry: &str = row.try_get(9).unwrap();
+            visit(StoredEntry {
+                record: Record {
+                    tenant: tenant.to_owned(),
+                    seq: seq as u64,
+                    actor: row.try_get(1).unwrap(),
+                    action: row.try_get(2).unwrap(),
+                    target: row.try_get(3).unwrap(),
+                    outcome: row.try_get(4).unwrap(),
+                    request_id: row.try_get(5).unwrap(),
+                    details: row.try_get(6).unwrap(),
+                    created_at: row.try_get(7).unwrap(),
+                    prev_hash: parse_hash(prev),
+                },
+                stored_hash: parse_hash(entry),
+            });
+        }
+        drop(rows);
+        match next {
+            Some(handle) => rows = handle.await.unwrap(),
+            None => return n,
+        }
+    }
+}
+
+/// An exact copy of the store's scan before the change.
+async fn old_scan(pool: &AnyPool, tenant_text: &str, mut visit: impl FnMut(StoredEntry)) {
+    const PAGE: i64 = 10_000;
+    let mut after = i64::MIN;
+    loop {
+        let mut tx = pool.begin().await.unwrap();
+        let rows = sqlx::query(&format!(
+            "SELECT {COLS} FROM audit_entries WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+        ))
+        .bind(tenant_text)
+        .bind(after)
+        .bind(PAGE)
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        let full = rows.len() as i64 == PAGE;
+        for row in &rows {
+            let seq: i64 = row.try_get("seq").unwrap();
+            after = seq;
+            let prev_hash: String = row.try_get("prev_hash").unwrap();
+            let entry_hash: String = row.try_get("entry_hash").unwrap();
+            visit(StoredEntry {
+                record: Record {
+                    tenant: tenant_text.to_owned(),
+                    seq: u64::try_from(seq).unwrap_or(0),
+                    actor: row.try_get("actor").unwrap(),
+                    action: row.try_get("action").unwrap(),
+                    target: row.try_get("target").unwrap(),
+                    outcome: row.try_get("outcome").unwrap(),
+                    request_id: row.try_get("request_id").unwrap(),
+                    details: row.try_get("details").unwrap(),
+                    created_at: row.try_get("created_at").unwrap(),
+                    prev_hash: parse_hash(&prev_hash),
+                },
+                stored_hash: parse_hash(&entry_hash),
+            });
+        }
+        if !full {
+            return;
+        }
     }
 }
 
@@ -238,11 +359,27 @@ async fn main() {
         TenantId::parse(std::fs::read_to_string(dir.join("tenant")).unwrap().trim()).unwrap()
     };
     let ts = tenant.to_string();
-    let pool = AnyPoolOptions::new().max_connections(4).test_before_acquire(false)
-        .after_connect(|conn, _| Box::pin(async move { conn.execute("PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL;").await?; Ok(()) }))
-        .connect_with(AnyConnectOptions::from_str(&url).unwrap()).await.unwrap();
+    let pool = AnyPoolOptions::new()
+        .max_connections(4)
+        .test_before_acquire(false)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                conn.execute("PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL;")
+                    .await?;
+                Ok(())
+            })
+        })
+        .connect_with(AnyConnectOptions::from_str(&url).unwrap())
+        .await
+        .unwrap();
     let origin = audit_origin(&ts);
-    let cps: Vec<StoredCheckpoint> = store.audit_checkpoints(tenant).await.unwrap().into_iter().map(|c| StoredCheckpoint { size: c.size, note: c.note }).collect();
+    let cps: Vec<StoredCheckpoint> = store
+        .audit_checkpoints(tenant)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| StoredCheckpoint { size: c.size, note: c.note })
+        .collect();
     let variants: Vec<String> = std::env::args().skip(1).collect();
     let rounds: usize = std::env::var("ROUNDS").map_or(3, |r| r.parse().unwrap());
     for round in 0..rounds {
@@ -250,24 +387,54 @@ async fn main() {
             let started = Instant::now();
             let cpu0 = cpu();
             let what = match v.as_str() {
-                "store_verify" => format!("{:?}", matches!(store.verify_audit(tenant, key.verifier()).await.unwrap(), Verdict::Intact{..})),
-                "store_scan" => { let mut n = 0; store.scan_audit(tenant, |_| n += 1).await.unwrap(); n.to_string() }
+                "store_verify" => format!(
+                    "{:?}",
+                    matches!(store.verify_audit(tenant, key.verifier()).await.unwrap(), Verdict::Intact { .. })
+                ),
+                "store_scan" => {
+                    let mut n = 0;
+                    store.scan_audit(tenant, |_| n += 1).await.unwrap();
+                    n.to_string()
+                }
                 v if v.starts_with("fa_verify") => {
                     let mut verifier = codexos_audit::Verifier::new(&origin, key.verifier(), cps.clone());
                     fetch_all_scan(&pool, &ts, v[9..].parse().unwrap(), |e| verifier.push(e)).await;
-                    format!("{:?}", matches!(verifier.finish(), Verdict::Intact{..}))
+                    format!("{:?}", matches!(verifier.finish(), Verdict::Intact { .. }))
                 }
-                v if v.starts_with("fa_scan") => fetch_all_scan(&pool, &ts, v[7..].parse().unwrap(), |_| ()).await.to_string(),
+                v if v.starts_with("pf_verify") => {
+                    let mut verifier = codexos_audit::Verifier::new(&origin, key.verifier(), cps.clone());
+                    prefetch_scan(&pool, &ts, v[9..].parse().unwrap(), |e| verifier.push(e)).await;
+                    format!("{:?}", matches!(verifier.finish(), Verdict::Intact { .. }))
+                }
+                "old_verify" => {
+                    let mut verifier = codexos_audit::Verifier::new(&origin, key.verifier(), cps.clone());
+                    old_scan(&pool, &ts, |e| verifier.push(e)).await;
+                    format!("{:?}", matches!(verifier.finish(), Verdict::Intact { .. }))
+                }
+                "old_scan" => {
+                    let mut n = 0u64;
+                    old_scan(&pool, &ts, |_| n += 1).await;
+                    n.to_string()
+                }
+                v if v.starts_with("fa_scan") => {
+                    fetch_all_scan(&pool, &ts, v[7..].parse().unwrap(), |_| ()).await.to_string()
+                }
                 v if v.starts_with("fetch_all") => raw_fetch_all(&pool, &ts, v[9..].parse().unwrap()).await.to_string(),
                 v if v.starts_with("stream_verify") => {
                     let mut verifier = codexos_audit::Verifier::new(&origin, key.verifier(), cps.clone());
                     stream_scan(&pool, &ts, v[13..].parse().unwrap(), |e| verifier.push(e)).await;
-                    format!("{:?}", matches!(verifier.finish(), Verdict::Intact{..}))
+                    format!("{:?}", matches!(verifier.finish(), Verdict::Intact { .. }))
                 }
-                v if v.starts_with("stream") => stream_scan(&pool, &ts, v[6..].parse().unwrap(), |_| ()).await.to_string(),
+                v if v.starts_with("stream") => {
+                    stream_scan(&pool, &ts, v[6..].parse().unwrap(), |_| ()).await.to_string()
+                }
                 other => panic!("{other}"),
             };
-            println!("round {round} {v:<22} {:>8.3} s  cpu {:>6.2} s ({what})", started.elapsed().as_secs_f64(), cpu() - cpu0);
+            println!(
+                "round {round} {v:<22} {:>8.3} s  cpu {:>6.2} s ({what})",
+                started.elapsed().as_secs_f64(),
+                cpu() - cpu0
+            );
         }
     }
     let _ = Duration::ZERO;

@@ -117,11 +117,12 @@ impl Store {
             }
             other => other?,
         };
-        let row = sqlx::query(&format!("SELECT {VERSION_COLUMNS} FROM {VERSIONS_FROM} WHERE v.tenant_id = $1 AND v.id = $2"))
-            .bind(tenant.to_string())
-            .bind(id.to_string())
-            .fetch_one(&mut *tx)
-            .await?;
+        let row =
+            sqlx::query(&format!("SELECT {VERSION_COLUMNS} FROM {VERSIONS_FROM} WHERE v.tenant_id = $1 AND v.id = $2"))
+                .bind(tenant.to_string())
+                .bind(id.to_string())
+                .fetch_one(&mut *tx)
+                .await?;
         let version = version_from_row(&row)?;
         tx.commit().await?;
         Ok(version)

@@ -57,6 +57,7 @@ pub enum Entity {
     User,
     SsoConfig,
     PublisherKey,
+    PolicyVersion,
 }
 
 impl fmt::Display for Entity {
@@ -74,6 +75,7 @@ impl fmt::Display for Entity {
             Entity::User => "user",
             Entity::SsoConfig => "single sign-on configuration",
             Entity::PublisherKey => "publisher key",
+            Entity::PolicyVersion => "policy version",
         })
     }
 }

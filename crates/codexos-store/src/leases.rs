@@ -159,11 +159,12 @@ impl Store {
         .await?;
         let running_event = events::append_one(&mut tx, lease.tenant, lease.execution_id, &running_event, now).await?;
         let execution = fetch_execution(&mut tx, lease.tenant, lease.execution_id).await?;
-        let version = sqlx::query("SELECT manifest, manifest_sha256 FROM agent_versions WHERE tenant_id = $1 AND id = $2")
-            .bind(&tenant)
-            .bind(execution.agent_version_id.to_string())
-            .fetch_one(&mut *tx)
-            .await?;
+        let version =
+            sqlx::query("SELECT manifest, manifest_sha256 FROM agent_versions WHERE tenant_id = $1 AND id = $2")
+                .bind(&tenant)
+                .bind(execution.agent_version_id.to_string())
+                .fetch_one(&mut *tx)
+                .await?;
         tx.commit().await?;
         Ok(Some(LeasedExecution {
             lease,

@@ -20,6 +20,7 @@ mod identity;
 mod leases;
 mod memories;
 mod oidc;
+mod policies;
 mod publishers;
 mod queue;
 mod quotas;
@@ -43,6 +44,7 @@ pub use identity::{LoginAttempt, LoginRecord, Member, NewSession, Throttle, norm
 pub use leases::{Lease, LeasedExecution};
 pub use memories::{MAX_MEMORY_BYTES, Memory, NewMemory};
 pub use oidc::{MAX_PENDING_OIDC_LOGINS, NewOidcLogin, OidcClientSecret, OidcLogin, TenantOidc};
+pub use policies::{NewPolicyBundle, PolicyBundle, PolicyVersion};
 pub use publishers::{NewPublisherKey, PublisherKey};
 pub use queue::{QueueStats, WorkerId};
 pub use quotas::{TenantUsage, UsageMetric};

@@ -69,11 +69,12 @@ impl Store {
     /// The tenant's keys, revoked ones too, by name and then id.
     pub async fn publisher_keys(&self, tenant: TenantId) -> Result<Vec<PublisherKey>> {
         let mut tx = self.tenant_tx(tenant, Intent::Read).await?;
-        let rows =
-            sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM publisher_keys WHERE tenant_id = $1 ORDER BY name, key_id"))
-                .bind(tenant.to_string())
-                .fetch_all(&mut *tx)
-                .await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS} FROM publisher_keys WHERE tenant_id = $1 ORDER BY name, key_id"
+        ))
+        .bind(tenant.to_string())
+        .fetch_all(&mut *tx)
+        .await?;
         tx.commit().await?;
         rows.iter().map(key_from_row).collect()
     }
@@ -104,13 +105,15 @@ impl Store {
             )));
         }
         if found.trusted != trusted {
-            sqlx::query("UPDATE publisher_keys SET trusted_at = $1, updated_at = $2 WHERE tenant_id = $3 AND key_id = $4")
-                .bind(trusted.then_some(now))
-                .bind(now)
-                .bind(tenant.to_string())
-                .bind(key_id.as_str())
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE publisher_keys SET trusted_at = $1, updated_at = $2 WHERE tenant_id = $3 AND key_id = $4",
+            )
+            .bind(trusted.then_some(now))
+            .bind(now)
+            .bind(tenant.to_string())
+            .bind(key_id.as_str())
+            .execute(&mut *tx)
+            .await?;
         }
         let updated = fetch_key(&mut tx, tenant, key_id).await?;
         tx.commit().await?;

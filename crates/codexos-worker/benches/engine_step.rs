@@ -207,6 +207,7 @@ fn execution_setup(manifest: &str, workspace: &std::path::Path) -> ExecutionSetu
         totals: Totals::default(),
         // `read_file` takes no checkpoint anyway.
         checkpoints: None,
+        policy: None,
     }
 }
 

@@ -312,6 +312,7 @@ fn execution_setup(leased: &LeasedExecution, workspace: &Path, history: Vec<Reco
         history,
         totals: engine_totals(&leased.execution.totals),
         checkpoints: None,
+        policy: None,
     }
 }
 

@@ -217,6 +217,9 @@ async fn prepare(
         AgentKind::Llm(llm) => options.prices.get(&llm.model.name).copied(),
         AgentKind::Workflow(_) => None,
     };
+    let policy = crate::policy::gate(store, leased, &manifest, &workspace)
+        .await
+        .map_err(|error| failed("policy_error", error))?;
     Ok(ExecutionSetup {
         task: leased.execution.task.clone(),
         manifest,
@@ -234,6 +237,7 @@ async fn prepare(
         totals: engine_totals(&leased.execution.totals),
         // One store per tenant: checkpoints share content within a tenant only.
         checkpoints: options.checkpoint_root.as_ref().map(|root| root.join(leased.lease.tenant.to_string())),
+        policy: Some(policy),
     })
 }
 

@@ -10,6 +10,7 @@
 mod execution;
 pub mod journal;
 mod memory;
+mod policy;
 mod retention;
 
 use std::collections::BTreeMap;

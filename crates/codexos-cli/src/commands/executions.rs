@@ -96,6 +96,12 @@ pub async fn run(global: &GlobalArgs, command: ExecCommand) -> anyhow::Result<Ex
             } else {
                 println!("Execution {}", text(&execution["id"]));
                 println!("  agent      {} {}", text(&execution["agent"]), text(&execution["agent_version"]));
+                println!("  manifest   sha256 {}", text(&execution["manifest_sha256"]));
+                let signature = &execution["signature"];
+                match signature["status"].as_str() {
+                    Some("unsigned") | None => println!("  signature  unsigned"),
+                    Some(status) => println!("  signature  {status} (key {})", text(&signature["key_id"])),
+                }
                 println!("  task       {}", first_line(&text(&execution["task"]), 100));
                 println!("  workspace  {}", text(&execution["workspace"]));
                 println!("  created    {}", text(&execution["created_at"]));

@@ -6,6 +6,7 @@ mod doctor;
 mod executions;
 mod keys;
 pub mod platform;
+mod policies;
 mod publishers;
 mod quotas;
 mod sandbox;
@@ -38,7 +39,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tenant(command) => tenants::run(global, command).await,
         Command::User(command) => users::run(global, command).await,
         Command::Secret(command) => secrets::run(global, command).await,
-        Command::Policy(_) => not_built("policy", "the policy engine"),
+        Command::Policy(command) => policies::run(global, command).await,
         Command::Market(_) => not_built("market", "the marketplace"),
         Command::Eval(_) => not_built("eval", "the eval harness"),
     }

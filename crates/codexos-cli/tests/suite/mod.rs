@@ -9,6 +9,7 @@ mod mcp;
 mod quotas;
 mod sandbox;
 mod secrets;
+mod signing;
 mod sso;
 mod tenancy;
 

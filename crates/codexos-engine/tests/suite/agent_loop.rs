@@ -116,6 +116,7 @@ fn setup(manifest: &str) -> ExecutionSetup {
         history: Vec::new(),
         totals: Totals::default(),
         checkpoints: None,
+        policy: None,
     }
 }
 

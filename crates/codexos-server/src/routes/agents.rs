@@ -150,11 +150,20 @@ pub async fn create_agent(
         )
     })?;
     // A signed manifest must verify: tampered ones are refused always.
-    let signature = super::publishers::check_manifest_signature(&state, caller.0.tenant, &request.manifest, &manifest)
-        .await?;
+    let signature =
+        super::publishers::check_manifest_signature(&state, caller.0.tenant, &request.manifest, &manifest).await?;
     // Without a policy that lets them in, manifests signed by a key the
     // tenant does not trust are refused too.
     signature.refuse_untrusted()?;
+    // The tenant's policy on installing it (docs/policy.md).
+    let facts = super::policies::facts(
+        &caller,
+        &manifest,
+        codexos_engine::policy::signature_facts(signature.status, signature.key_id().as_ref()),
+        signature.key.as_ref().map(|key| key.name.clone()),
+        None,
+    );
+    super::policies::check(&state, &caller, facts.install_agent(), "installing this agent").await?;
     let new_version = NewAgentVersion {
         name: manifest.name.to_string(),
         version: manifest.version.to_string(),

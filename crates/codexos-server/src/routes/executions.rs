@@ -206,6 +206,9 @@ pub async fn create_execution(
     check_workspace_path(&state, &request.workspace)?;
     check_no_overlap(&state, &request.workspace, None).await?;
     let version = state.store.agent_version(caller.0.tenant, &request.agent, request.version.as_deref()).await?;
+    // The tenant's policy on starting it (docs/policy.md).
+    let facts = super::policies::version_facts(&caller, &version, Some(&request.workspace))?;
+    super::policies::check(&state, &caller, facts.start_execution(task), "starting this execution").await?;
     let new_execution = NewExecution {
         agent_version_id: version.id,
         task: task.to_owned(),
@@ -628,6 +631,11 @@ pub async fn fork_execution(
     if task.is_some_and(|task| task.len() > MAX_TASK_BYTES) {
         return Err(ApiError::bad_request("invalid_field", format!("task must be at most {MAX_TASK_BYTES} bytes")));
     }
+    // A fork starts an execution: the tenant's policy is asked as for a start.
+    let version = state.store.agent_version(caller.0.tenant, &parent.agent_name, Some(&parent.agent_version)).await?;
+    let facts = super::policies::version_facts(&caller, &version, Some(&workspace))?;
+    let forked_task = task.unwrap_or(&parent.task);
+    super::policies::check(&state, &caller, facts.start_execution(forked_task), "starting this fork").await?;
     let actor = actor(&caller);
     let new_fork = NewFork {
         parent: parent_id,

@@ -8,6 +8,7 @@ mod executions;
 mod health;
 mod keys;
 mod me;
+mod policies;
 mod publishers;
 mod retention;
 mod secrets;
@@ -45,6 +46,7 @@ use crate::error::{ApiError, ErrorEnvelope};
         (name = "tenant", description = "The tenant's own settings: retention, single sign-on"),
         (name = "audit", description = "The tenant's tamper-evident audit log: entries, verification, inclusion proofs"),
         (name = "usage", description = "The tenant's usage against its quotas (set per tenant by the installation's operator)"),
+        (name = "policy", description = "The tenant's policy in Rego: every tool call, install and start is asked (allow, ask, deny)"),
     )
 )]
 struct ApiDoc;
@@ -104,6 +106,9 @@ pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(audit::verify_audit))
         .routes(routes!(audit::prove_entry))
         .routes(routes!(usage::usage))
+        .routes(routes!(policies::show_policy, policies::set_policy))
+        .routes(routes!(policies::list_policy_versions))
+        .routes(routes!(policies::test_policy))
         .split_for_parts()
 }
 

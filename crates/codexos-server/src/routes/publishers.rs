@@ -154,7 +154,8 @@ pub async fn set_publisher_trust(
     let key_id = key_id(&id)?;
     let key = state.store.set_publisher_trust(caller.0.tenant, &key_id, request.trusted).await?;
     tracing::info!(key_id = %key.key_id, trusted = key.trusted, "publisher key trust set");
-    let note = AuditNote::new(format!("publisher:{key_id}")).with_details(serde_json::json!({ "trusted": key.trusted }));
+    let note =
+        AuditNote::new(format!("publisher:{key_id}")).with_details(serde_json::json!({ "trusted": key.trusted }));
     Ok((Extension(note), ApiJson(key.into())))
 }
 

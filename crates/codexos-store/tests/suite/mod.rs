@@ -8,6 +8,7 @@ mod isolation;
 mod leases;
 mod memories;
 mod oidc;
+mod policies;
 mod publishers;
 mod quotas;
 mod retention;
