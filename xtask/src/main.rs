@@ -15,6 +15,9 @@
 //!   verifying a million-entry log from SQLite (and from PostgreSQL when
 //!   `CODEXOS_BENCH_POSTGRES` or `CODEXOS_TEST_POSTGRES` is set; criterion;
 //!   see BENCHMARKS.md).
+//! - `cargo xtask bench policy`: one decision of the default policy
+//!   (criterion), then the sandbox's start time in the same run, the
+//!   anchor it is compared with (see BENCHMARKS.md).
 //! - `cargo xtask bench http`: authenticated request throughput of the real
 //!   `codexos up` on loopback, against `/health` (a load generator; see
 //!   BENCHMARKS.md).
@@ -54,9 +57,10 @@ fn run() -> anyhow::Result<()> {
         ["bench", "resume"] => bench_resume(),
         ["bench", "audit"] => bench_audit(),
         ["bench", "http"] => bench_http(),
+        ["bench", "policy"] => bench_policy(),
         _ => bail!(
             "usage: cargo xtask test [sqlite|postgres|all] | cargo xtask postgres | \
-             cargo xtask bench sandbox|engine|checkpoint|resume|audit|http"
+             cargo xtask bench sandbox|engine|checkpoint|resume|audit|http|policy"
         ),
     }
 }
@@ -246,6 +250,16 @@ fn bench_checkpoint() -> anyhow::Result<()> {
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
     command.args(["bench", "--locked", "-p", "codexos-checkpoint", "--bench", "checkpoint"]);
     run_command(&mut command)
+}
+
+/// The criterion benchmark of a policy decision, then the sandbox's start
+/// time: a decision must stay well under it, so that policy never
+/// dominates a step.
+fn bench_policy() -> anyhow::Result<()> {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
+    command.args(["bench", "--locked", "-p", "codexos-policy", "--bench", "decide"]);
+    run_command(&mut command)?;
+    bench_sandbox()
 }
 
 /// The criterion benchmark of resuming after a crash: loading a timeline

@@ -480,8 +480,8 @@ pub enum PolicyCommand {
         /// The cases: `[{"name", "input", "expect": "allow"|"ask"|"deny", "reason"?}]`
         #[arg(value_name = "CASES.json")]
         cases: std::path::PathBuf,
-        /// Test these Rego modules instead of the tenant's policy
-        #[arg(long = "policy", value_name = "FILE.rego", num_args = 1..)]
+        /// Test this Rego module instead of the tenant's policy (repeat for several)
+        #[arg(long = "policy", value_name = "FILE.rego")]
         policy: Vec<std::path::PathBuf>,
         /// The data document that goes with --policy
         #[arg(long, value_name = "FILE.json", requires = "policy")]

@@ -636,7 +636,8 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
                 return Ok(Answered { content: denied_content(&reason), is_error: true });
             }
         };
-        // Only a well-formed call is put to the policy and to a person.
+        // A built-in tool's call is put to the policy and to a person only
+        // once its arguments are well-formed.
         if let Some(answered) = self.gate(step, call, &call.name, journal).await? {
             return Ok(answered);
         }
@@ -807,7 +808,7 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
         let arguments: serde_json::Value = serde_json::from_str(&call.arguments).unwrap_or_default();
         let mut policy_asks = None;
         if let Some(gate) = &self.setup.policy {
-            let decision = gate.tool_call(tool, &arguments, step);
+            let decision = gate.tool_call(tool, &arguments, step).await;
             tracing::debug!(%tool, step, verdict = %decision.verdict, "policy decision");
             match decision.verdict {
                 Verdict::Allow => {}

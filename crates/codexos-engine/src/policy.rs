@@ -43,9 +43,15 @@ pub struct PolicyGate {
 
 impl PolicyGate {
     /// The decision on a call of `tool` (as the allow-list names it) with
-    /// `arguments`, at `step`.
-    pub fn tool_call(&self, tool: &str, arguments: &serde_json::Value, step: u32) -> Decision {
-        self.policy.decide(&self.facts.tool_call(tool, arguments, step))
+    /// `arguments`, at `step`. Evaluated on the blocking pool: a hostile
+    /// policy may use its whole time limit, which must not stall the
+    /// runtime's threads.
+    pub async fn tool_call(&self, tool: &str, arguments: &serde_json::Value, step: u32) -> Decision {
+        let input = self.facts.tool_call(tool, arguments, step);
+        let policy = Arc::clone(&self.policy);
+        tokio::task::spawn_blocking(move || policy.decide(&input))
+            .await
+            .unwrap_or_else(|_| Decision::failed("the policy thread stopped unexpectedly"))
     }
 }
 

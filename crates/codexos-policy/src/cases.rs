@@ -106,9 +106,25 @@ pub fn parse_cases(text: &str) -> Result<Vec<Case>, CasesError> {
 
 /// Runs every case against `policy`.
 pub fn run_cases(policy: &Policy, cases: &[Case]) -> Vec<CaseResult> {
+    let deadline = std::time::Instant::now() + TEST_RUN_TIME_BUDGET;
     cases
         .iter()
         .map(|case| {
+            // A run of slow cases stops at its budget: a thousand cases at
+            // the evaluation limit each would hold a thread for minutes.
+            if std::time::Instant::now() > deadline {
+                return CaseResult {
+                    name: case.name.clone(),
+                    passed: false,
+                    expected: case.expect,
+                    decision: Decision::failed("not run"),
+                    prints: Vec::new(),
+                    problem: Some(format!(
+                        "not run: the test run spent its time budget of {} s",
+                        TEST_RUN_TIME_BUDGET.as_secs()
+                    )),
+                };
+            }
             let mut input = case.input.clone();
             crate::input::complete(&mut input);
             let (decision, prints) = policy.decide_with_prints(&input);
@@ -130,6 +146,9 @@ pub fn run_cases(policy: &Policy, cases: &[Case]) -> Vec<CaseResult> {
         })
         .collect()
 }
+
+/// How long one test run (`codexos policy test`) may evaluate in all.
+pub const TEST_RUN_TIME_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[cfg(test)]
 mod tests {

@@ -13,7 +13,7 @@ use axum::response::Response;
 use codexos_store::{AuditOutcome, NewAuditEntry, Principal};
 
 use crate::AppState;
-use crate::error::ErrorCode;
+use crate::error::{ErrorCode, Refusal};
 
 /// Set on every request by the metrics middleware and filled in when the
 /// caller authenticates, so the layers around the handler (metrics, audit)
@@ -131,6 +131,9 @@ pub async fn record(State(state): State<AppState>, request: Request, next: Next)
         serde_json::json!({ "method": method.as_str(), "path": path, "status": response.status().as_u16() });
     if let Some(extra) = note.map(|note| &note.details).filter(|extra| !extra.is_null()) {
         details["details"] = extra.clone();
+    }
+    if let Some(refusal) = response.extensions().get::<Refusal>() {
+        details["error"] = serde_json::json!({ "code": refusal.code, "message": refusal.message });
     }
     let entry = NewAuditEntry {
         actor: actor_of(principal),

@@ -96,6 +96,9 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        // The audit log records why a request was refused (a policy's
+        // reasons, a conflict), not only that it was.
+        let refusal = Refusal { code: self.code, message: self.message.chars().take(MAX_REFUSAL_CHARS).collect() };
         let body = ErrorEnvelope {
             error: ErrorBody { code: self.code.to_owned(), message: self.message, problems: self.problems },
         };
@@ -104,8 +107,19 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(seconds));
         }
         response.extensions_mut().insert(ErrorCode(self.code));
+        response.extensions_mut().insert(refusal);
         response
     }
+}
+
+/// The longest refusal message kept for the audit log.
+const MAX_REFUSAL_CHARS: usize = 2000;
+
+/// What an error answer said, for the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: &'static str,
+    pub message: String,
 }
 
 /// The code of an error answer, for the layers around the handler (the

@@ -10,7 +10,7 @@ use pretty_assertions::assert_eq;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::{bin, events, finished, sandbox_available};
+use super::{bin, events, finished, sandbox_available, status_of, wait_for_event, wait_for_status};
 
 const KEY_VAR: &str = codexos_test_support::TEST_MODEL_KEY_VAR;
 
@@ -36,15 +36,6 @@ async fn start(server: &TestServer, manifest: &str, agent: &str, workspace: &Pat
     let (status, execution) = server.call(Method::POST, "/v1/executions", Some(&server.owner_key), Some(request)).await;
     assert_eq!(status, StatusCode::CREATED, "{execution}");
     execution["id"].as_str().unwrap().to_owned()
-}
-
-/// Waits until the timeline has an event matching `wanted`.
-async fn wait_for_event(server: &TestServer, id: &str, wanted: impl Fn(&Value) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !events(server, id).await.iter().any(&wanted) {
-        assert!(Instant::now() < deadline, "the awaited event never came: {:?}", events(server, id).await);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Waits until a file the sandboxed command writes holds `text`.
@@ -198,19 +189,6 @@ args = { command = "echo two >> log.txt" }
 tool = "shell"
 args = { command = "echo three >> log.txt" }
 "#;
-
-async fn status_of(server: &TestServer, id: &str) -> String {
-    let (_, execution) = server.get(&format!("/v1/executions/{id}")).await;
-    execution["status"].as_str().unwrap().to_owned()
-}
-
-async fn wait_for_status(server: &TestServer, id: &str, wanted: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while status_of(server, id).await != wanted {
-        assert!(Instant::now() < deadline, "never {wanted}: {:?}", events(server, id).await);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 #[tokio::test]
 async fn a_paused_execution_finishes_its_step_waits_and_resumes_where_it_stopped() {

@@ -6,6 +6,7 @@ mod engine;
 mod http;
 mod lifecycle;
 mod mcp;
+mod policies;
 mod quotas;
 mod sandbox;
 mod secrets;
@@ -64,4 +65,28 @@ pub async fn events(server: &TestServer, id: &str) -> Vec<Value> {
     let (status, page) = server.get(&format!("/v1/executions/{id}/events?limit=1000")).await;
     assert_eq!(status, StatusCode::OK, "{page}");
     page["events"].as_array().unwrap().clone()
+}
+
+/// An execution's status now.
+pub async fn status_of(server: &TestServer, id: &str) -> String {
+    let (_, execution) = server.get(&format!("/v1/executions/{id}")).await;
+    execution["status"].as_str().unwrap().to_owned()
+}
+
+/// Waits until an execution has the status `wanted`.
+pub async fn wait_for_status(server: &TestServer, id: &str, wanted: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while status_of(server, id).await != wanted {
+        assert!(Instant::now() < deadline, "never {wanted}: {:?}", events(server, id).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the timeline holds an event `wanted` accepts.
+pub async fn wait_for_event(server: &TestServer, id: &str, wanted: impl Fn(&Value) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !events(server, id).await.iter().any(&wanted) {
+        assert!(Instant::now() < deadline, "the awaited event never came: {:?}", events(server, id).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -203,8 +203,9 @@ impl SignatureCheck {
         self.key.as_ref().map(|key| key.key_id.clone())
     }
 
-    /// The rule when no policy decides otherwise: a manifest signed by a
-    /// key the tenant does not trust is not registered.
+    /// A manifest signed by a key the tenant does not trust is never
+    /// registered, before any policy is asked: trust is the tenant's own
+    /// list of keys, which a policy can narrow but not widen.
     pub fn refuse_untrusted(&self) -> ApiResult<()> {
         match (&self.status, &self.key) {
             (SignatureStatus::Untrusted, Some(key)) => Err(untrusted(
