@@ -847,8 +847,12 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
         journal: &mut J,
     ) -> Result<Option<Answered>, Interrupted> {
         let manifest_asks = self.setup.manifest.approval.needs_approval(tool, arguments);
+        // A person's denial stands even if nothing asks any more (a newer
+        // policy, a rule that changed its mind): denied calls never run.
+        let denied = matches!(self.decisions.get(&call.id), Some(Decision { approved: false, .. }));
         let (why, by) = match (manifest_asks, policy_asks) {
-            (None, None) => return Ok(None),
+            (None, None) if !denied => return Ok(None),
+            (None, None) => (String::new(), None),
             (Some(manifest), None) => (manifest, None),
             (None, Some(policy)) => (policy, Some("policy".to_owned())),
             (Some(manifest), Some(policy)) => (format!("{manifest}; {policy}"), Some("policy".to_owned())),

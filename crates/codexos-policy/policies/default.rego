@@ -288,6 +288,15 @@ deny contains sprintf("%s is not a destination the tenant's policy allows (allow
 	not matches_any(settings.network_allowed_hosts, input.destination)
 }
 
+# A fetch whose URL gives no destination cannot be checked: refused while
+# destinations are restricted (fail closed).
+deny contains "the URL to fetch names no http(s) destination the tenant's policy could check" if {
+	input.action == "tool_call"
+	input.tool == "http_fetch"
+	not "*" in settings.network_allowed_hosts
+	not is_string(input.destination)
+}
+
 # ------------------------------------------------------------- publishers
 
 trusted_agent if {

@@ -181,30 +181,20 @@ pub fn complete(input: &mut Value) {
 }
 
 /// The `host:port` an http(s) URL reaches (the scheme's port when none is
-/// given), lowercase; `None` when it is not such a URL.
+/// given), lowercase; `None` when it is not such a URL. Parsed by the same
+/// WHATWG rules the fetch itself follows, so that what the policy is
+/// shown is where the request goes (`https://a\\@b/` goes to `a`).
 pub fn destination(url: &str) -> Option<String> {
-    let (scheme, rest) = url.split_once("://")?;
-    let default_port = match scheme.to_ascii_lowercase().as_str() {
-        "http" => 80,
-        "https" => 443,
-        _ => return None,
+    let parsed = url::Url::parse(url.trim()).ok()?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return None;
+    }
+    let host = match parsed.host()? {
+        url::Host::Domain(domain) => domain.to_ascii_lowercase(),
+        url::Host::Ipv4(address) => address.to_string(),
+        url::Host::Ipv6(address) => format!("[{address}]"),
     };
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, host_port)| host_port);
-    let (host, port) = if let Some(bracketed) = host_port.strip_prefix('[') {
-        let (host, after) = bracketed.split_once(']')?;
-        (format!("[{host}]"), after.strip_prefix(':'))
-    } else {
-        match host_port.rsplit_once(':') {
-            Some((host, port)) => (host.to_owned(), Some(port)),
-            None => (host_port.to_owned(), None),
-        }
-    };
-    let port: u16 = match port {
-        Some(port) => port.parse().ok()?,
-        None => default_port,
-    };
-    (!host.is_empty()).then(|| format!("{}:{port}", host.to_ascii_lowercase()))
+    Some(format!("{host}:{}", parsed.port_or_known_default()?))
 }
 
 #[cfg(test)]
@@ -275,6 +265,11 @@ mod tests {
             ("https://example.com:99999", None),
             ("https://:80", None),
             ("nonsense", None),
+            // Where the request really goes, however the URL is written.
+            ("https://evil.example\\@allowed.example/", Some("evil.example:443")),
+            ("https:evil.example/", Some("evil.example:443")),
+            (" https://Evil.Example", Some("evil.example:443")),
+            ("https://user:pw@allowed.example:8443/x", Some("allowed.example:8443")),
         ] {
             assert_eq!(destination(url).as_deref(), expected, "{url}");
         }

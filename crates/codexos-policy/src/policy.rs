@@ -423,8 +423,8 @@ fn package_line(source: &str) -> Option<u32> {
         .and_then(|index| u32::try_from(index + 1).ok())
 }
 
-/// Calls of refused builtins, and `sprintf` calls that could build a
-/// string of any size, each with its position. The module is read with
+/// Every mention of a refused builtin, and `sprintf` wherever it could
+/// build a string of any size, each with its position. The module is read with
 /// regorus's own lexer, so comments and string contents are never mistaken
 /// for calls; a module the lexer refuses is reported by the compiler.
 fn refused_builtins(module: &str, source: &str) -> Vec<CompileProblem> {
@@ -454,17 +454,17 @@ fn refused_builtins(module: &str, source: &str) -> Vec<CompileProblem> {
             name.push_str(tokens[next + 1].1.text());
             next += 2;
         }
-        if !symbol(next, "(") {
-            continue;
-        }
+        // Named anywhere, not only called: `with f as numbers.range` would
+        // call it under another name.
         let why = if REFUSED_BUILTINS.contains(&name.as_str()) {
             format!(
                 "{name} is not available in CodexOS policies: it builds its whole result at once, \
                  of a size its arguments choose, which no evaluation limit can stop"
             )
         } else if name == "sprintf" {
-            let format = tokens
-                .get(next + 1)
+            let format = Some(next + 1)
+                .filter(|_| symbol(next, "("))
+                .and_then(|first| tokens.get(first))
                 .filter(|Token(kind, _)| matches!(kind, TokenKind::String | TokenKind::RawString))
                 .map(|Token(_, span)| span.text());
             match format {

@@ -144,6 +144,10 @@ fn example_network_only_to_our_registry() {
     let fetch = |url: &str| facts("fixer").tool_call("http_fetch", &json!({ "url": url }), 1);
     assert_eq!(policy.decide(&fetch("https://registry.example.com/simple/x")), Decision::allow());
     assert_eq!(policy.decide(&fetch("https://pypi.org/simple/x")).verdict, Verdict::Deny);
+    // Where the request really goes decides, however the URL is written.
+    assert_eq!(policy.decide(&fetch("https://pypi.org\\@registry.example.com/")).verdict, Verdict::Deny);
+    let unreadable = policy.decide(&fetch("not a url"));
+    assert_eq!(unreadable.reasons, ["the URL to fetch names no http(s) destination the tenant's policy could check"]);
 }
 
 #[test]
@@ -402,6 +406,9 @@ fn refused_calls_are_found_by_the_lexer_not_fooled_by_strings_or_comments() {
     let hidden = "package codexos\n\ndeny contains \"#\" if { count(numbers.range(1, 1e12)) > 0 }\n";
     let found = problems(&bundle(&[("main.rego", hidden)], json!({})));
     assert_eq!(found.iter().map(CompileProblem::location).collect::<Vec<_>>(), ["main.rego:3:30"]);
+    // Under another name, through `with`: refused as well.
+    let renamed = "package codexos\n\nr(a, b) := [a, b]\ndeny contains \"x\" if { count(r(1, 1e12)) > 1 with r as numbers.range }\n";
+    assert_eq!(problems(&bundle(&[("main.rego", renamed)], json!({})))[0].location(), "main.rego:4:56");
     let quoted = "package codexos\n\ndeny contains \"numbers.range(1, 1e12)\" if input.x\n";
     assert!(Policy::compile(&bundle(&[("main.rego", quoted)], json!({}))).is_ok());
 }
@@ -415,6 +422,8 @@ fn sprintf_formats_that_could_build_any_size_are_refused() {
     let from_data = "package codexos\n\ndeny contains sprintf(data.format, [1]) if input.x\n";
     let found = problems(&bundle(&[("main.rego", from_data)], json!({"format": "%d"})));
     assert!(found[0].message.contains("must be a string written in the policy"), "{}", found[0]);
+    let renamed = "package codexos\n\nf(x) := x\ndeny contains f(\"%d\") if { input.x } with f as sprintf\n";
+    assert!(problems(&bundle(&[("main.rego", renamed)], json!({})))[0].message.contains("must be a string written"));
     let modest = "package codexos\n\ndeny contains sprintf(\"%s: %10d %.2f %%\", [input.tool, 1, 2.5]) if input.x\n";
     assert!(Policy::compile(&bundle(&[("main.rego", modest)], json!({}))).is_ok());
 }

@@ -52,7 +52,7 @@ pub use retention::{Purged, RetentionPolicy};
 pub use secrets::{SealedSecret, SecretInfo, StoredDataKey};
 pub use tenants::{Bootstrap, Tenant};
 
-use sqlx::AnyPool;
+use sqlx::{AnyPool, Row};
 
 /// Whether a transaction will write: SQLite must know before it starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,16 +74,45 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// What [`Store::ping`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseCheck {
+    pub round_trip: std::time::Duration,
+    /// The role queries run as (PostgreSQL).
+    pub role: Option<String>,
+    /// Whether row-level security binds that role (PostgreSQL).
+    pub row_level_security: Option<bool>,
+}
+
 impl Store {
     pub fn backend(&self) -> Backend {
         self.backend
     }
 
-    /// One round trip to the database, for health checks.
-    pub async fn ping(&self) -> Result<std::time::Duration> {
+    /// One round trip to the database, for health checks: how long it took
+    /// and, on PostgreSQL, which role the platform's connections act as and
+    /// whether row-level security binds it (it must: a superuser, a
+    /// table owner or a BYPASSRLS role would see every tenant).
+    pub async fn ping(&self) -> Result<DatabaseCheck> {
         let started = std::time::Instant::now();
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(started.elapsed())
+        let (role, row_level_security) = match self.backend {
+            Backend::Sqlite => {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                (None, None)
+            }
+            Backend::Postgres => {
+                let row = sqlx::query(
+                    "SELECT current_user::text, \
+                            (SELECT NOT (rolsuper OR rolbypassrls) FROM pg_roles WHERE rolname = current_user) \
+                            AND NOT EXISTS (SELECT 1 FROM pg_tables \
+                                            WHERE schemaname = current_schema() AND tableowner = current_user)",
+                )
+                .fetch_one(&self.pool)
+                .await?;
+                (Some(row.try_get::<String, _>(0)?), Some(row.try_get::<bool, _>(1)?))
+            }
+        };
+        Ok(DatabaseCheck { round_trip: started.elapsed(), role, row_level_security })
     }
 
     /// Waits for connections in use to be returned, then closes the pool.

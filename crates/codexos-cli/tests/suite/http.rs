@@ -38,6 +38,14 @@ async fn detailed_health_reports_database_sandbox_and_workers() {
     assert_eq!(body["database"]["backend"], backend);
     assert_eq!(body["database"]["ok"], true);
     assert!(body["database"]["round_trip_ms"].as_f64().unwrap() >= 0.0);
+    if server.is_postgres() {
+        // The platform's own pool, not a test connection, is bound by
+        // row-level security: were the role switch lost, this would fail.
+        assert_eq!(body["database"]["role"], "codexos_app", "{body}");
+        assert_eq!(body["database"]["row_level_security"], true, "{body}");
+    } else {
+        assert!(body["database"].get("role").is_none(), "{body}");
+    }
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
     assert_eq!(body["sandbox"]["kernel"], kernel.trim());
     let expected_status = if body["sandbox"]["missing"].as_array().unwrap().is_empty() { "ok" } else { "degraded" };

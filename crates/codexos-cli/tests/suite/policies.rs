@@ -324,3 +324,39 @@ async fn the_policy_is_asked_again_when_an_execution_resumes() {
     let denied = events(&server, &id).await.into_iter().find(|event| event["kind"] == "tool_denied").unwrap();
     assert_eq!(denied["payload"]["by"], "policy", "{denied}");
 }
+
+#[tokio::test]
+async fn a_call_a_person_denied_never_runs_even_if_the_policy_stops_asking() {
+    // Regression: the denial was only looked at while something still
+    // asked, so a newer policy that no longer asked let the call run.
+    if !sandbox_available() {
+        return;
+    }
+    let server = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let asks = write(
+        dir.path(),
+        "asks.rego",
+        "package codexos\n\nask contains \"a person looks\" if input.tool == \"shell\"\n",
+    );
+    assert_eq!(run(server.cli().args(["policy", "set"]).arg(&asks)).0, 0);
+    let manifest = "name = \"toucher\"\nversion = \"1.0.0\"\nkind = \"workflow\"\n[tools]\nallow = [\"shell\"]\n\
+                    [[steps]]\ntool = \"shell\"\nargs = { command = \"touch denied.txt\" }\n";
+    let (status, body) = register(&server, manifest).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let workspace = tempfile::tempdir().unwrap();
+    let (_, execution) = start(&server, "toucher", workspace.path()).await;
+    let id = execution["id"].as_str().unwrap().to_owned();
+    wait_for_status(&server, &id, "waiting_approval").await;
+
+    let rules = write(dir.path(), "rules.rego", RULES);
+    assert_eq!(run(server.cli().args(["policy", "set"]).arg(&rules)).0, 0);
+    let timeline = events(&server, &id).await;
+    let seq = timeline.iter().find(|event| event["kind"] == "approval_requested").unwrap()["seq"].to_string();
+    let (code, _, stderr) = run(server.cli().args(["exec", "deny", &id, &seq, "--reason", "not today"]));
+    assert_eq!(code, 0, "{stderr}");
+    finished(&server, &id).await;
+    assert!(!workspace.path().join("denied.txt").exists(), "the denied call ran");
+    let denied = events(&server, &id).await.into_iter().find(|event| event["kind"] == "tool_denied").unwrap();
+    assert!(denied["payload"]["reason"].as_str().unwrap().contains("not today"), "{denied}");
+}

@@ -45,8 +45,15 @@ pub struct DatabaseHealth {
     /// `sqlite` or `postgres`.
     backend: String,
     ok: bool,
-    /// Time of one `SELECT 1` round trip.
+    /// Time of one round trip.
     round_trip_ms: Option<f64>,
+    /// PostgreSQL: the role the platform's queries run as (`codexos_app`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<String>,
+    /// PostgreSQL: whether row-level security binds that role; if not,
+    /// a forgotten tenant filter could leak, and `problems` says so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    row_level_security: Option<bool>,
     error: Option<String>,
 }
 
@@ -78,12 +85,22 @@ pub async fn health_detailed(State(state): State<AppState>, caller: Caller) -> A
     caller.require(Permission::HealthRead)?;
     let mut problems = Vec::new();
     let database = match state.store.ping().await {
-        Ok(elapsed) => DatabaseHealth {
-            backend: backend_name(&state),
-            ok: true,
-            round_trip_ms: Some(elapsed.as_secs_f64() * 1000.0),
-            error: None,
-        },
+        Ok(check) => {
+            if check.row_level_security == Some(false) {
+                problems.push(format!(
+                    "the database role {} is not bound by row-level security: tenant isolation rests on the store's filters alone",
+                    check.role.as_deref().unwrap_or("(unknown)")
+                ));
+            }
+            DatabaseHealth {
+                backend: backend_name(&state),
+                ok: true,
+                round_trip_ms: Some(check.round_trip.as_secs_f64() * 1000.0),
+                role: check.role,
+                row_level_security: check.row_level_security,
+                error: None,
+            }
+        }
         Err(err) => {
             tracing::warn!(error = %err, "health check: database round trip failed");
             problems.push("the database cannot be reached".to_owned());
@@ -91,6 +108,8 @@ pub async fn health_detailed(State(state): State<AppState>, caller: Caller) -> A
                 backend: backend_name(&state),
                 ok: false,
                 round_trip_ms: None,
+                role: None,
+                row_level_security: None,
                 error: Some(err.to_string()),
             }
         }

@@ -226,7 +226,7 @@ pub async fn list_policy_versions(
 /// Runs test cases against the tenant's current policy, or against the
 /// `modules` (and `data`) given, storing nothing. Answered 200 whether the
 /// cases pass or not; 422 if the given modules do not compile, 400 if the
-/// cases are malformed. Needs `agents:read`.
+/// cases are malformed. Needs `agents:read`, and `tenant:admin` with `modules`.
 #[utoipa::path(
     post, path = "/v1/policy/test", tag = "policy", security(("api_key" = [])), request_body = TestPolicy,
     responses(
@@ -243,6 +243,11 @@ pub async fn test_policy(
     ApiJson(request): ApiJson<TestPolicy>,
 ) -> ApiResult<ApiJson<PolicyTestReport>> {
     caller.require(Permission::AgentsRead)?;
+    if request.modules.is_some() {
+        // Running Rego of one's own on the server is what setting a policy
+        // allows: the same permission, not merely reading.
+        caller.require(Permission::TenantAdmin)?;
+    }
     let cases = codexos_policy::parse_cases(&request.cases.to_string())
         .map_err(|err| ApiError::bad_request("invalid_cases", err.to_string()))?;
     let (policy, name) = match request.modules {

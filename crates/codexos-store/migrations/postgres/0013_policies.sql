@@ -22,3 +22,7 @@ ALTER TABLE policy_bundles ENABLE ROW LEVEL SECURITY;
 ALTER TABLE policy_bundles FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON policy_bundles
     USING (codexos_visible(tenant_id)) WITH CHECK (codexos_visible(tenant_id));
+
+-- Versions are never changed or deleted, not even by the platform: what
+-- decided a past call can always be read back as it was.
+REVOKE UPDATE, DELETE ON policy_bundles FROM codexos_app;

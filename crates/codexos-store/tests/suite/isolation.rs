@@ -134,4 +134,12 @@ async fn the_application_cannot_rewrite_the_audit_log() {
     let err = tx.execute("DELETE FROM audit_entries").await.unwrap_err().to_string();
     assert!(err.contains("permission denied"), "{err}");
     tx.rollback().await.unwrap();
+
+    // Nor the policy versions that decided past calls.
+    for statement in ["UPDATE policy_bundles SET data = '{}'", "DELETE FROM policy_bundles"] {
+        let mut tx = conn.begin().await.unwrap();
+        let err = tx.execute(statement).await.unwrap_err().to_string();
+        assert!(err.contains("permission denied"), "{statement}: {err}");
+        tx.rollback().await.unwrap();
+    }
 }
