@@ -180,15 +180,23 @@ mod permission_tests {
     #[test]
     fn the_permission_matrix() {
         use Permission::*;
+        // Columns: owner, admin, developer, viewer (docs/tenancy.md).
         let table = [
-            (KeysWrite, [true, true, false, false]),
-            (BillingManage, [true, false, false, false]),
-            (ExecutionsRun, [true, true, true, false]),
-            (AuditRead, [true, true, false, true]),
             (HealthRead, [true, true, false, false]),
+            (AgentsRead, [true, true, true, true]),
+            (AgentsWrite, [true, true, true, false]),
+            (ExecutionsRead, [true, true, true, true]),
+            (ExecutionsRun, [true, true, true, false]),
+            (ExecutionsApprove, [true, true, true, false]),
+            (KeysRead, [true, true, false, false]),
+            (KeysWrite, [true, true, false, false]),
             (SecretsRead, [true, true, true, false]),
             (SecretsWrite, [true, true, false, false]),
+            (AuditRead, [true, true, false, true]),
+            (TenantAdmin, [true, true, false, false]),
+            (BillingManage, [true, false, false, false]),
         ];
+        assert_eq!(table.len(), Permission::ALL.len(), "every permission is in the table");
         for (permission, expected) in table {
             let actual = Role::ALL.map(|role| role.allows(permission));
             assert_eq!(actual, expected, "{permission}");

@@ -144,6 +144,8 @@ pub async fn bind(
         // Inside the metrics and the request span, so a panic is counted and
         // logged with its request id like any other error.
         .layer(CatchPanicLayer::custom(routes::panic_response))
+        // Inside the audit log, which records what it refuses.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authorize))
         // Inside the metrics, which give it the caller's slot.
         .layer(axum::middleware::from_fn_with_state(state.clone(), audit::record))
         .layer(axum::middleware::from_fn(metrics::track))

@@ -221,6 +221,65 @@ async fn every_role_gets_exactly_its_permissions() {
     }
 }
 
+/// Every operation of the OpenAPI document, for every role: 403 exactly
+/// when the role lacks the permission the operation declares
+/// (`x-codexos-access`), whatever the body, before the body is read; never
+/// 401 with a valid key. The roles' permissions are what `/v1/me` says.
+#[tokio::test]
+async fn every_operation_refuses_exactly_the_roles_its_declared_permission_excludes() {
+    let server = TestServer::start_with_env(
+        super::bin(),
+        &[("CODEXOS_QUOTAS__REQUESTS_PER_SECOND", "100000"), ("CODEXOS_QUOTAS__BURST", "100000")],
+    )
+    .await;
+    let owner = server.owner_key.clone();
+    let mut keys = vec![("owner".to_owned(), owner.clone())];
+    for role in ["admin", "developer", "viewer"] {
+        let (status, created) =
+            server.call(Method::POST, "/v1/keys", Some(&owner), Some(json!({ "name": role, "role": role }))).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        keys.push((role.to_owned(), created["secret"].as_str().unwrap().to_owned()));
+    }
+    let mut granted = std::collections::HashMap::new();
+    for (role, key) in &keys {
+        let (status, me) = server.call(Method::GET, "/v1/me", Some(key), None).await;
+        assert_eq!(status, StatusCode::OK, "{me}");
+        let permissions: Vec<String> =
+            me["permissions"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_owned()).collect();
+        granted.insert(role.clone(), permissions);
+    }
+    let (_, openapi) = server.call(Method::GET, "/openapi.json", None, None).await;
+    let missing = "00000000-0000-7000-8000-000000000000";
+    let mut checked = 0;
+    for (template, item) in openapi["paths"].as_object().unwrap() {
+        let path = template
+            .replace("{id}", missing)
+            .replace("{name}", "matrix-missing")
+            .replace("{seq}", "999999")
+            .replace("{tenant}", "matrix-missing");
+        for (method, operation) in item.as_object().unwrap() {
+            let access = operation["x-codexos-access"].as_str().unwrap_or_else(|| panic!("{method} {template}"));
+            if access == "public" || access == "authenticated" || path == "/v1/logout" {
+                continue;
+            }
+            let method = Method::from_bytes(method.to_ascii_uppercase().as_bytes()).unwrap();
+            let body = (method != Method::GET && method != Method::DELETE).then(|| json!({}));
+            for (role, key) in &keys {
+                let (status, text) = send(&server, method.clone(), &path, key, body.clone()).await;
+                let permitted = granted[role].iter().any(|permission| permission == access);
+                assert_ne!(status, StatusCode::UNAUTHORIZED, "{role}: {method} {template}");
+                assert_eq!(
+                    status == StatusCode::FORBIDDEN,
+                    !permitted,
+                    "{role} ({access}): {method} {template}: {status} {text}"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 40 * 4, "only {checked} requests: is the document whole?");
+}
+
 fn session_cookie(response: &reqwest::Response) -> Option<String> {
     response
         .headers()

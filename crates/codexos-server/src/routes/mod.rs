@@ -68,7 +68,7 @@ impl utoipa::Modify for BearerAuth {
 
 /// All routes with their OpenAPI document.
 pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::health))
         .routes(routes!(health::health_detailed))
         .routes(routes!(health::metrics))
@@ -109,7 +109,57 @@ pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(policies::show_policy, policies::set_policy))
         .routes(routes!(policies::list_policy_versions))
         .routes(routes!(policies::test_policy))
-        .split_for_parts()
+        .split_for_parts();
+    (router, with_access(openapi))
+}
+
+/// Each operation of the document shows the access its route declares
+/// (`x-codexos-access`: `public`, `authenticated`, or the permission).
+fn with_access(mut openapi: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    for (path, item) in &mut openapi.paths.paths {
+        for (method, operation) in [
+            (Method::GET, &mut item.get),
+            (Method::POST, &mut item.post),
+            (Method::PUT, &mut item.put),
+            (Method::PATCH, &mut item.patch),
+            (Method::DELETE, &mut item.delete),
+        ] {
+            if let (Some(operation), Some(access)) = (operation.as_mut(), crate::auth::route_access(&method, path)) {
+                operation
+                    .extensions
+                    .get_or_insert_with(Default::default)
+                    .insert("x-codexos-access".to_owned(), serde_json::Value::String(access.name()));
+            }
+        }
+    }
+    openapi
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_operation_declares_its_access_and_every_declaration_is_a_route() {
+        let (_, openapi) = router();
+        let mut operations = 0;
+        for (path, item) in &openapi.paths.paths {
+            for (method, operation) in [
+                (Method::GET, &item.get),
+                (Method::POST, &item.post),
+                (Method::PUT, &item.put),
+                (Method::PATCH, &item.patch),
+                (Method::DELETE, &item.delete),
+            ] {
+                if let Some(operation) = operation {
+                    operations += 1;
+                    let declared = operation.extensions.as_ref().and_then(|found| found.get("x-codexos-access"));
+                    assert!(declared.is_some(), "{method} {path} declares no access");
+                }
+            }
+        }
+        assert_eq!(operations, crate::auth::declared_routes(), "the table names a route the router does not have");
+    }
 }
 
 pub async fn not_found(method: Method, uri: Uri) -> ApiError {
