@@ -206,6 +206,7 @@ const ROUTE_ACCESS: &[(&str, &str, Access)] = {
 };
 
 /// How many routes the table declares.
+#[cfg(test)]
 pub fn declared_routes() -> usize {
     ROUTE_ACCESS.len()
 }
