@@ -163,11 +163,16 @@ pub struct AuditSettings {
     /// A checkpoint is signed every this many entries of a tenant's log (and
     /// at shutdown, and when a proof needs one).
     pub checkpoint_every: u64,
+    /// And at least this often for a log that grew since its last one: the
+    /// entries no signed checkpoint covers yet, the only ones that can be
+    /// cut from the log's end unseen, are at most this old.
+    #[serde(with = "duration_text")]
+    pub checkpoint_interval: Duration,
 }
 
 impl Default for AuditSettings {
     fn default() -> Self {
-        Self { signing_key_file: None, checkpoint_every: 1000 }
+        Self { signing_key_file: None, checkpoint_every: 1000, checkpoint_interval: Duration::from_secs(10) }
     }
 }
 
@@ -339,6 +344,7 @@ impl Settings {
             ("worker.lease_timeout", worker.lease_timeout),
             ("worker.poll_interval", worker.poll_interval),
             ("worker.retention_interval", worker.retention_interval),
+            ("audit.checkpoint_interval", self.audit.checkpoint_interval),
         ] {
             if value.is_zero() {
                 return Err(SettingsError::Invalid(format!("{key} must be longer than zero")));

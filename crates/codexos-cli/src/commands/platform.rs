@@ -1,6 +1,7 @@
 //! `codexos up`, `serve` and `worker`: the long-running processes.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use codexos_core::Settings;
@@ -89,6 +90,7 @@ pub async fn run(
 
     let shutdown = CancellationToken::new();
     tokio::spawn(wait_for_signal(shutdown.clone()));
+    tokio::spawn(sign_audit_checkpoints(auditor.clone(), settings.audit.checkpoint_interval, shutdown.clone()));
 
     // A worker that fails stops the whole process: running on without the
     // worker it was asked for would look healthy and do nothing.
@@ -155,6 +157,25 @@ pub async fn run(
     served?;
     worker_result?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Signs a checkpoint of every tenant's log that grew since its last one,
+/// every `interval`, until shutdown: what was appended since the last
+/// checkpoint is the part of a log that could be cut from its end without
+/// a trace, so it is kept short in time as well as in entries.
+async fn sign_audit_checkpoints(auditor: codexos_store::Auditor, interval: Duration, shutdown: CancellationToken) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        if let Err(err) = auditor.checkpoint_all().await {
+            tracing::warn!(error = %err, "cannot sign the audit logs' checkpoints; trying again at the next interval");
+        }
+    }
 }
 
 /// The platform's own files, which no tool may see: the data directory, the

@@ -9,8 +9,6 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::{Connection, Executor};
 
-use super::server;
-
 /// The CLI pointed at the server's database, for the offline commands.
 fn offline(server: &TestServer, subcommand: &str, args: &[&str]) -> Command {
     let mut command = server.cli();
@@ -30,7 +28,8 @@ async fn audit_entries(server: &TestServer) -> Vec<Value> {
 
 #[tokio::test]
 async fn state_changes_are_recorded_verified_and_provable() {
-    let mut server = server().await;
+    // No checkpoint by the clock: the proof below names the one it signs.
+    let mut server = TestServer::start_with_env(super::bin(), &[("CODEXOS_AUDIT__CHECKPOINT_INTERVAL", "1h")]).await;
     let owner = server.owner_key.clone();
     let (status, created) =
         server.call(Method::POST, "/v1/keys", Some(&owner), Some(json!({ "name": "ci", "role": "viewer" }))).await;
@@ -138,9 +137,38 @@ async fn tamper(server: &TestServer, statement: &str) {
     let disable = if server.is_postgres() {
         "ALTER TABLE audit_entries DISABLE TRIGGER USER"
     } else {
-        "DROP TRIGGER audit_entries_no_update"
+        "DROP TRIGGER IF EXISTS audit_entries_no_update; DROP TRIGGER IF EXISTS audit_entries_no_delete"
     };
     conn.execute(disable).await.unwrap();
     conn.execute(statement).await.unwrap();
     conn.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_log_that_grew_is_signed_within_the_interval_so_its_tail_cannot_be_cut_unseen() {
+    let mut server = TestServer::start_with_env(super::bin(), &[("CODEXOS_AUDIT__CHECKPOINT_INTERVAL", "200ms")]).await;
+    let owner = server.owner_key.clone();
+    for name in ["one", "two", "three"] {
+        let (status, _) =
+            server.call(Method::POST, "/v1/keys", Some(&owner), Some(json!({ "name": name, "role": "viewer" }))).await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    // Far fewer entries than `audit.checkpoint_every`: only the interval signs.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (_, verification) = server.get("/v1/audit/verify").await;
+        // A checkpoint note's second line is the tree size it signs.
+        let latest = verification["latest_checkpoint"].as_str().unwrap_or_default();
+        if latest.lines().nth(1) == Some("3") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no checkpoint of the 3 entries: {verification}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // The last entries cut from the log's end, with the database alone: found.
+    assert!(server.terminate().await.success(), "{}", server.stderr());
+    tamper(&server, "DELETE FROM audit_entries WHERE seq > 1").await;
+    let (code, stdout, _) = run(&mut offline(&server, "verify", &[]));
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("default: TAMPERED at entry 2 (Truncated)"), "{stdout}");
 }
