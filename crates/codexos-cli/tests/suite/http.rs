@@ -254,3 +254,101 @@ async fn keys_carry_roles_and_die_when_revoked() {
 fn uuid_like() -> String {
     "01900000-0000-7000-8000-000000000000".to_owned()
 }
+
+/// Missing, malformed, unknown, revoked and expired credentials, and forged
+/// cookies: every one is answered 401 with the very same body, so the answer
+/// tells nothing of which it was.
+#[tokio::test]
+async fn every_credential_problem_gets_the_same_401() {
+    let server = server().await;
+    let owner = server.owner_key.clone();
+    let mut created = Vec::new();
+    for (name, expires_in) in [("revoked", None), ("expiring", Some("1s"))] {
+        let mut body = json!({ "name": name, "role": "viewer" });
+        if let Some(expires_in) = expires_in {
+            body["expires_in"] = json!(expires_in);
+        }
+        let (status, key) = server.call(Method::POST, "/v1/keys", Some(&owner), Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{key}");
+        created.push(key);
+    }
+    let revoked = created[0]["secret"].as_str().unwrap().to_owned();
+    let (status, _) = server
+        .call(Method::DELETE, &format!("/v1/keys/{}", created[0]["key"]["id"].as_str().unwrap()), Some(&owner), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let expired = created[1]["secret"].as_str().unwrap().to_owned();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    // A well-formed key that never existed: the owner's with its secret part changed.
+    let unknown = format!("{}{}", &owner[..owner.len() - 4], if owner.ends_with("AAAA") { "BBBB" } else { "AAAA" });
+
+    let mut answers = Vec::new();
+    let attempts: Vec<(&str, Vec<(&str, reqwest::header::HeaderValue)>)> = vec![
+        ("no credentials", vec![]),
+        ("another scheme", vec![("authorization", "Basic b3duZXI6cGFzcw==".parse().unwrap())]),
+        ("bearer without a token", vec![("authorization", "Bearer".parse().unwrap())]),
+        ("bearer with spaces", vec![("authorization", "Bearer    ".parse().unwrap())]),
+        ("not a key", vec![("authorization", "Bearer not-a-key".parse().unwrap())]),
+        (
+            "bytes that are not text",
+            vec![("authorization", reqwest::header::HeaderValue::from_bytes(b"Bearer \xff\xfe").unwrap())],
+        ),
+        ("unknown key", vec![("authorization", format!("Bearer {unknown}").parse().unwrap())]),
+        ("revoked key", vec![("authorization", format!("Bearer {revoked}").parse().unwrap())]),
+        ("expired key", vec![("authorization", format!("Bearer {expired}").parse().unwrap())]),
+        ("forged cookie", vec![("cookie", format!("codexos_session=cxs_{}", "A".repeat(43)).parse().unwrap())]),
+        ("garbage cookie", vec![("cookie", "codexos_session=%%%; other=1".parse().unwrap())]),
+    ];
+    for (what, headers) in attempts {
+        let mut request = server.request(Method::GET, "/v1/me");
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{what}");
+        let body: Value = response.json().await.unwrap();
+        answers.push((what, body));
+    }
+    for (what, body) in &answers {
+        assert_eq!(body, &answers[0].1, "{what} is answered differently from {}", answers[0].0);
+    }
+}
+
+/// Guessing across many accounts from one address locks the address, even
+/// for an account that was never guessed at.
+#[tokio::test]
+async fn guessing_across_accounts_locks_the_address() {
+    let server = server().await;
+    let (status, body) = server
+        .call(
+            Method::POST,
+            "/v1/users",
+            Some(&server.owner_key),
+            Some(json!({ "email": "real@acme.test", "role": "viewer", "password": "correct horse battery" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let login = |email: String, password: &'static str| {
+        let request = server
+            .request(Method::POST, "/v1/login")
+            .json(&json!({ "tenant": "default", "email": email, "password": password }));
+        async move { request.send().await.unwrap() }
+    };
+    // Fewer than an account's limit each, over the address's limit in all.
+    let mut refused = 0;
+    for n in 0..24 {
+        let response = login(format!("guess{}@acme.test", n % 8), "wrong password!!").await;
+        assert!(
+            [StatusCode::UNAUTHORIZED, StatusCode::TOO_MANY_REQUESTS].contains(&response.status()),
+            "{}",
+            response.status()
+        );
+        refused += usize::from(response.status() == StatusCode::TOO_MANY_REQUESTS);
+    }
+    assert!(refused > 0, "the address was never slowed down");
+    let locked = login("real@acme.test".to_owned(), "correct horse battery").await;
+    assert_eq!(locked.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(locked.headers().contains_key("retry-after"));
+    let body: Value = locked.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "login_locked");
+}
