@@ -5,6 +5,7 @@ mod audit;
 mod doctor;
 mod executions;
 mod keys;
+mod operator;
 pub mod platform;
 mod policies;
 mod publishers;

@@ -31,6 +31,15 @@ pub async fn set_quota(global: &GlobalArgs, args: TenantQuotaArgs) -> anyhow::Re
     let changed = wanted != current;
     if changed {
         store.set_tenant_quotas(tenant.id, &wanted).await?;
+        let details = json!({ "before": current, "after": wanted });
+        crate::commands::operator::record(
+            &store,
+            tenant.id,
+            "tenant.set_quota",
+            format!("tenant:{}", tenant.id),
+            details,
+        )
+        .await?;
     }
     store.close().await;
     let effective = wanted.over(&defaults);

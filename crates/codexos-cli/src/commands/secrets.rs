@@ -307,6 +307,17 @@ async fn rotate(global: &GlobalArgs, database_url: Option<String>, force: bool) 
     if let Some(dir) = key_file.parent() {
         sync_dir(dir).with_context(|| format!("cannot make {} durable", dir.display()))?;
     }
+    for tenant in store.list_tenants().await? {
+        let details = serde_json::json!({ "from": old_id.to_string(), "to": new_key.id().to_string() });
+        crate::commands::operator::record(
+            &store,
+            tenant.id,
+            "secrets.rotate_master_key",
+            "master_key".to_owned(),
+            details,
+        )
+        .await?;
+    }
     println!("Master key rotated: {rewrapped} tenant data key(s) re-wrapped from {old_id} to {}.", new_key.id());
     println!("  current key  {}", key_file.display());
     println!("  old key      {} (database backups taken before now need it)", retired.display());

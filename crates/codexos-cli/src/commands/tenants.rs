@@ -29,6 +29,15 @@ pub async fn run(global: &GlobalArgs, command: TenantCommand) -> anyhow::Result<
                 codexos_store::StoreError::Conflict(_) => anyhow::anyhow!("a tenant '{slug}' exists already"),
                 other => other.into(),
             })?;
+            let details = serde_json::json!({ "slug": created.tenant.slug, "owner_email": created.owner_email });
+            crate::commands::operator::record(
+                &store,
+                created.tenant.id,
+                "tenant.create",
+                format!("tenant:{}", created.tenant.id),
+                details,
+            )
+            .await?;
             store.close().await;
             if json {
                 let body = serde_json::json!({

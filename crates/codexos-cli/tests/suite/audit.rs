@@ -172,3 +172,40 @@ async fn a_log_that_grew_is_signed_within_the_interval_so_its_tail_cannot_be_cut
     assert_eq!(code, 1, "{stdout}");
     assert!(stdout.contains("default: TAMPERED at entry 2 (Truncated)"), "{stdout}");
 }
+
+#[tokio::test]
+async fn what_the_operator_does_on_the_database_is_on_the_tenants_log() {
+    let server = TestServer::start(super::bin()).await;
+    let operator = |args: &[&str]| {
+        let mut command = server.cli();
+        command.args(args);
+        if let Some(url) = server.database_url() {
+            command.args(["--database-url", url]);
+        }
+        let (code, stdout, stderr) = run(&mut command);
+        assert_eq!(code, 0, "{stdout}{stderr}");
+        stdout
+    };
+    let created: Value = serde_json::from_str(&operator(&[
+        "tenant",
+        "create",
+        "initech",
+        "--owner-email",
+        "boss@initech.test",
+        "--json",
+    ]))
+    .unwrap();
+    operator(&["tenant", "quota", "initech", "--burst", "7"]);
+    let owner = created["owner_key"].as_str().unwrap();
+    let (status, audit) = server.call(Method::GET, "/v1/audit", Some(owner), None).await;
+    assert_eq!(status, StatusCode::OK, "{audit}");
+    let entries = audit["entries"].as_array().unwrap();
+    let actions: Vec<&str> = entries.iter().map(|entry| entry["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["tenant.create", "tenant.set_quota"]);
+    assert!(entries.iter().all(|entry| entry["actor"].as_str().unwrap().starts_with("operator:")), "{audit}");
+    assert_eq!(entries[1]["details"]["after"]["burst"], 7, "{audit}");
+    // Appended unsigned by the operator's command, signed by the platform:
+    // the log verifies.
+    let (_, verification) = server.call(Method::GET, "/v1/audit/verify", Some(owner), None).await;
+    assert_eq!(verification["status"], "intact", "{verification}");
+}

@@ -357,6 +357,16 @@ async fn rotating_the_master_key_keeps_every_secret_readable() {
         .collect();
     assert_eq!(retired.len(), 1, "{retired:?}");
     assert!(!server.data_dir().join("master.key.next").exists());
+    // The rotation is on the tenant's audit log, by the operator.
+    let (_, audit) = server.get("/v1/audit?limit=1000").await;
+    let rotation = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|entry| entry["action"] == "secrets.rotate_master_key")
+        .unwrap_or_else(|| panic!("{audit}"));
+    assert!(rotation["actor"].as_str().unwrap().starts_with("operator:"), "{rotation}");
+    assert_ne!(rotation["details"]["from"], rotation["details"]["to"]);
 
     // The restarted server still opens the secret sealed before the rotation.
     if sandbox_available() {
