@@ -77,6 +77,14 @@ pub fn agent_facts(manifest: &AgentManifest, publisher: Option<String>, signatur
             destinations.iter().map(|destination| destination.to_string().to_ascii_lowercase()).collect()
         }
     };
+    let mcp_commands = manifest
+        .mcp
+        .iter()
+        .filter_map(|server| match &server.transport {
+            McpTransport::Stdio { command, .. } => Some(command.clone()),
+            McpTransport::Http { .. } => None,
+        })
+        .collect();
     let mcp_hosts = manifest
         .mcp
         .iter()
@@ -98,6 +106,7 @@ pub fn agent_facts(manifest: &AgentManifest, publisher: Option<String>, signatur
         tools: manifest.tools.clone(),
         network,
         mcp_hosts,
+        mcp_commands,
     }
 }
 
@@ -130,6 +139,10 @@ network = { allow = ["PyPI.org:443", "[::1]:8080"] }
 [[mcp]]
 name = "docs"
 url = "https://Docs.Example.com/mcp"
+
+[[mcp]]
+name = "fs"
+command = ["npx", "-y", "fs-server"]
 "#,
         )
         .unwrap_or_else(|err| panic!("{err}"));
@@ -139,5 +152,6 @@ url = "https://Docs.Example.com/mcp"
         assert_eq!(facts.tools, ["shell", "docs.*"]);
         assert_eq!(facts.network, ["pypi.org:443", "[::1]:8080"]);
         assert_eq!(facts.mcp_hosts, ["docs.example.com:443"]);
+        assert_eq!(facts.mcp_commands, [["npx", "-y", "fs-server"]]);
     }
 }

@@ -22,6 +22,7 @@ fn facts() -> Facts {
             tools: ["shell", "read_file", "write_file", "apply_patch", "list_dir", "search"].map(String::from).to_vec(),
             network: vec!["pypi.org:443".into()],
             mcp_hosts: Vec::new(),
+            mcp_commands: Vec::new(),
         },
         workspace: Some("/srv/work/acme/repo".into()),
     }

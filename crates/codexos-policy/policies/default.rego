@@ -85,10 +85,21 @@ signature_status := object.get(agent, ["signature", "status"], "unsigned")
 # it runs (without its directory: /usr/bin/git is git); none for other
 # calls.
 commands := [{"program": program, "words": words} |
-	is_array(input.shell.commands)
-	some words in input.shell.commands
+	some words in command_words
 	parts := split(words[0], "/")
 	program := parts[count(parts) - 1]
+]
+
+# A shell call's simple commands; for an install or a start, the commands
+# of the agent's MCP servers, which run in the sandbox before any tool
+# call is asked (the same rules judge them; an `ask` refuses an install).
+command_words := input.shell.commands if {
+	is_array(input.shell.commands)
+} else := [words |
+	input.action in {"install_agent", "start_execution"}
+	some words in object.get(agent, "mcp_commands", [])
+	is_array(words)
+	count(words) > 0
 ]
 
 matches_any(patterns, text) if {

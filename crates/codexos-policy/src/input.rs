@@ -7,7 +7,7 @@
 //!   "user": {"id": "…", "role": "developer"},
 //!   "agent": {"name": "fixer", "version": "1.2.0", "kind": "llm", "publisher": null,
 //!             "signature": {"status": "unsigned", "key_id": null},
-//!             "tools": ["shell"], "network": ["pypi.org:443"], "mcp_hosts": []},
+//!             "tools": ["shell"], "network": ["pypi.org:443"], "mcp_hosts": [], "mcp_commands": []},
 //!   "workspace": "/srv/work/repo",
 //!   "step": 3,
 //!   "tool": "shell",
@@ -105,6 +105,9 @@ pub struct AgentFacts {
     pub network: Vec<String>,
     /// `host:port` of its MCP servers over HTTP, reached from the worker.
     pub mcp_hosts: Vec<String>,
+    /// The command (argv) of each MCP server it starts in the sandbox:
+    /// programs that run with its secrets before any tool call is asked.
+    pub mcp_commands: Vec<Vec<String>>,
 }
 
 /// What stays the same across an execution's (or a request's) decisions.
@@ -216,6 +219,7 @@ mod tests {
                 tools: vec!["shell".into()],
                 network: Vec::new(),
                 mcp_hosts: Vec::new(),
+                mcp_commands: Vec::new(),
             },
             workspace: Some("/srv/work/repo".into()),
         }
@@ -232,7 +236,7 @@ mod tests {
                 "user": {"id": "u-1", "role": null},
                 "agent": {"name": "fixer", "version": "1.0.0", "kind": "llm", "publisher": null,
                           "signature": {"status": "unsigned", "key_id": null}, "tools": ["shell"], "network": [],
-                          "mcp_hosts": []},
+                          "mcp_hosts": [], "mcp_commands": []},
                 "workspace": "/srv/work/repo",
                 "step": 3,
                 "tool": "shell",

@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::bundle::Bundle;
 
-/// How long one decision may take. Real policies decide in microseconds
-/// (BENCHMARKS.md); past this the evaluation stops and the answer is deny.
+/// How long one decision may take. The default policy decides in about a
+/// tenth of a millisecond (BENCHMARKS.md); past this the evaluation stops
+/// and the answer is deny.
 pub const EVALUATION_TIME_LIMIT: Duration = Duration::from_millis(100);
 /// Units of evaluation work between two looks at the clock.
 const CLOCK_CHECK_INTERVAL: u32 = 64;

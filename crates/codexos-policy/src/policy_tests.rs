@@ -27,6 +27,7 @@ fn facts(agent: &str) -> Facts {
             tools: vec!["shell".into()],
             network: Vec::new(),
             mcp_hosts: Vec::new(),
+            mcp_commands: Vec::new(),
         },
         workspace: Some("/srv/work/repo".into()),
     }
@@ -124,6 +125,14 @@ fn example_no_git_push_outside_ci_agents() {
         let input = facts("fixer").tool_call("shell", &json!({ "command": command }), 1);
         assert_eq!(policy.decide(&input).verdict, Verdict::Deny, "{command}");
     }
+    // An MCP server's command runs before any tool call is asked: judged
+    // at install and start by the same rules.
+    let mut agent = facts("fixer");
+    agent.agent.mcp_commands = vec![vec!["/usr/bin/git".into(), "push".into(), "--force".into()]];
+    assert_eq!(policy.decide(&agent.install_agent()).verdict, Verdict::Deny);
+    assert_eq!(policy.decide(&agent.start_execution("go")).verdict, Verdict::Deny);
+    agent.agent.mcp_commands = vec![vec!["npx".into(), "-y".into(), "fs-server".into()]];
+    assert_eq!(policy.decide(&agent.install_agent()), Decision::allow());
 }
 
 #[test]

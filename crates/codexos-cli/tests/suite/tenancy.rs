@@ -77,12 +77,146 @@ async fn tenants_are_created_by_the_operator_and_isolated() {
     assert_eq!(slugs, vec!["default", "globex"]);
 }
 
+/// Waits for approval before its one shell step: an execution of the first
+/// tenant that stays waiting for the whole walk.
+const CAREFUL: &str = r#"
+name = "acme-careful"
+version = "1.0.0"
+kind = "workflow"
+[tools]
+allow = ["shell"]
+[approval]
+tools = ["shell"]
+[[steps]]
+tool = "shell"
+args = { command = "echo careful > careful.txt" }
+"#;
+
+/// An id of the same shape as `real` that names nothing: its last character changed.
+fn absent_like(real: &str) -> String {
+    let mut absent = real.to_owned();
+    let last = absent.pop().unwrap();
+    absent.push(if last == '0' { '1' } else { '0' });
+    absent
+}
+
+/// An answer as it may be compared with another: the ids the request named
+/// replaced by `<id>`, and times (`*_at`) blanked.
+fn comparable(text: &str, named: &[&str]) -> Value {
+    let mut text = text.to_owned();
+    for id in named {
+        text = text.replace(id, "<id>");
+    }
+    let mut value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    blank_times(&mut value);
+    value
+}
+
+fn blank_times(value: &mut Value) {
+    match value {
+        Value::Object(fields) => {
+            for (name, field) in fields.iter_mut() {
+                if name.ends_with("_at") && field.is_string() {
+                    *field = json!("<time>");
+                } else {
+                    blank_times(field);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(blank_times),
+        _ => {}
+    }
+}
+
+/// A path parameter filled in twice: with an object of the first tenant,
+/// and with an id of the same shape that names nothing.
+type Filling = Vec<(&'static str, String, String)>;
+
+/// The first tenant's objects that path templates name.
+struct AcmeObjects {
+    /// A finished execution, and one waiting for an approval.
+    finished: String,
+    waiting: String,
+    /// The seq of the waiting execution's `approval_requested` event.
+    approval_seq: String,
+    keys: Vec<String>,
+    users: Vec<String>,
+    agents: Vec<String>,
+    publishers: Vec<String>,
+    secrets: Vec<String>,
+    /// An audit entry of the first tenant past the end of the second's log.
+    audit_seq: String,
+}
+
+impl AcmeObjects {
+    /// Every way to fill `template` with the first tenant's objects; one
+    /// empty filling for a template without parameters. A template nothing
+    /// here fills fails the test: a new endpoint must be walked too.
+    fn fillings(&self, template: &str) -> Vec<Filling> {
+        let each = |param: &'static str, values: &[String]| -> Vec<Filling> {
+            values.iter().map(|value| vec![(param, value.clone(), absent_like(value))]).collect()
+        };
+        match template {
+            _ if !template.contains('{') => vec![Vec::new()],
+            "/v1/executions/{id}/approvals/{seq}" => vec![
+                vec![
+                    ("{id}", self.waiting.clone(), absent_like(&self.waiting)),
+                    ("{seq}", self.approval_seq.clone(), self.approval_seq.clone()),
+                ],
+                vec![("{id}", self.finished.clone(), absent_like(&self.finished)), ("{seq}", "1".into(), "1".into())],
+            ],
+            _ if template.starts_with("/v1/executions/{id}") => {
+                each("{id}", &[self.finished.clone(), self.waiting.clone()])
+            }
+            "/v1/keys/{id}" => each("{id}", &self.keys),
+            "/v1/users/{id}" => each("{id}", &self.users),
+            "/v1/agents/{name}" => each("{name}", &self.agents),
+            "/v1/publishers/{id}" => each("{id}", &self.publishers),
+            "/v1/secrets/{name}" => each("{name}", &self.secrets),
+            "/v1/audit/entries/{seq}/proof" => vec![vec![("{seq}", self.audit_seq.clone(), "999999".into())]],
+            _ => panic!("{template}: no object of the first tenant to walk it with; add one to this test"),
+        }
+    }
+}
+
+/// Sends the same request about an object of the first tenant and about
+/// one that does not exist, as `key`: the answers must be the same but for
+/// the ids named. Answers the first one.
+async fn same_as_absent(
+    server: &TestServer,
+    method: Method,
+    (path, absent_path): (&str, &str),
+    key: &str,
+    (body, absent_body): (Option<Value>, Option<Value>),
+    (named, absent_named): (&[&str], &[&str]),
+) -> (StatusCode, String) {
+    let (status, text) = send(server, method.clone(), path, key, body).await;
+    let (absent_status, absent_text) = send(server, method.clone(), absent_path, key, absent_body).await;
+    assert_eq!(
+        (status, comparable(&text, named)),
+        (absent_status, comparable(&absent_text, absent_named)),
+        "{method} {path} answers the second tenant otherwise than {absent_path}, which names nothing"
+    );
+    (status, text)
+}
+
 #[tokio::test]
 async fn a_second_tenant_sees_nothing_of_the_first_on_any_endpoint() {
-    let server = server().await;
+    let server = TestServer::start_with_env(
+        super::bin(),
+        &[
+            ("CODEXOS_SERVER__SSO_ALLOW_LOOPBACK_HTTP", "true"),
+            // The walk sends a few hundred requests; a 429 would make two answers differ.
+            ("CODEXOS_QUOTAS__REQUESTS_PER_SECOND", "100000"),
+            ("CODEXOS_QUOTAS__BURST", "100000"),
+        ],
+    )
+    .await;
     let acme = server.owner_key.clone();
-    // The first tenant's objects: an agent, a finished execution, a key, a
-    // member, a secret, audit entries.
+    // The first tenant owns one of every kind of object: agents (one signed
+    // by its publisher key), a finished execution and one waiting for an
+    // approval, keys, members, a secret, a publisher key, a policy version,
+    // single sign-on, a retention policy, audit entries.
     let (status, agent) =
         server.call(Method::POST, "/v1/agents", Some(&acme), Some(json!({ "manifest": WALKER }))).await;
     assert_eq!(status, StatusCode::CREATED, "{agent}");
@@ -96,6 +230,7 @@ async fn a_second_tenant_sees_nothing_of_the_first_on_any_endpoint() {
         server.call(Method::POST, "/v1/keys", Some(&acme), Some(json!({ "name": "acme-ci", "role": "viewer" }))).await;
     assert_eq!(status, StatusCode::CREATED, "{key}");
     let key_id = key["key"]["id"].as_str().unwrap().to_owned();
+    let key_secret = key["secret"].as_str().unwrap().to_owned();
     let (status, member) = server
         .call(Method::POST, "/v1/users", Some(&acme), Some(json!({ "email": "dev@acme.test", "role": "developer" })))
         .await;
@@ -104,9 +239,77 @@ async fn a_second_tenant_sees_nothing_of_the_first_on_any_endpoint() {
     let (status, _) =
         send(&server, Method::PUT, "/v1/secrets/ACME_TOKEN", &acme, Some(json!({ "value": "s3cr3t-acme" }))).await;
     assert_eq!(status, StatusCode::CREATED);
-    let (_, audit) = server.get("/v1/audit").await;
-    let acme_entry_hash = audit["entries"][0]["entry_hash"].as_str().unwrap().to_owned();
-    let markers = [
+
+    let publisher_key = codexos_engine::signing::PrivateKey::generate("acme-release").unwrap();
+    let public_key = publisher_key.public_key().to_string();
+    let body = json!({ "name": "acme-release", "public_key": public_key });
+    let (status, publisher) = server.call(Method::POST, "/v1/publishers", Some(&acme), Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{publisher}");
+    let publisher_id = publisher["id"].as_str().unwrap().to_owned();
+    assert_eq!(publisher_id, publisher_key.id().to_string());
+    let signed = codexos_engine::signing::sign_manifest(CAREFUL, &publisher_key).unwrap();
+    let (status, careful) =
+        server.call(Method::POST, "/v1/agents", Some(&acme), Some(json!({ "manifest": signed }))).await;
+    assert_eq!(status, StatusCode::CREATED, "{careful}");
+    let waiting_workspace = tempfile::tempdir().unwrap();
+    let request =
+        json!({ "agent": "acme-careful", "task": "wait", "workspace": waiting_workspace.path().to_str().unwrap() });
+    let (status, execution) = server.call(Method::POST, "/v1/executions", Some(&acme), Some(request)).await;
+    assert_eq!(status, StatusCode::CREATED, "{execution}");
+    let waiting_id = execution["id"].as_str().unwrap().to_owned();
+    super::wait_for_status(&server, &waiting_id, "waiting_approval").await;
+    let timeline = super::events(&server, &waiting_id).await;
+    let approval = timeline.iter().find(|event| event["kind"] == "approval_requested").unwrap();
+    let approval_seq = approval["seq"].to_string();
+
+    let rego = "package codexos\n\ndeny contains \"acme-only-rule\" if input.nothing\n";
+    let (status, policy) =
+        server.call(Method::PUT, "/v1/policy", Some(&acme), Some(json!({ "modules": { "main.rego": rego } }))).await;
+    assert_eq!(status, StatusCode::OK, "{policy}");
+    let policy_version = policy["version"].to_string();
+    let policy_sha256 = policy["sha256"].as_str().unwrap().to_owned();
+
+    let idp = codexos_test_support::oidc_provider::FakeIdp::start(codexos_test_support::oidc_provider::FakeIdpConfig {
+        client_id: "codexos-acme-client".to_owned(),
+        client_secret: Some("acme-idp-client-secret".to_owned()),
+        redirect_uri: format!("{}/v1/sso/callback", server.url),
+        algorithm: codexos_test_support::oidc_provider::SigningAlgorithm::Es256,
+    })
+    .await;
+    let issuer = idp.issuer().to_owned();
+    let body = json!({
+        "issuer": issuer, "client_id": "codexos-acme-client", "client_secret": "acme-idp-client-secret",
+        "default_role": "viewer", "allowed_domains": ["acme-sso.test"],
+    });
+    let (status, sso) = server.call(Method::PUT, "/v1/tenant/sso", Some(&acme), Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{sso}");
+
+    let body = json!({ "executions": "4000h", "events": "3001h", "checkpoints": "2002h", "memories": "1003h" });
+    let (status, retention) = server.call(Method::PUT, "/v1/tenant/retention", Some(&acme), Some(body)).await;
+    assert_eq!(status, StatusCode::OK, "{retention}");
+
+    let (_, me) = server.get("/v1/me").await;
+    let acme_tenant_id = me["tenant"]["id"].as_str().unwrap().to_owned();
+    let owner_key_id = me["key_id"].as_str().unwrap().to_owned();
+    let (_, users) = server.get("/v1/users").await;
+    let owner_id =
+        users["users"].as_array().unwrap().iter().find(|user| user["email"] == "owner@localhost").unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    let mut agent_sha256s = Vec::new();
+    for name in ["acme-walker", "acme-careful"] {
+        let (_, agent) = server.get(&format!("/v1/agents/{name}")).await;
+        agent_sha256s.push(agent["version"]["manifest_sha256"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(careful["signature"]["status"], "verified", "{careful}");
+    let (_, audit) = server.get("/v1/audit?limit=1000").await;
+    let audit = audit["entries"].as_array().unwrap();
+    let acme_entry_hash = audit[0]["entry_hash"].as_str().unwrap().to_owned();
+    let audit_seq = audit.last().unwrap()["seq"].as_u64().unwrap();
+
+    // What no answer to the second tenant may hold.
+    let mut markers: Vec<String> = [
         execution_id.as_str(),
         "acme-walker",
         key_id.as_str(),
@@ -115,23 +318,101 @@ async fn a_second_tenant_sees_nothing_of_the_first_on_any_endpoint() {
         "s3cr3t-acme",
         acme_entry_hash.as_str(),
         "owner@localhost",
-    ];
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    markers.extend([
+        waiting_id.clone(),
+        "acme-careful".to_owned(),
+        workspace.path().to_str().unwrap().to_owned(),
+        waiting_workspace.path().to_str().unwrap().to_owned(),
+        "acme-ci".to_owned(),
+        key_secret.clone(),
+        acme.clone(),
+        owner_key_id.clone(),
+        owner_id.clone(),
+        acme_tenant_id.clone(),
+        "ACME_TOKEN".to_owned(),
+        publisher_id.clone(),
+        "acme-release".to_owned(),
+        public_key.clone(),
+        policy_sha256.clone(),
+        "acme-only-rule".to_owned(),
+        issuer.clone(),
+        "codexos-acme-client".to_owned(),
+        "acme-idp-client-secret".to_owned(),
+        "acme-sso.test".to_owned(),
+    ]);
+    markers.extend(agent_sha256s);
+    for field in ["executions", "events", "checkpoints", "memories"] {
+        markers.push(retention[field].as_str().unwrap().to_owned());
+    }
+    markers.extend(audit.iter().map(|entry| entry["entry_hash"].as_str().unwrap().to_owned()));
+    let leaked = |path: &str, text: &str, named: &[&str]| {
+        for marker in &markers {
+            if !named.contains(&marker.as_str()) {
+                assert!(!text.contains(marker.as_str()), "{path} leaked {marker}: {text}");
+            }
+        }
+    };
 
     let globex = create_tenant(&server, "globex", "boss@globex.test")["owner_key"].as_str().unwrap().to_owned();
+    // Its lists and singletons hold its own objects only, none of the first tenant's.
+    for (path, expected_status, pointer, expected) in [
+        ("/v1/agents", StatusCode::OK, "/agents", json!([])),
+        ("/v1/executions", StatusCode::OK, "/executions", json!([])),
+        ("/v1/keys", StatusCode::OK, "/keys/0/name", json!("owner")),
+        ("/v1/users", StatusCode::OK, "/users/0/email", json!("boss@globex.test")),
+        ("/v1/secrets", StatusCode::OK, "/secrets", json!([])),
+        ("/v1/publishers", StatusCode::OK, "/publishers", json!([])),
+        ("/v1/policy", StatusCode::OK, "/default", json!(true)),
+        ("/v1/policy/versions", StatusCode::OK, "/versions", json!([])),
+        (
+            "/v1/tenant/retention",
+            StatusCode::OK,
+            "",
+            json!({ "executions": null, "events": null, "checkpoints": null, "memories": null }),
+        ),
+        ("/v1/tenant/sso", StatusCode::NOT_FOUND, "/error/code", json!("not_found")),
+        ("/v1/audit", StatusCode::OK, "/next_after", json!(null)),
+        ("/v1/audit/verify", StatusCode::OK, "/status", json!("intact")),
+        ("/v1/usage", StatusCode::OK, "", Value::Null),
+        ("/v1/me", StatusCode::OK, "/tenant/slug", json!("globex")),
+    ] {
+        let (status, text) = send(&server, Method::GET, path, &globex, None).await;
+        assert_eq!(status, expected_status, "{path}: {text}");
+        leaked(path, &text, &[]);
+        if !expected.is_null() || !pointer.is_empty() {
+            let body: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(body.pointer(pointer), Some(&expected), "{path}: {text}");
+        }
+    }
+    let (_, keys) = server.call(Method::GET, "/v1/keys", Some(&globex), None).await;
+    assert_eq!(keys["keys"].as_array().unwrap().len(), 1, "{keys}");
+    let (_, users) = server.call(Method::GET, "/v1/users", Some(&globex), None).await;
+    assert_eq!(users["users"].as_array().unwrap().len(), 1, "{users}");
+
+    let objects = AcmeObjects {
+        finished: execution_id.clone(),
+        waiting: waiting_id.clone(),
+        approval_seq,
+        keys: vec![key_id.clone(), owner_key_id.clone()],
+        users: vec![user_id.clone(), owner_id.clone()],
+        agents: vec!["acme-walker".to_owned(), "acme-careful".to_owned()],
+        publishers: vec![publisher_id.clone()],
+        secrets: vec!["ACME_TOKEN".to_owned()],
+        audit_seq: audit_seq.to_string(),
+    };
+
     let (_, openapi) = server.call(Method::GET, "/openapi.json", None, None).await;
     let mut walked = 0;
+    let mut walked_templates = Vec::new();
     for (template, item) in openapi["paths"].as_object().unwrap() {
         for (method, operation) in item.as_object().unwrap() {
             let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             if template == "/v1/logout" || template == "/v1/login" || operation["security"].is_null() {
                 continue; // public, or not a tenant's
             }
-            let path = template
-                .replace("/executions/{id}", &format!("/executions/{execution_id}"))
-                .replace("/keys/{id}", &format!("/keys/{key_id}"))
-                .replace("/users/{id}", &format!("/users/{user_id}"))
-                .replace("{name}", if template.starts_with("/v1/agents") { "acme-walker" } else { "ACME_TOKEN" })
-                .replace("{seq}", "1");
             // Bodies that pass validation, so the lookup itself is what answers.
             let body = match (method.as_str(), template.as_str()) {
                 ("GET" | "DELETE", _) => None,
@@ -139,31 +420,187 @@ async fn a_second_tenant_sees_nothing_of_the_first_on_any_endpoint() {
                 (_, "/v1/executions/{id}/fork") => Some(json!({ "from_step": 1 })),
                 (_, "/v1/executions/{id}/approvals/{seq}") => Some(json!({ "approve": true })),
                 (_, "/v1/users/{id}") => Some(json!({ "role": "viewer" })),
+                (_, "/v1/publishers/{id}") => Some(json!({ "trusted": false })),
+                (_, "/v1/secrets/{name}") => Some(json!({ "value": "globex-own-value" })),
                 _ => Some(json!({})),
             };
-            let (status, text) = send(&server, method.clone(), &path, &globex, body).await;
-            walked += 1;
-            for marker in markers {
-                assert!(!text.contains(marker), "{method} {path} leaked {marker}: {status} {text}");
+            if template == "/v1/audit/entries/{seq}/proof" {
+                // The first tenant's entry must lie past the end of the second's own log.
+                let (_, verification) = server.call(Method::GET, "/v1/audit/verify", Some(&globex), None).await;
+                let size = verification["size"].as_u64().unwrap();
+                assert!(
+                    audit_seq > size,
+                    "the first tenant's log ({audit_seq}) is no longer than the second's ({size})"
+                );
             }
-            if template.contains('{') && !template.starts_with("/v1/audit") && method != Method::PUT {
-                // An object of the other tenant is answered like a missing one.
-                assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}: {text}");
+            for filling in objects.fillings(template) {
+                let (mut path, mut absent_path) = (template.clone(), template.clone());
+                for (param, real, absent) in &filling {
+                    path = path.replace(param, real);
+                    absent_path = absent_path.replace(param, absent);
+                }
+                let named: Vec<&str> = filling
+                    .iter()
+                    .filter(|(_, real, absent)| real != absent)
+                    .map(|(_, real, _)| real.as_str())
+                    .collect();
+                let absent_named: Vec<&str> = filling
+                    .iter()
+                    .filter(|(_, real, absent)| real != absent)
+                    .map(|(_, _, absent)| absent.as_str())
+                    .collect();
+                let (status, text) = if filling.is_empty() {
+                    send(&server, method.clone(), &path, &globex, body.clone()).await
+                } else {
+                    // An object of the other tenant is answered exactly like a missing one.
+                    same_as_absent(
+                        &server,
+                        method.clone(),
+                        (&path, &absent_path),
+                        &globex,
+                        (body.clone(), body.clone()),
+                        (&named, &absent_named),
+                    )
+                    .await
+                };
+                walked += 1;
+                leaked(&format!("{method} {path}"), &text, &named);
+                if template.contains('{') && !template.starts_with("/v1/audit") && method != Method::PUT {
+                    // An object of the other tenant is answered like a missing one.
+                    assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}: {text}");
+                }
+                if template == "/v1/secrets/{name}" && method == Method::PUT {
+                    // A name is the tenant's own: the second tenant made its own secret
+                    // (201, not 200 "replaced"); it is deleted again.
+                    assert_eq!(status, StatusCode::CREATED, "{method} {path}: {text}");
+                    for name in [&path, &absent_path] {
+                        let (status, text) = send(&server, Method::DELETE, name, &globex, None).await;
+                        assert_eq!(status, StatusCode::NO_CONTENT, "{name}: {text}");
+                    }
+                } else if template.contains('{') {
+                    assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}: {text}");
+                }
             }
+            walked_templates.push(format!("{method} {template}"));
         }
     }
     assert!(walked >= 25, "walked only {walked} endpoints");
+    for endpoint in [
+        "GET /v1/policy",
+        "GET /v1/policy/versions",
+        "GET /v1/tenant/retention",
+        "GET /v1/tenant/sso",
+        "GET /v1/publishers",
+        "DELETE /v1/publishers/{id}",
+        "GET /v1/secrets",
+        "GET /v1/users",
+        "GET /v1/audit",
+        "GET /v1/audit/entries/{seq}/proof",
+        "POST /v1/executions/{id}/approvals/{seq}",
+    ] {
+        assert!(walked_templates.iter().any(|walked| walked == endpoint), "{endpoint} was not walked");
+    }
+
+    // Objects named in a query or a body, not the path, are missing too.
+    let absent_walker = absent_like("acme-walker");
+    for (path, absent_path, named, absent_named) in [
+        (
+            format!("/v1/policy?version={policy_version}"),
+            "/v1/policy?version=999999".to_owned(),
+            policy_version.clone(),
+            "999999".to_owned(),
+        ),
+        (
+            "/v1/agents/acme-walker?version=1.0.0".to_owned(),
+            format!("/v1/agents/{absent_walker}?version=1.0.0"),
+            "acme-walker".to_owned(),
+            absent_walker.clone(),
+        ),
+        (
+            "/v1/executions?agent=acme-walker".to_owned(),
+            format!("/v1/executions?agent={absent_walker}"),
+            "acme-walker".to_owned(),
+            absent_walker.clone(),
+        ),
+    ] {
+        let (_, text) = same_as_absent(
+            &server,
+            Method::GET,
+            (&path, &absent_path),
+            &globex,
+            (None, None),
+            (&[named.as_str()], &[absent_named.as_str()]),
+        )
+        .await;
+        leaked(&path, &text, &[named.as_str()]);
+    }
+    let globex_workspace = tempfile::tempdir().unwrap();
+    let start =
+        |agent: &str| json!({ "agent": agent, "task": "walk", "workspace": globex_workspace.path().to_str().unwrap() });
+    let (status, text) = same_as_absent(
+        &server,
+        Method::POST,
+        ("/v1/executions", "/v1/executions"),
+        &globex,
+        (Some(start("acme-walker")), Some(start(&absent_walker))),
+        (&["acme-walker"], &[absent_walker.as_str()]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{text}");
+    leaked("POST /v1/executions", &text, &["acme-walker"]);
+    let sso_naming = |secret: &str| json!({ "issuer": issuer, "client_id": "globex", "client_secret_secret": secret });
+    let (status, text) = same_as_absent(
+        &server,
+        Method::PUT,
+        ("/v1/tenant/sso", "/v1/tenant/sso"),
+        &globex,
+        (Some(sso_naming("ACME_TOKEN")), Some(sso_naming("ACME_TOKE0"))),
+        (&["ACME_TOKEN"], &["ACME_TOKE0"]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{text}");
+    leaked("PUT /v1/tenant/sso", &text, &["ACME_TOKEN", issuer.as_str()]);
+    // A manifest signed with the first tenant's publisher key is, to the
+    // second, signed with a key it never registered.
+    let stranger = codexos_engine::signing::PrivateKey::generate("stranger").unwrap();
+    let stranger_id = stranger.id().to_string();
+    let manifest = WALKER.replace("acme-walker", "globex-signed");
+    let signed_by = |key: &codexos_engine::signing::PrivateKey| json!({ "manifest": codexos_engine::signing::sign_manifest(&manifest, key).unwrap() });
+    let (status, text) = same_as_absent(
+        &server,
+        Method::POST,
+        ("/v1/agents", "/v1/agents"),
+        &globex,
+        (Some(signed_by(&publisher_key)), Some(signed_by(&stranger))),
+        (&[publisher_id.as_str()], &[stranger_id.as_str()]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{text}");
+    leaked("POST /v1/agents", &text, &[publisher_id.as_str()]);
 
     // The first tenant's objects are untouched.
     let (_, execution) = server.get(&format!("/v1/executions/{execution_id}")).await;
     assert_eq!(execution["status"], "succeeded");
+    assert_eq!(super::status_of(&server, &waiting_id).await, "waiting_approval");
     let (_, keys) = server.get("/v1/keys").await;
     let key = keys["keys"].as_array().unwrap().iter().find(|key| key["id"] == key_id.as_str()).unwrap();
     assert!(key["revoked_at"].is_null(), "{key}");
     let (_, users) = server.get("/v1/users").await;
     assert!(users["users"].as_array().unwrap().iter().any(|user| user["id"] == user_id.as_str()));
+    let member = users["users"].as_array().unwrap().iter().find(|user| user["id"] == user_id.as_str()).unwrap();
+    assert_eq!(member["role"], "developer", "{member}");
     let (_, secrets) = server.get("/v1/secrets").await;
     assert!(secrets["secrets"].as_array().unwrap().iter().any(|secret| secret["name"] == "ACME_TOKEN"));
+    let (_, publishers) = server.get("/v1/publishers").await;
+    assert_eq!(publishers["publishers"][0]["id"], publisher_id.as_str(), "{publishers}");
+    assert_eq!(publishers["publishers"][0]["trusted"], true, "{publishers}");
+    assert!(publishers["publishers"][0]["revoked_at"].is_null(), "{publishers}");
+    let (_, current) = server.get("/v1/policy").await;
+    assert_eq!(current["sha256"], policy_sha256.as_str(), "{current}");
+    let (status, now) = server.get("/v1/tenant/sso").await;
+    assert_eq!((status, &now["issuer"]), (StatusCode::OK, &json!(issuer)), "{now}");
+    let (_, now) = server.get("/v1/tenant/retention").await;
+    assert_eq!(now, retention);
     let (_, verification) = server.get("/v1/audit/verify").await;
     assert_eq!(verification["status"], "intact");
 }
