@@ -35,7 +35,7 @@ use codexos_audit::{Checkpoint, Frontier, GENESIS, Record, SigningKey, Verdict};
 use codexos_core::{TenantId, TenantSlug};
 use codexos_store::{AuditOutcome, Auditor, NewAuditEntry, Store, audit_origin};
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
-use sqlx::{AnyConnection, Connection, Executor, QueryBuilder};
+use sqlx::{AnyConnection, Connection, Executor};
 use tokio::runtime::Runtime;
 
 const ENTRIES: u64 = 1_000_000;
@@ -154,24 +154,35 @@ async fn build_log(url: &str, tenant: TenantId, key: &SigningKey) {
                     checkpoints.push((n, key.sign(&checkpoint)));
                 }
             }
-            let mut insert = QueryBuilder::new(
+            // Numbered placeholders, which both SQLite and PostgreSQL read
+            // (the `Any` query builder writes `?`, which PostgreSQL refuses).
+            let mut sql = String::from(
                 "INSERT INTO audit_entries (tenant_id, seq, actor, action, target, outcome, request_id, details, \
-                 created_at, prev_hash, entry_hash) ",
+                 created_at, prev_hash, entry_hash) VALUES ",
             );
-            insert.push_values(rows, |mut row, (record, hash)| {
-                row.push_bind(tenant_text.clone())
-                    .push_bind(record.seq as i64)
-                    .push_bind(record.actor)
-                    .push_bind(record.action)
-                    .push_bind(record.target)
-                    .push_bind(record.outcome)
-                    .push_bind(record.request_id)
-                    .push_bind(record.details)
-                    .push_bind(record.created_at)
-                    .push_bind(hex::encode(record.prev_hash))
-                    .push_bind(hex::encode(hash));
-            });
-            insert.build().execute(&mut *tx).await.unwrap();
+            for row in 0..rows.len() {
+                let first = row * 11;
+                let placeholders: Vec<String> = (1..=11).map(|column| format!("${}", first + column)).collect();
+                sql.push_str(if row == 0 { "(" } else { ", (" });
+                sql.push_str(&placeholders.join(", "));
+                sql.push(')');
+            }
+            let mut insert = sqlx::query(&sql);
+            for (record, hash) in rows {
+                insert = insert
+                    .bind(tenant_text.clone())
+                    .bind(record.seq as i64)
+                    .bind(record.actor)
+                    .bind(record.action)
+                    .bind(record.target)
+                    .bind(record.outcome)
+                    .bind(record.request_id)
+                    .bind(record.details)
+                    .bind(record.created_at)
+                    .bind(hex::encode(record.prev_hash))
+                    .bind(hex::encode(hash));
+            }
+            insert.execute(&mut *tx).await.unwrap();
             for (size, note) in checkpoints {
                 sqlx::query(
                     "INSERT INTO audit_checkpoints (tenant_id, size, note, created_at) VALUES ($1, $2, $3, $4)",
