@@ -61,6 +61,25 @@ async fn start(server: &TestServer, agent: &str, workspace: &Path) -> (StatusCod
     server.call(Method::POST, "/v1/executions", Some(&server.owner_key), Some(request)).await
 }
 
+/// Registers `manifest`, starts `agent` on a new workspace, and waits
+/// until the execution asks for approval.
+async fn waiting_for_approval(server: &TestServer, manifest: &str, agent: &str) -> (String, tempfile::TempDir) {
+    let (status, body) = register(server, manifest).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let workspace = tempfile::tempdir().unwrap();
+    let (status, execution) = start(server, agent, workspace.path()).await;
+    assert_eq!(status, StatusCode::CREATED, "{execution}");
+    let id = execution["id"].as_str().unwrap().to_owned();
+    wait_for_status(server, &id, "waiting_approval").await;
+    (id, workspace)
+}
+
+/// The sequence number of the execution's first approval request.
+async fn approval_request(server: &TestServer, id: &str) -> String {
+    let timeline = events(server, id).await;
+    timeline.iter().find(|event| event["kind"] == "approval_requested").unwrap()["seq"].to_string()
+}
+
 #[tokio::test]
 async fn a_policy_that_does_not_compile_is_refused_with_its_position_and_nothing_is_stored() {
     let server = server().await;
@@ -306,17 +325,11 @@ async fn the_policy_is_asked_again_when_an_execution_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let manifest = "name = \"careful\"\nversion = \"1.0.0\"\nkind = \"workflow\"\n[tools]\nallow = [\"shell\"]\n\
                     [approval]\ntools = [\"shell\"]\n[[steps]]\ntool = \"shell\"\nargs = { command = \"git push origin main\" }\n";
-    let (status, body) = register(&server, manifest).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let workspace = tempfile::tempdir().unwrap();
-    let (_, execution) = start(&server, "careful", workspace.path()).await;
-    let id = execution["id"].as_str().unwrap().to_owned();
-    wait_for_status(&server, &id, "waiting_approval").await;
+    let (id, _workspace) = waiting_for_approval(&server, manifest, "careful").await;
 
     let rules = write(dir.path(), "rules.rego", RULES);
     assert_eq!(run(server.cli().args(["policy", "set"]).arg(&rules)).0, 0);
-    let timeline = events(&server, &id).await;
-    let seq = timeline.iter().find(|event| event["kind"] == "approval_requested").unwrap()["seq"].to_string();
+    let seq = approval_request(&server, &id).await;
     assert_eq!(run(server.cli().args(["exec", "approve", &id, &seq])).0, 0);
     wait_for_event(&server, &id, |event| event["kind"] == "tool_denied").await;
     let execution = finished(&server, &id).await;
@@ -342,17 +355,11 @@ async fn a_call_a_person_denied_never_runs_even_if_the_policy_stops_asking() {
     assert_eq!(run(server.cli().args(["policy", "set"]).arg(&asks)).0, 0);
     let manifest = "name = \"toucher\"\nversion = \"1.0.0\"\nkind = \"workflow\"\n[tools]\nallow = [\"shell\"]\n\
                     [[steps]]\ntool = \"shell\"\nargs = { command = \"touch denied.txt\" }\n";
-    let (status, body) = register(&server, manifest).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let workspace = tempfile::tempdir().unwrap();
-    let (_, execution) = start(&server, "toucher", workspace.path()).await;
-    let id = execution["id"].as_str().unwrap().to_owned();
-    wait_for_status(&server, &id, "waiting_approval").await;
+    let (id, workspace) = waiting_for_approval(&server, manifest, "toucher").await;
 
     let rules = write(dir.path(), "rules.rego", RULES);
     assert_eq!(run(server.cli().args(["policy", "set"]).arg(&rules)).0, 0);
-    let timeline = events(&server, &id).await;
-    let seq = timeline.iter().find(|event| event["kind"] == "approval_requested").unwrap()["seq"].to_string();
+    let seq = approval_request(&server, &id).await;
     let (code, _, stderr) = run(server.cli().args(["exec", "deny", &id, &seq, "--reason", "not today"]));
     assert_eq!(code, 0, "{stderr}");
     finished(&server, &id).await;
