@@ -463,13 +463,21 @@ fn refused_builtins(module: &str, source: &str) -> Vec<CompileProblem> {
                  of a size its arguments choose, which no evaluation limit can stop"
             )
         } else if name == "sprintf" {
-            let format = Some(next + 1)
-                .filter(|_| symbol(next, "("))
-                .and_then(|first| tokens.get(first))
-                .filter(|Token(kind, _)| matches!(kind, TokenKind::String | TokenKind::RawString))
-                .map(|Token(_, span)| span.text());
+            // The format as evaluated: a quoted string's escapes decoded
+            // (JSON's, as Rego's), so `\u0030` cannot hide a digit.
+            let format = Some(next + 1).filter(|_| symbol(next, "(")).and_then(|first| tokens.get(first)).and_then(
+                |Token(kind, span)| match kind {
+                    TokenKind::RawString => Some(span.text().to_owned()),
+                    // Undecodable: judged as written, which the compiler refuses anyway.
+                    TokenKind::String => Some(
+                        serde_json::from_str::<String>(&format!("\"{}\"", span.text()))
+                            .unwrap_or_else(|_| span.text().to_owned()),
+                    ),
+                    _ => None,
+                },
+            );
             match format {
-                Some(format) if !wide_format(format) => continue,
+                Some(format) if !wide_format(&format) => continue,
                 Some(_) => {
                     format!("sprintf widths are limited to {MAX_FORMAT_WIDTH_DIGITS} digits in CodexOS policies")
                 }

@@ -428,6 +428,9 @@ fn sprintf_formats_that_could_build_any_size_are_refused() {
     let found = problems(&bundle(&[("main.rego", wide)], json!({})));
     assert_eq!(found.iter().map(CompileProblem::location).collect::<Vec<_>>(), ["main.rego:3:15"]);
     assert!(found[0].message.contains("widths are limited"), "{}", found[0]);
+    let escaped = "package codexos\n\ndeny contains sprintf(\"%\\u00304000000000d\", [1]) if input.x\n";
+    let found = problems(&bundle(&[("main.rego", escaped)], json!({})));
+    assert!(found[0].message.contains("widths are limited"), "an escape hid the width: {}", found[0]);
     let from_data = "package codexos\n\ndeny contains sprintf(data.format, [1]) if input.x\n";
     let found = problems(&bundle(&[("main.rego", from_data)], json!({"format": "%d"})));
     assert!(found[0].message.contains("must be a string written in the policy"), "{}", found[0]);
