@@ -407,3 +407,45 @@ async fn tenant_quota_refuses_bad_input_and_changes_nothing() {
     let storage_line = stdout.lines().find(|line| line.trim_start().starts_with("storage")).unwrap();
     assert!(storage_line.contains("1.0 GiB") && storage_line.contains("set for this tenant"), "{stdout}");
 }
+
+#[tokio::test]
+async fn a_tenant_over_its_storage_starts_nothing() {
+    if !sandbox_available() {
+        return;
+    }
+    let server = server().await;
+    // A shell step is checkpointed first: the workspace's content is then
+    // kept in the tenant's checkpoint store, and counted as its storage.
+    let writer = "name = \"writer\"\nversion = \"1.0.0\"\nkind = \"workflow\"\n[tools]\nallow = [\"shell\"]\n\
+                  [[steps]]\ntool = \"shell\"\nargs = { command = \"echo more >> data.txt\" }\n";
+    create_agent(&server, writer).await;
+    let workspace = tempfile::tempdir().unwrap();
+    std::fs::write(workspace.path().join("data.txt"), "x".repeat(64 * 1024)).unwrap();
+    let (status, _, first) = try_start(&server, "writer", workspace.path()).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    let first = finished(&server, first["id"].as_str().unwrap()).await;
+    assert_eq!(first["status"], "succeeded", "{first}");
+    let kept = usage(&server).await["storage_bytes"]["used"].as_u64().unwrap();
+    assert!(kept >= 64 * 1024, "the checkpoint's content is counted: {kept}");
+
+    let (code, _, stderr) = set_quota(&server, &["--storage", "1KiB"]);
+    assert_eq!(code, 0, "{stderr}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (wait, refused) = loop {
+        let (status, wait, answer) = try_start(&server, "writer", workspace.path()).await;
+        if status == StatusCode::TOO_MANY_REQUESTS && answer["error"]["code"] == "quota_exceeded" {
+            break (wait, answer);
+        }
+        // Created before the server read the new quota: let it end.
+        assert_eq!(status, StatusCode::CREATED, "{answer}");
+        finished(&server, answer["id"].as_str().unwrap()).await;
+        assert!(Instant::now() < deadline, "the storage quota never applied");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(message.contains("storage_bytes") && message.contains("its storage limit of 1024 bytes"), "{message}");
+    assert_eq!(wait, Some(3600));
+    let before = execution_count(&server).await;
+    assert_eq!(try_start(&server, "writer", workspace.path()).await.0, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(execution_count(&server).await, before, "a refused execution must not exist");
+}
