@@ -209,6 +209,21 @@ async fn swapped_entries_are_found() {
     assert!(matches!(problem, Tamper::Reordered | Tamper::Edited), "{problem:?}");
 }
 
+/// Regression: SQLite's JSON functions decode a BLOB that looks like JSONB,
+/// so a value replaced by the JSONB of the same text once verified intact.
+#[tokio::test]
+async fn a_value_stored_as_jsonb_is_not_taken_for_the_text_it_encodes() {
+    let (_store, database, auditor, tenant) = log_of(6).await;
+    if database.is_postgres() {
+        eprintln!("skipping: storage classes are SQLite's");
+        return;
+    }
+    let mut conn = attacker(&database).await;
+    conn.execute("UPDATE audit_entries SET actor = jsonb(json_quote(actor)) WHERE seq = 3").await.unwrap();
+    let verdict = auditor.verify(tenant).await;
+    assert!(!matches!(verdict, Ok(Verdict::Intact { .. })), "{verdict:?}");
+}
+
 #[tokio::test]
 async fn a_truncated_tail_is_found() {
     let (_store, database, auditor, tenant) = log_of(12).await;
