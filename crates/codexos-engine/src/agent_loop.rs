@@ -817,16 +817,7 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
                 }
                 Verdict::Deny => {
                     let reason = format!("denied by {}: {}", gate.source.describe(), decision.reasons_text());
-                    let event = TimelineEvent::ToolDenied {
-                        step,
-                        call_id: call.id.clone(),
-                        tool: tool.to_owned(),
-                        reason: reason.clone(),
-                        arguments: call.arguments.chars().take(4096).collect(),
-                        by: Some("policy".to_owned()),
-                    };
-                    journal.append(&[event], &self.totals).await?;
-                    return Ok(Some(Answered { content: denied_content(&reason), is_error: true }));
+                    return self.refuse(step, call, tool, reason, Some("policy"), journal).await.map(Some);
                 }
             }
         }
@@ -864,16 +855,7 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
                     Some(reason) => format!("denied by {by}: {reason}"),
                     None => format!("denied by {by}"),
                 };
-                let event = TimelineEvent::ToolDenied {
-                    step,
-                    call_id: call.id.clone(),
-                    tool: tool.to_owned(),
-                    reason: reason.clone(),
-                    arguments: call.arguments.chars().take(4096).collect(),
-                    by: None,
-                };
-                journal.append(&[event], &self.totals).await?;
-                Ok(Some(Answered { content: denied_content(&reason), is_error: true }))
+                self.refuse(step, call, tool, reason, None, journal).await.map(Some)
             }
             None => {
                 // Shown whole: a person approves exactly what will run.
@@ -890,6 +872,31 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
         }
     }
 
+    /// Records a call refused before it ran (`tool_denied`; `by` names who
+    /// refused when it was not the manifest's rules or a person) and
+    /// answers it to the model as an error.
+    async fn refuse<J: Journal>(
+        &self,
+        step: u32,
+        call: &ToolCall,
+        tool: &str,
+        reason: String,
+        by: Option<&str>,
+        journal: &mut J,
+    ) -> Result<Answered, Interrupted> {
+        let content = denied_content(&reason);
+        let event = TimelineEvent::ToolDenied {
+            step,
+            call_id: call.id.clone(),
+            tool: tool.to_owned(),
+            reason,
+            arguments: call.arguments.chars().take(4096).collect(),
+            by: by.map(str::to_owned),
+        };
+        journal.append(&[event], &self.totals).await?;
+        Ok(Answered { content, is_error: true })
+    }
+
     /// A call of a memory tool: checked like any call, served by the memory.
     async fn memory_call<J: Journal>(
         &mut self,
@@ -902,16 +909,7 @@ impl<T: ToolRunner, M: Memory> Run<'_, T, M> {
             Ok(parsed) => parsed,
             Err(err) => {
                 let reason = format!("invalid arguments for '{}': {err}", call.name);
-                let event = TimelineEvent::ToolDenied {
-                    step,
-                    call_id: call.id.clone(),
-                    tool: call.name.clone(),
-                    reason: reason.clone(),
-                    arguments: call.arguments.chars().take(4096).collect(),
-                    by: None,
-                };
-                journal.append(&[event], &self.totals).await?;
-                return Ok(Answered { content: denied_content(&reason), is_error: true });
+                return self.refuse(step, call, &call.name, reason, None, journal).await;
             }
         };
         let arguments = serde_json::from_str(&call.arguments).unwrap_or_default();
