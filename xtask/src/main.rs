@@ -66,6 +66,7 @@ fn run() -> anyhow::Result<()> {
 }
 
 fn test_sqlite() -> anyhow::Result<()> {
+    enable_kernel_audit();
     eprintln!("xtask: tests on SQLite");
     let mut command = cargo_test();
     command.arg("--workspace").env_remove(POSTGRES_ENV);
@@ -74,6 +75,7 @@ fn test_sqlite() -> anyhow::Result<()> {
 
 fn test_postgres() -> anyhow::Result<()> {
     let url = ensure_postgres()?;
+    enable_kernel_audit();
     eprintln!("xtask: tests on PostgreSQL ({url})");
     let mut command = cargo_test();
     command.arg("--workspace").env(POSTGRES_ENV, &url);
@@ -81,6 +83,18 @@ fn test_postgres() -> anyhow::Result<()> {
         command.args(["--exclude", krate]);
     }
     run_command(&mut command)
+}
+
+/// Landlock's denials are reported through the kernel's audit log, which
+/// this kind of machine boots with disabled (and no auditd). As root, turn
+/// it on, as an operator would, so that the reporting is tested; elsewhere
+/// the tests check that the probe says why nothing is reported.
+fn enable_kernel_audit() {
+    match codexos_sandbox::enable_kernel_audit() {
+        Ok(true) => eprintln!("xtask: enabled the kernel audit log (Landlock denials are reported through it)"),
+        Ok(false) => {}
+        Err(err) => eprintln!("xtask: the kernel audit log stays as it is ({err}); Landlock denials go unreported"),
+    }
 }
 
 fn cargo_test() -> Command {

@@ -147,6 +147,11 @@ pub(crate) struct LandlockPlan {
     pub rules: Vec<(CString, u64)>,
     /// TCP ports that may be connected to.
     pub connect_ports: Vec<u64>,
+    /// `landlock_restrict_self` flags: which denials the kernel logs.
+    pub restrict_flags: u32,
+    /// The name the command takes when it restricts itself, for the audit
+    /// log to tell its denials apart (see `audit`).
+    pub process_name: Option<crate::audit::ProcessName>,
 }
 
 #[repr(C)]
@@ -504,7 +509,10 @@ unsafe fn apply_landlock(fd: RawFd, plan: &LandlockPlan) -> std::io::Result<()> 
             );
             check(fd, step::LANDLOCK, res as libc::c_int)?;
         }
-        let res = libc::syscall(libc::SYS_landlock_restrict_self, ruleset, 0) as libc::c_int;
+        if let Some(name) = &plan.process_name {
+            libc::prctl(libc::PR_SET_NAME, name.as_ptr());
+        }
+        let res = libc::syscall(libc::SYS_landlock_restrict_self, ruleset, plan.restrict_flags) as libc::c_int;
         libc::close(ruleset);
         check(fd, step::LANDLOCK, res).map(|_| ())
     }

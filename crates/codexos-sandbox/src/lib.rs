@@ -20,6 +20,7 @@
 #[cfg(not(target_os = "linux"))]
 compile_error!("codexos-sandbox only supports Linux");
 
+mod audit;
 mod cgroup;
 mod child;
 mod egress;
@@ -33,6 +34,7 @@ mod run;
 mod seccomp;
 mod stop;
 
+pub use audit::enable_kernel_audit;
 pub use egress::NetworkDecision;
 pub use interactive::{SandboxedProcess, spawn};
 pub use policy::{Destination, Limits, NetworkPolicy, PolicyError, SandboxPolicy};

@@ -278,7 +278,15 @@ pub(crate) fn landlock_plan(abi: u32, rules: &[(PathBuf, u64)], connect_ports: &
     }
     let connect_ports =
         if handled_net == 0 { Vec::new() } else { connect_ports.iter().map(|port| u64::from(*port)).collect() };
-    Ok(LandlockPlan { handled_fs, handled_net, scoped, rules: planned, connect_ports })
+    Ok(LandlockPlan {
+        handled_fs,
+        handled_net,
+        scoped,
+        rules: planned,
+        connect_ports,
+        restrict_flags: 0,
+        process_name: None,
+    })
 }
 
 /// rlimits (resource, soft, hard) for the command: always, even where

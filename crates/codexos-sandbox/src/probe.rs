@@ -25,6 +25,9 @@ pub struct HostCapabilities {
     pub namespaces: NamespaceSupport,
     /// Landlock filesystem access control and its ABI version.
     pub landlock: LandlockSupport,
+    /// Whether Landlock's denials are reported as violations: the kernel
+    /// logs them to its audit log (ABI 7), which we must be able to read.
+    pub landlock_audit: Capability,
     /// seccomp in filter mode (`SECCOMP_MODE_FILTER`, i.e. BPF syscall filters).
     pub seccomp: Capability,
     /// The `no_new_privs` process flag (required to install seccomp filters unprivileged).
@@ -149,7 +152,20 @@ pub fn probe() -> HostCapabilities {
     let no_new_privs = probe_no_new_privs();
     let cgroups = probe_cgroups();
     let missing = missing_protections(&namespaces, &landlock, &seccomp, &no_new_privs, &cgroups);
-    HostCapabilities { kernel: kernel_release(), namespaces, landlock, seccomp, no_new_privs, cgroups, missing }
+    let landlock_audit = match crate::audit::log(landlock.abi) {
+        Ok(_) => Capability::available(),
+        Err(reason) => Capability::unavailable(reason),
+    };
+    HostCapabilities {
+        kernel: kernel_release(),
+        namespaces,
+        landlock,
+        landlock_audit,
+        seccomp,
+        no_new_privs,
+        cgroups,
+        missing,
+    }
 }
 
 fn missing_protections(
@@ -972,6 +988,7 @@ garbage
                 net: Capability::unavailable("no"),
             },
             landlock: LandlockSupport { available: true, abi: Some(4), reason: None },
+            landlock_audit: Capability::unavailable("needs Landlock ABI 7 (Linux 6.15)"),
             seccomp: Capability::available(),
             no_new_privs: Capability::available(),
             cgroups: CgroupSupport {
@@ -998,6 +1015,7 @@ garbage
                     "net": { "available": false, "reason": "no" },
                 },
                 "landlock": { "available": true, "abi": 4, "reason": null },
+                "landlock_audit": { "available": false, "reason": "needs Landlock ABI 7 (Linux 6.15)" },
                 "seccomp": ok,
                 "no_new_privs": ok,
                 "cgroups": {

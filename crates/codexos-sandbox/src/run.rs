@@ -117,6 +117,9 @@ pub enum ViolationKind {
     OutputLimit,
     NetworkBlocked,
     SyscallDenied,
+    /// Landlock refused an access (a file, a port, a signal); reported
+    /// where the kernel's audit log can be read.
+    AccessDenied,
 }
 
 impl std::fmt::Display for ViolationKind {
@@ -130,6 +133,7 @@ impl std::fmt::Display for ViolationKind {
             ViolationKind::OutputLimit => "output_limit",
             ViolationKind::NetworkBlocked => "network_blocked",
             ViolationKind::SyscallDenied => "syscall_denied",
+            ViolationKind::AccessDenied => "access_denied",
         })
     }
 }
@@ -200,6 +204,8 @@ pub(crate) struct Sandbox {
     cgroup: Option<SandboxCgroup>,
     egress: Option<EgressProxy>,
     monitor: Option<SyscallMonitor>,
+    /// Where Landlock's denials are collected, when they are reported.
+    audit: Option<crate::audit::Registration>,
     report_read: std::os::fd::OwnedFd,
     op_descriptions: Vec<String>,
     absent: Vec<String>,
@@ -268,10 +274,23 @@ impl Sandbox {
             .map_err(SandboxError::InvalidCommand)?;
         let connect_ports: &[u16] = if egress.is_some() { &[crate::relay::PROXY_PORT] } else { &[] };
         let op_descriptions: Vec<String> = view.mount_ops.iter().map(child::MountOp::describe).collect();
+        // Landlock's denials are reported where the kernel logs them and we can read the log.
+        let audit = if host.landlock_audit.available {
+            crate::audit::log(host.landlock.abi).ok().and_then(|log| log.register())
+        } else {
+            None
+        };
         let landlock = match (host.landlock.available, host.landlock.abi) {
-            (true, Some(abi)) => Some(
-                plan::landlock_plan(abi, &view.landlock_rules, connect_ports).map_err(SandboxError::InvalidCommand)?,
-            ),
+            (true, Some(abi)) => {
+                let mut landlock = plan::landlock_plan(abi, &view.landlock_rules, connect_ports)
+                    .map_err(SandboxError::InvalidCommand)?;
+                if let Some(registration) = &audit {
+                    landlock.restrict_flags =
+                        crate::audit::RESTRICT_SELF_LOG_NEW_EXEC_ON | crate::audit::RESTRICT_SELF_LOG_SUBDOMAINS_OFF;
+                    landlock.process_name = Some(registration.process_name());
+                }
+                Some(landlock)
+            }
             _ => None,
         };
         // SAFETY: getuid/getgid/getpid have no preconditions.
@@ -383,6 +402,7 @@ impl Sandbox {
             cgroup,
             egress,
             monitor,
+            audit,
             report_read,
             op_descriptions,
             absent,
@@ -575,6 +595,12 @@ impl Sandbox {
         for (name, count) in monitor.map(|monitor| monitor.denied).unwrap_or_default() {
             let times = if count == 1 { String::new() } else { format!(" ({count} times)") };
             violations.push(Violation { kind: ViolationKind::SyscallDenied, detail: format!("{name} denied{times}") });
+        }
+        // Every process of the sandbox is gone (its init was reaped), so
+        // every denial it caused is in the kernel's audit queue.
+        for (denial, count) in self.audit.take().map(crate::audit::Registration::finish).unwrap_or_default() {
+            let times = if count == 1 { String::new() } else { format!(" ({count} times)") };
+            violations.push(Violation { kind: ViolationKind::AccessDenied, detail: format!("{denial}{times}") });
         }
         let network = self.egress.take().map(EgressProxy::finish).unwrap_or_default();
         for decision in network.iter().filter(|decision| !decision.allowed) {

@@ -70,6 +70,8 @@ fn print_text(report: &Report<'_>) {
     let landlock = &sandbox.landlock;
     let abi = landlock.abi.map(|abi| format!(" (ABI {abi})")).unwrap_or_default();
     println!("  {} Landlock{abi}{}", mark(landlock.available), reason(landlock.reason.as_deref()));
+    let audit = &sandbox.landlock_audit;
+    println!("  {} Landlock denials reported{}", mark(audit.available), reason(audit.reason.as_deref()));
     println!("  {} seccomp filters{}", mark(sandbox.seccomp.available), reason(sandbox.seccomp.reason.as_deref()));
     println!(
         "  {} no_new_privs{}",

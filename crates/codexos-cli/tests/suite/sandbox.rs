@@ -28,6 +28,25 @@ fn the_commands_status_and_output_pass_through() {
 }
 
 #[test]
+fn a_connection_landlock_refuses_is_reported_where_the_audit_log_is_readable() {
+    let ws = tempfile::tempdir().unwrap();
+    let mut doctor = Command::new(bin());
+    clear_client_env(&mut doctor);
+    doctor.env("CODEXOS_HOME", ws.path().join(".codexos")).args(["doctor", "--json"]);
+    let (_, report, _) = run(&mut doctor);
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    let reporting = &report["sandbox"]["landlock_audit"];
+    let script = "import socket\ntry:\n    socket.create_connection(('127.0.0.1', 5432))\nexcept OSError as e:\n    print(e.errno)";
+    let (code, stdout, stderr) = exec(ws.path(), &["--", "python3", "-c", script]);
+    assert_eq!((code, stdout.as_str()), (0, "13\n"), "{stderr}");
+    let reported = stderr.contains("codexos sandbox: access_denied: net.connect_tcp denied: 127.0.0.1:5432");
+    assert_eq!(reported, reporting["available"] == true, "{reporting} {stderr}");
+    if !reported {
+        assert!(reporting["reason"].is_string(), "{reporting}");
+    }
+}
+
+#[test]
 fn a_violation_exits_125_and_names_itself() {
     let ws = tempfile::tempdir().unwrap();
     let (code, _, stderr) = exec(ws.path(), &["--timeout", "300ms", "--", "sleep", "10"]);

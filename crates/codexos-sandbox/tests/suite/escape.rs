@@ -2,7 +2,7 @@
 
 use std::io::ErrorKind;
 
-use super::{policy, python, sh, stderr, stdout, workspace};
+use super::{landlock_denials, policy, python, sh, stderr, stdout, workspace};
 
 #[test]
 fn host_files_outside_the_view_cannot_be_read() {
@@ -105,6 +105,9 @@ fn the_hosts_loopback_services_are_unreachable() {
     );
     assert!(stdout(&outcome).starts_with("refused"), "{}{}", stdout(&outcome), stderr(&outcome));
     assert_eq!(listener.accept().unwrap_err().kind(), ErrorKind::WouldBlock, "a connection arrived");
+    if let Some(denials) = landlock_denials(&outcome) {
+        assert_eq!(denials, [format!("net.connect_tcp denied: 127.0.0.1:{port}")]);
+    }
 }
 
 #[test]
@@ -121,6 +124,39 @@ fn the_outside_world_is_unreachable() {
          \x20       print('blocked')",
     );
     assert_eq!(stdout(&outcome), "blocked\nblocked\n", "{}", stderr(&outcome));
+    // The name lookup fails for want of a resolver; the connection is refused by Landlock.
+    if let Some(denials) = landlock_denials(&outcome) {
+        assert_eq!(denials, ["net.connect_tcp denied: 1.1.1.1:53"]);
+    }
+}
+
+#[test]
+fn landlock_denials_are_reported_with_what_was_refused_and_how_often() {
+    let ws = workspace();
+    // The sandbox's init is PID 1, outside the command's Landlock domain:
+    // signalling it is refused like signalling any process outside.
+    let outcome = python(
+        &policy(ws.path()),
+        "import os, socket\n\
+         for port in (5432, 5432, 8080):\n\
+         \x20   try:\n\
+         \x20       socket.socket().connect(('127.0.0.1', port))\n\
+         \x20   except OSError as e:\n\
+         \x20       print(e.errno)\n\
+         try:\n\
+         \x20   os.kill(1, 15)\n\
+         except OSError as e:\n\
+         \x20   print(e.errno)",
+    );
+    assert_eq!(stdout(&outcome), "13\n13\n13\n1\n", "{}", stderr(&outcome));
+    let Some(denials) = landlock_denials(&outcome) else { return };
+    assert_eq!(denials.len(), 3, "{denials:?}");
+    assert_eq!(denials[0], "net.connect_tcp denied: 127.0.0.1:5432 (2 times)");
+    assert_eq!(denials[1], "net.connect_tcp denied: 127.0.0.1:8080");
+    assert!(denials[2].starts_with("scope.signal denied: a process outside the command's domain ("), "{denials:?}");
+    // Nothing of another sandbox leaks into this one's report.
+    let quiet = sh(&policy(ws.path()), "true");
+    assert_eq!(landlock_denials(&quiet), Some(Vec::new()));
 }
 
 #[test]

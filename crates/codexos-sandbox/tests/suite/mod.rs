@@ -37,3 +37,22 @@ pub fn stdout(outcome: &SandboxOutcome) -> String {
 pub fn stderr(outcome: &SandboxOutcome) -> String {
     String::from_utf8_lossy(&outcome.stderr.bytes).into_owned()
 }
+
+/// Landlock's denials as the outcome reports them, or `None` where this
+/// host cannot report them (then the probe must say why).
+pub fn landlock_denials(outcome: &SandboxOutcome) -> Option<Vec<String>> {
+    let reporting = &codexos_sandbox::host_capabilities().landlock_audit;
+    if !reporting.available {
+        assert!(reporting.reason.is_some(), "{reporting:?}");
+        eprintln!("Landlock denials are not reported here: {}", reporting.reason.as_deref().unwrap_or_default());
+        return None;
+    }
+    Some(
+        outcome
+            .violations
+            .iter()
+            .filter(|violation| violation.kind == codexos_sandbox::ViolationKind::AccessDenied)
+            .map(|violation| violation.detail.clone())
+            .collect(),
+    )
+}

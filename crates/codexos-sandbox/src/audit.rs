@@ -1,0 +1,646 @@
+//! Landlock denials, read back from the kernel's audit log.
+//!
+//! A command only sees EACCES when Landlock refuses it something; the
+//! supervisor learns nothing. Since Landlock ABI 7 (Linux 6.15) the kernel
+//! writes an audit record for each denied access, and one describing the
+//! denying domain (with the name its creator had when it restricted itself)
+//! the first time that domain denies anything. This module turns them into
+//! violations:
+//!
+//! - the command names itself with a token unique to its sandbox just
+//!   before it restricts itself, so the domain record carries the token;
+//! - one reader thread per process, subscribed to the audit log's multicast
+//!   group, maps domains to the sandboxes running here and collects their
+//!   denials;
+//! - when the command has exited, the supervisor writes a marker record of
+//!   its own. The kernel delivers records in the order it queued them, so
+//!   once the marker is back, every denial of the sandbox is too.
+//!
+//! It needs the kernel's audit enabled (auditd, or `auditctl -e 1`) and, in
+//! the initial user namespace, CAP_AUDIT_READ (the multicast group) and
+//! CAP_AUDIT_WRITE (the marker). Without them Landlock enforces just the
+//! same; its denials are not reported.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+const NETLINK_AUDIT: libc::c_int = 9;
+/// The read-only multicast group of audit records.
+const AUDIT_NLGRP_READLOG: u32 = 1;
+const AUDIT_GET: u16 = 1000;
+const AUDIT_SET: u16 = 1001;
+/// "Trusted application message": free text, the marker's type.
+const AUDIT_TRUSTED_APP: u16 = 1121;
+const AUDIT_LANDLOCK_ACCESS: u16 = 1423;
+const AUDIT_LANDLOCK_DOMAIN: u16 = 1424;
+const AUDIT_STATUS_ENABLED: u32 = 1;
+
+/// `landlock_restrict_self` flags (ABI 7): log what the command does after
+/// `exec` (off by default), and nothing of domains it nests inside ours, so
+/// a command cannot write records in our name.
+pub(crate) const RESTRICT_SELF_LOG_NEW_EXEC_ON: u32 = 1 << 1;
+pub(crate) const RESTRICT_SELF_LOG_SUBDOMAINS_OFF: u32 = 1 << 2;
+
+const MARKER_PREFIX: &str = "codexos-sandbox-flush=";
+/// How long the marker may take to come back before the reports are taken as they are.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
+/// Distinct denials kept per sandbox; more are only counted.
+const MAX_DISTINCT_DENIALS: usize = 64;
+/// Denials of domains not (yet) known, kept until their domain record arrives.
+const MAX_UNATTRIBUTED: usize = 256;
+
+/// A sandbox's name in the audit log: what its command calls itself when
+/// it restricts itself (a process name: at most 15 bytes and a NUL).
+pub(crate) type ProcessName = [u8; 16];
+
+/// The process-wide reader, started on first use; `Err` says why denials
+/// cannot be reported on this host.
+pub(crate) fn log(landlock_abi: Option<u32>) -> Result<&'static AuditLog, String> {
+    if landlock_abi.unwrap_or(0) < 7 {
+        return Err("needs Landlock ABI 7 (Linux 6.15)".to_owned());
+    }
+    static LOG: OnceLock<Result<&'static AuditLog, String>> = OnceLock::new();
+    LOG.get_or_init(AuditLog::start).clone()
+}
+
+/// Enables the kernel's audit log, as `auditctl -e 1` does (CAP_AUDIT_CONTROL).
+/// Returns whether it was disabled before.
+pub fn enable_kernel_audit() -> io::Result<bool> {
+    let socket = audit_socket()?;
+    let was_enabled = status(&socket)?;
+    if !was_enabled {
+        let mut body = [0u8; 32];
+        body[0..4].copy_from_slice(&AUDIT_STATUS_ENABLED.to_ne_bytes());
+        body[4..8].copy_from_slice(&1u32.to_ne_bytes());
+        request(&socket, AUDIT_SET, &body)?;
+    }
+    Ok(!was_enabled)
+}
+
+pub(crate) struct AuditLog {
+    state: Mutex<State>,
+    flushed: Condvar,
+    /// The socket markers are written through (one writer at a time: its
+    /// acknowledgements arrive on it).
+    writer: Mutex<OwnedFd>,
+    /// Cleared when a marker did not come back: audit was turned off since.
+    working: AtomicBool,
+}
+
+#[derive(Default)]
+struct State {
+    sandboxes: HashMap<ProcessName, Reports>,
+    /// Landlock domain ids (as the records print them) of our sandboxes.
+    domains: HashMap<String, ProcessName>,
+    unattributed: VecDeque<(String, String)>,
+}
+
+#[derive(Default)]
+struct Reports {
+    denials: Vec<(String, u32)>,
+    uncounted: u32,
+    flushed: bool,
+}
+
+impl AuditLog {
+    fn start() -> Result<&'static AuditLog, String> {
+        let writer = audit_socket().map_err(|err| format!("cannot open the audit socket: {err}"))?;
+        // Asking needs CAP_AUDIT_CONTROL, which a platform need not hold:
+        // then the marker below is the only test.
+        if let Ok(false) = status(&writer) {
+            return Err("the kernel's audit log is disabled (enable it with auditd, or auditctl -e 1)".to_owned());
+        }
+        let reader = subscribe().map_err(|err| match err.raw_os_error() {
+            Some(libc::EPERM) => "cannot read the audit log: CAP_AUDIT_READ is needed".to_owned(),
+            _ => format!("cannot read the audit log: {err}"),
+        })?;
+        // Lives as long as the process, like the reader thread.
+        let log: &'static AuditLog = Box::leak(Box::new(AuditLog {
+            state: Mutex::new(State::default()),
+            flushed: Condvar::new(),
+            writer: Mutex::new(writer),
+            working: AtomicBool::new(true),
+        }));
+        std::thread::Builder::new()
+            .name("codexos-audit".to_owned())
+            .spawn(move || read_forever(log, reader))
+            .map_err(|err| format!("cannot start the audit reader: {err}"))?;
+        // Proven by trying: a marker written and read back.
+        let probe = log.register().ok_or("the audit reader stopped")?;
+        if let Err(err) = probe.flush() {
+            log.working.store(false, Ordering::Relaxed);
+            return Err(err);
+        }
+        Ok(log)
+    }
+
+    /// Registers a sandbox about to start; its command must restrict itself
+    /// under the returned name.
+    pub(crate) fn register(&'static self) -> Option<Registration> {
+        if !self.working.load(Ordering::Relaxed) {
+            return None;
+        }
+        static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+        let sequence = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+        let text = format!("cx{:06x}{:07x}", std::process::id() & 0xff_ffff, sequence & 0xfff_ffff);
+        let mut name = [0u8; 16];
+        name[..15].copy_from_slice(&text.as_bytes()[..15]);
+        self.lock().sandboxes.insert(name, Reports::default());
+        Some(Registration { log: self, name })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write_marker(&self, name: &ProcessName) -> io::Result<()> {
+        let mut text = format!("{MARKER_PREFIX}{}", name_text(name)).into_bytes();
+        text.push(0);
+        let writer = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        request(&writer, AUDIT_TRUSTED_APP, &text)
+    }
+
+    fn on_record(&self, kind: u16, text: &str) {
+        match kind {
+            AUDIT_LANDLOCK_ACCESS => {
+                let fields = fields(text);
+                let Some(domain) = field(&fields, "domain") else { return };
+                let detail = describe_denial(&fields);
+                let mut state = self.lock();
+                match state.domains.get(domain).copied() {
+                    Some(name) => {
+                        if let Some(reports) = state.sandboxes.get_mut(&name) {
+                            reports.add(detail);
+                        }
+                    }
+                    None => {
+                        if state.unattributed.len() >= MAX_UNATTRIBUTED {
+                            state.unattributed.pop_front();
+                        }
+                        state.unattributed.push_back((domain.to_owned(), detail));
+                    }
+                }
+            }
+            AUDIT_LANDLOCK_DOMAIN => {
+                let fields = fields(text);
+                let Some(domain) = field(&fields, "domain") else { return };
+                let mut state = self.lock();
+                if field(&fields, "status") == Some("deallocated") {
+                    state.domains.remove(domain);
+                    return;
+                }
+                let Some(name) = field(&fields, "comm").and_then(name_from_text) else { return };
+                if !state.sandboxes.contains_key(&name) {
+                    return;
+                }
+                state.domains.insert(domain.to_owned(), name);
+                let (ours, others): (VecDeque<_>, VecDeque<_>) =
+                    std::mem::take(&mut state.unattributed).into_iter().partition(|(of, _)| of == domain);
+                state.unattributed = others;
+                if let Some(reports) = state.sandboxes.get_mut(&name) {
+                    for (_, detail) in ours {
+                        reports.add(detail);
+                    }
+                }
+            }
+            AUDIT_TRUSTED_APP => {
+                let Some(start) = text.find(MARKER_PREFIX) else { return };
+                let rest = &text[start + MARKER_PREFIX.len()..];
+                let token: String = rest.chars().take_while(char::is_ascii_alphanumeric).collect();
+                let Some(name) = name_from_text(&token) else { return };
+                if let Some(reports) = self.lock().sandboxes.get_mut(&name) {
+                    reports.flushed = true;
+                    self.flushed.notify_all();
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Reports {
+    fn add(&mut self, detail: String) {
+        if let Some((_, count)) = self.denials.iter_mut().find(|(known, _)| *known == detail) {
+            *count += 1;
+        } else if self.denials.len() < MAX_DISTINCT_DENIALS {
+            self.denials.push((detail, 1));
+        } else {
+            self.uncounted += 1;
+        }
+    }
+}
+
+/// One sandbox's place in the reader's table.
+pub(crate) struct Registration {
+    log: &'static AuditLog,
+    name: ProcessName,
+}
+
+impl Registration {
+    pub(crate) fn process_name(&self) -> ProcessName {
+        self.name
+    }
+
+    /// Writes this sandbox's marker and waits for it to come back: then
+    /// every record the kernel queued before it has been read.
+    fn flush(&self) -> Result<(), String> {
+        let log = self.log;
+        if let Err(err) = log.write_marker(&self.name) {
+            return Err(match err.raw_os_error() {
+                Some(libc::EPERM) => "cannot write to the audit log: CAP_AUDIT_WRITE is needed".to_owned(),
+                _ => format!("cannot write to the audit log: {err}"),
+            });
+        }
+        let deadline = Instant::now() + FLUSH_TIMEOUT;
+        let mut state = log.lock();
+        while state.sandboxes.get(&self.name).is_some_and(|reports| !reports.flushed) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(
+                    "a record written to the audit log did not come back (is the audit log enabled?)".to_owned()
+                );
+            }
+            state = log.flushed.wait_timeout(state, left).unwrap_or_else(std::sync::PoisonError::into_inner).0;
+        }
+        Ok(())
+    }
+
+    /// Called once the command's every process is gone: waits for its
+    /// denials to be read, and returns them (each with how often it happened).
+    pub(crate) fn finish(self) -> Vec<(String, u32)> {
+        if self.flush().is_err() {
+            // Audit was turned off, or the reader is gone: stop relying on it.
+            self.log.working.store(false, Ordering::Relaxed);
+        }
+        let reports = self.log.lock().sandboxes.remove(&self.name).unwrap_or_default();
+        // Drop removes what is left of this sandbox (its domains).
+        drop(self);
+        let mut denials = reports.denials;
+        if reports.uncounted > 0 {
+            denials.push(("other Landlock denials".to_owned(), reports.uncounted));
+        }
+        denials
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut state = self.log.lock();
+        state.sandboxes.remove(&self.name);
+        state.domains.retain(|_, name| *name != self.name);
+    }
+}
+
+fn read_forever(log: &'static AuditLog, socket: OwnedFd) {
+    let mut buffer = vec![0u8; 64 * 1024];
+    while log.working.load(Ordering::Relaxed) {
+        // SAFETY: reads into a buffer we own, of the length given.
+        let received = unsafe { libc::recv(socket.as_raw_fd(), buffer.as_mut_ptr().cast(), buffer.len(), 0) };
+        if received < 0 {
+            let err = io::Error::last_os_error();
+            // A timeout lets the loop notice it is no longer wanted; ENOBUFS
+            // means records were dropped while we were slow: go on.
+            if matches!(err.raw_os_error(), Some(libc::EINTR | libc::ENOBUFS | libc::EAGAIN)) {
+                continue;
+            }
+            log.working.store(false, Ordering::Relaxed);
+            return;
+        }
+        for (kind, payload) in messages(&buffer[..received as usize]) {
+            if let Ok(text) = std::str::from_utf8(payload) {
+                log.on_record(kind, text.trim_end_matches('\0'));
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Netlink
+// ---------------------------------------------------------------------------
+
+fn audit_socket() -> io::Result<OwnedFd> {
+    // SAFETY: plain socket creation; the descriptor is owned at once.
+    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, NETLINK_AUDIT) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor nobody else owns.
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    // Replies come at once; the reader wakes up now and then to see if it is still wanted.
+    let timeout = libc::timeval { tv_sec: 1, tv_usec: 0 };
+    // SAFETY: sets a socket option from a local of the right type.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&timeout as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        );
+    }
+    Ok(socket)
+}
+
+/// A socket subscribed to the audit log's multicast group.
+fn subscribe() -> io::Result<OwnedFd> {
+    let socket = audit_socket()?;
+    let fd = socket.as_raw_fd();
+    // SAFETY: sockaddr_nl is plain data; all-zero is valid.
+    let mut address: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    address.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    address.nl_groups = 1 << (AUDIT_NLGRP_READLOG - 1);
+    // A burst of denials must not overflow the queue while the reader sleeps.
+    let size: libc::c_int = 4 * 1024 * 1024;
+    // SAFETY: binds to a local address of the right type and size; sets an
+    // option from a local (SO_RCVBUFFORCE needs CAP_NET_ADMIN: try both).
+    unsafe {
+        for option in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+            let set = libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                option,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+            if set == 0 {
+                break;
+            }
+        }
+        if libc::bind(
+            fd,
+            (&address as *const libc::sockaddr_nl).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        ) < 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(socket)
+}
+
+/// Sends one request to the kernel and waits for its acknowledgement.
+fn request(socket: &OwnedFd, kind: u16, body: &[u8]) -> io::Result<()> {
+    send(socket, kind, (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16, body)?;
+    let mut buffer = [0u8; 1024];
+    loop {
+        let received = receive(socket, &mut buffer)?;
+        for (reply, payload) in messages(&buffer[..received]) {
+            if reply == libc::NLMSG_ERROR as u16 && payload.len() >= 4 {
+                let code = i32::from_ne_bytes([payload[0], payload[1], payload[2], payload[3]]);
+                return if code == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(-code)) };
+            }
+        }
+    }
+}
+
+/// Whether the kernel's audit log is enabled (needs CAP_AUDIT_CONTROL).
+fn status(socket: &OwnedFd) -> io::Result<bool> {
+    send(socket, AUDIT_GET, libc::NLM_F_REQUEST as u16, &[])?;
+    let mut buffer = [0u8; 1024];
+    loop {
+        let received = receive(socket, &mut buffer)?;
+        for (reply, payload) in messages(&buffer[..received]) {
+            if reply == AUDIT_GET && payload.len() >= 8 {
+                let enabled = u32::from_ne_bytes([payload[4], payload[5], payload[6], payload[7]]);
+                return Ok(enabled != 0);
+            }
+            if reply == libc::NLMSG_ERROR as u16 && payload.len() >= 4 {
+                let code = i32::from_ne_bytes([payload[0], payload[1], payload[2], payload[3]]);
+                if code != 0 {
+                    return Err(io::Error::from_raw_os_error(-code));
+                }
+            }
+        }
+    }
+}
+
+fn send(socket: &OwnedFd, kind: u16, flags: u16, body: &[u8]) -> io::Result<()> {
+    let header = libc::nlmsghdr {
+        nlmsg_len: (std::mem::size_of::<libc::nlmsghdr>() + body.len()) as u32,
+        nlmsg_type: kind,
+        nlmsg_flags: flags,
+        nlmsg_seq: 1,
+        nlmsg_pid: 0,
+    };
+    let mut message = Vec::with_capacity(header.nlmsg_len as usize);
+    message.extend_from_slice(&header.nlmsg_len.to_ne_bytes());
+    message.extend_from_slice(&header.nlmsg_type.to_ne_bytes());
+    message.extend_from_slice(&header.nlmsg_flags.to_ne_bytes());
+    message.extend_from_slice(&header.nlmsg_seq.to_ne_bytes());
+    message.extend_from_slice(&header.nlmsg_pid.to_ne_bytes());
+    message.extend_from_slice(body);
+    // SAFETY: sockaddr_nl is plain data; all-zero (pid 0) addresses the kernel.
+    let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    // SAFETY: sends a buffer we own to an address of the right type and size.
+    let sent = unsafe {
+        libc::sendto(
+            socket.as_raw_fd(),
+            message.as_ptr().cast(),
+            message.len(),
+            0,
+            (&kernel as *const libc::sockaddr_nl).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    };
+    if sent < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+fn receive(socket: &OwnedFd, buffer: &mut [u8]) -> io::Result<usize> {
+    let fd: RawFd = socket.as_raw_fd();
+    loop {
+        // SAFETY: reads into a buffer we own, of the length given.
+        let received = unsafe { libc::recv(fd, buffer.as_mut_ptr().cast(), buffer.len(), 0) };
+        if received >= 0 {
+            return Ok(received as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// The netlink messages in a datagram: (type, payload).
+fn messages(mut data: &[u8]) -> Vec<(u16, &[u8])> {
+    const HEADER: usize = 16;
+    let mut found = Vec::new();
+    while data.len() >= HEADER {
+        let length = u32::from_ne_bytes([data[0], data[1], data[2], data[3]]) as usize;
+        let kind = u16::from_ne_bytes([data[4], data[5]]);
+        if length < HEADER || length > data.len() {
+            break;
+        }
+        found.push((kind, &data[HEADER..length]));
+        let aligned = (length + 3) & !3;
+        data = data.get(aligned..).unwrap_or(&[]);
+    }
+    found
+}
+
+// ---------------------------------------------------------------------------
+// Records
+// ---------------------------------------------------------------------------
+
+/// The `key=value` fields of a record's text, after its `audit(…):` stamp.
+/// Quoted values lose their quotes; values the kernel hex-encoded (because
+/// they held spaces, quotes or control characters) are decoded.
+fn fields(text: &str) -> Vec<(&str, String)> {
+    let body = text.find("): ").map_or(text, |at| &text[at + 3..]);
+    let mut found = Vec::new();
+    let mut rest = body.trim_start();
+    while let Some(equals) = rest.find('=') {
+        let key = rest[..equals].trim();
+        let after = &rest[equals + 1..];
+        let (value, next) = if let Some(quoted) = after.strip_prefix('"') {
+            match quoted.find('"') {
+                Some(end) => (quoted[..end].to_owned(), &quoted[end + 1..]),
+                None => (quoted.to_owned(), ""),
+            }
+        } else {
+            let end = after.find(' ').unwrap_or(after.len());
+            let raw = &after[..end];
+            let decoded = if TEXT_KEYS.contains(&key) { decode_hex(raw) } else { None };
+            (decoded.unwrap_or_else(|| raw.to_owned()), &after[end..])
+        };
+        found.push((key, value));
+        rest = next.trim_start();
+    }
+    found
+}
+
+fn field<'a>(fields: &'a [(&str, String)], key: &str) -> Option<&'a str> {
+    fields.iter().find(|(name, _)| *name == key).map(|(_, value)| value.as_str())
+}
+
+/// Keys whose values are text from outside the kernel: written quoted, or
+/// in hex when they hold spaces, quotes, control or non-ASCII bytes.
+const TEXT_KEYS: [&str; 6] = ["path", "dev", "comm", "ocomm", "exe", "name"];
+
+/// Hex-encoded text as the audit log writes untrusted strings; `None` for
+/// anything else.
+fn decode_hex(raw: &str) -> Option<String> {
+    if raw.len() < 2 || !raw.len().is_multiple_of(2) || !raw.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+        return None;
+    }
+    let bytes: Vec<u8> =
+        (0..raw.len()).step_by(2).filter_map(|at| u8::from_str_radix(&raw[at..at + 2], 16).ok()).collect();
+    Some(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// "net.connect_tcp denied: 127.0.0.1:8080" and the like.
+fn describe_denial(fields: &[(&str, String)]) -> String {
+    let blockers = field(fields, "blockers").unwrap_or("access");
+    let target = if let (Some(address), Some(port)) = (field(fields, "daddr"), field(fields, "dest")) {
+        format!("{address}:{port}")
+    } else if let Some(port) = field(fields, "src") {
+        format!("port {port}")
+    } else if let Some(path) = field(fields, "path") {
+        path.to_owned()
+    } else if field(fields, "opid").is_some() {
+        // The host's pid of the target means nothing inside (and is not for tenants to see).
+        format!("a process outside the command's domain ({})", field(fields, "ocomm").unwrap_or("?"))
+    } else {
+        fields
+            .iter()
+            .filter(|(key, _)| !matches!(*key, "domain" | "blockers"))
+            .map(|(key, value)| format!("{key}={value}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    if target.is_empty() { format!("{blockers} denied") } else { format!("{blockers} denied: {target}") }
+}
+
+fn name_text(name: &ProcessName) -> String {
+    let end = name.iter().position(|byte| *byte == 0).unwrap_or(name.len());
+    String::from_utf8_lossy(&name[..end]).into_owned()
+}
+
+fn name_from_text(text: &str) -> Option<ProcessName> {
+    let bytes = text.as_bytes();
+    if bytes.len() != 15 {
+        return None;
+    }
+    let mut name = [0u8; 16];
+    name[..15].copy_from_slice(bytes);
+    Some(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_records_become_short_descriptions() {
+        let connect = "audit(1729738800.268:30): domain=195ba459b blockers=net.connect_tcp daddr=127.0.0.1 dest=8080";
+        assert_eq!(describe_denial(&fields(connect)), "net.connect_tcp denied: 127.0.0.1:8080");
+        let bind = "audit(1.2:3): domain=1a blockers=net.bind_tcp saddr=0.0.0.0 src=80";
+        assert_eq!(describe_denial(&fields(bind)), "net.bind_tcp denied: port 80");
+        let file =
+            "audit(1.2:3): domain=1a blockers=fs.write_file,fs.truncate path=\"/dev/tty\" dev=\"devtmpfs\" ino=9";
+        assert_eq!(describe_denial(&fields(file)), "fs.write_file,fs.truncate denied: /dev/tty");
+        let signal = "audit(1.2:3): domain=1a blockers=scope.signal opid=4242 ocomm=\"sleep\"";
+        assert_eq!(
+            describe_denial(&fields(signal)),
+            "scope.signal denied: a process outside the command's domain (sleep)"
+        );
+    }
+
+    #[test]
+    fn hex_encoded_values_are_decoded_and_numbers_are_not() {
+        // "/tmp/a b" holds a space, so the kernel writes it in hex, unquoted.
+        let record = "audit(1.2:3): domain=1a blockers=fs.read_file path=2F746D702F612062 dev=\"tmpfs\" ino=12";
+        let parsed = fields(record);
+        assert_eq!(field(&parsed, "path"), Some("/tmp/a b"));
+        let accented = fields("audit(1.2:3): domain=1a blockers=fs.read_file path=2FC3A9 ino=12");
+        assert_eq!(field(&accented, "path"), Some("/é"));
+        assert_eq!(field(&parsed, "ino"), Some("12"));
+        assert_eq!(field(&parsed, "domain"), Some("1a"));
+    }
+
+    #[test]
+    fn domain_records_name_their_creator() {
+        let record = "audit(1.2:3): domain=195ba459b status=allocated mode=enforcing pid=300 uid=0 \
+                      exe=\"/usr/bin/codexos\" comm=\"cx0012ab0000001\"";
+        let parsed = fields(record);
+        assert_eq!(field(&parsed, "status"), Some("allocated"));
+        assert_eq!(
+            field(&parsed, "comm").and_then(name_from_text).map(|name| name_text(&name)).unwrap(),
+            "cx0012ab0000001"
+        );
+    }
+
+    #[test]
+    fn datagrams_split_into_aligned_messages() {
+        let mut data = Vec::new();
+        for (kind, payload) in [(1423u16, &b"abcde"[..]), (1424, &b"xy"[..])] {
+            let length = 16 + payload.len();
+            data.extend_from_slice(&(length as u32).to_ne_bytes());
+            data.extend_from_slice(&kind.to_ne_bytes());
+            data.extend_from_slice(&[0; 10]);
+            data.extend_from_slice(payload);
+            data.resize((data.len() + 3) & !3, 0);
+        }
+        assert_eq!(messages(&data), vec![(1423, &b"abcde"[..]), (1424, &b"xy"[..])]);
+        // A length past the end stops the walk instead of reading beyond it.
+        data[16 + 8] = 200;
+        assert_eq!(messages(&data).len(), 1);
+    }
+
+    #[test]
+    fn denials_are_counted_and_bounded() {
+        let mut reports = Reports::default();
+        for round in 0..3 {
+            for index in 0..(MAX_DISTINCT_DENIALS + 1) {
+                reports.add(format!("denial {index}"));
+            }
+            assert_eq!(reports.uncounted, round + 1);
+        }
+        assert_eq!(reports.denials.len(), MAX_DISTINCT_DENIALS);
+        assert!(reports.denials.iter().all(|(_, count)| *count == 3));
+    }
+}
