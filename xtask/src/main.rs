@@ -215,6 +215,13 @@ fn bench_sandbox() -> anyhow::Result<()> {
     let cpus = std::thread::available_parallelism().map_or(0, usize::from);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     println!("start-to-exit of `true`, {ROUNDS} rounds each, interleaved; {cpus} CPUs, kernel {}", kernel.trim());
+    let host = codexos_sandbox::host_capabilities();
+    println!(
+        "cgroups {:?}, favordynmods {}; Landlock denials reported (a marker per run): {}",
+        host.cgroups.version,
+        if host.cgroups.favor_dynmods { "on" } else { "off" },
+        if host.landlock_audit.available { "yes" } else { "no" }
+    );
     println!("{:<34} {:>9} {:>9} {:>9} {:>9}", "", "median", "mean", "p95", "vs bare");
     let bare_median = percentile(&mut bare, 50);
     for (name, samples) in [

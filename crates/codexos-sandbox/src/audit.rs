@@ -384,12 +384,15 @@ fn subscribe() -> io::Result<OwnedFd> {
 
 /// Sends one request to the kernel and waits for its acknowledgement.
 fn request(socket: &OwnedFd, kind: u16, body: &[u8]) -> io::Result<()> {
-    send(socket, kind, (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16, body)?;
+    let sequence = send(socket, kind, (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16, body)?;
     let mut buffer = [0u8; 1024];
     loop {
         let received = receive(socket, &mut buffer)?;
         for (reply, payload) in messages(&buffer[..received]) {
-            if reply == libc::NLMSG_ERROR as u16 && payload.len() >= 4 {
+            // The acknowledgement quotes our request's header; an earlier
+            // request's late answer is not this one's.
+            let quoted = payload.get(12..16).map(|seq| u32::from_ne_bytes([seq[0], seq[1], seq[2], seq[3]]));
+            if reply == libc::NLMSG_ERROR as u16 && quoted == Some(sequence) {
                 let code = i32::from_ne_bytes([payload[0], payload[1], payload[2], payload[3]]);
                 return if code == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(-code)) };
             }
@@ -400,6 +403,7 @@ fn request(socket: &OwnedFd, kind: u16, body: &[u8]) -> io::Result<()> {
 /// Whether the kernel's audit log is enabled (needs CAP_AUDIT_CONTROL).
 fn status(socket: &OwnedFd) -> io::Result<bool> {
     send(socket, AUDIT_GET, libc::NLM_F_REQUEST as u16, &[])?;
+    // Only ever asked first, on a new socket: nothing earlier can answer.
     let mut buffer = [0u8; 1024];
     loop {
         let received = receive(socket, &mut buffer)?;
@@ -418,12 +422,14 @@ fn status(socket: &OwnedFd) -> io::Result<bool> {
     }
 }
 
-fn send(socket: &OwnedFd, kind: u16, flags: u16, body: &[u8]) -> io::Result<()> {
+/// Sends one message to the kernel; returns its sequence number.
+fn send(socket: &OwnedFd, kind: u16, flags: u16, body: &[u8]) -> io::Result<u32> {
+    static SEQUENCE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
     let header = libc::nlmsghdr {
         nlmsg_len: (std::mem::size_of::<libc::nlmsghdr>() + body.len()) as u32,
         nlmsg_type: kind,
         nlmsg_flags: flags,
-        nlmsg_seq: 1,
+        nlmsg_seq: SEQUENCE.fetch_add(1, Ordering::Relaxed),
         nlmsg_pid: 0,
     };
     let mut message = Vec::with_capacity(header.nlmsg_len as usize);
@@ -447,7 +453,7 @@ fn send(socket: &OwnedFd, kind: u16, flags: u16, body: &[u8]) -> io::Result<()> 
             std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
         )
     };
-    if sent < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+    if sent < 0 { Err(io::Error::last_os_error()) } else { Ok(header.nlmsg_seq) }
 }
 
 fn receive(socket: &OwnedFd, buffer: &mut [u8]) -> io::Result<usize> {

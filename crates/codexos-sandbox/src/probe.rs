@@ -139,6 +139,11 @@ pub struct CgroupSupport {
     pub writable_parent: Option<String>,
     /// What went wrong: unreadable files, or why no child could be created.
     pub reason: Option<String>,
+    /// Whether a cgroup hierarchy is mounted with `favordynmods`. Without it,
+    /// moving a process into a cgroup (as every sandbox start does) waits for
+    /// an RCU grace period whenever none has just passed: milliseconds, and
+    /// the bulk of the start time's tail. Fork and exit cost a little more with it.
+    pub favor_dynmods: bool,
 }
 
 /// Probes the host. Never fails: every unknown becomes a reported reason.
@@ -707,7 +712,20 @@ fn probe_cgroups() -> CgroupSupport {
         writable,
         writable_parent,
         reason: if notes.is_empty() { None } else { Some(notes.join("; ")) },
+        favor_dynmods: fs::read_to_string("/proc/self/mountinfo").is_ok_and(|text| favors_dynmods(&text)),
     }
+}
+
+/// Whether any cgroup mount carries `favordynmods` among its superblock
+/// options (the setting is the kernel's, for every hierarchy at once).
+fn favors_dynmods(mountinfo: &str) -> bool {
+    mountinfo.lines().any(|line| {
+        let Some((_, after)) = line.split_once(" - ") else { return false };
+        let mut fields = after.split_whitespace();
+        let fs_type = fields.next().unwrap_or_default();
+        let options = fields.nth(1).unwrap_or_default();
+        matches!(fs_type, "cgroup" | "cgroup2") && options.split(',').any(|option| option == "favordynmods")
+    })
 }
 
 /// Our own cgroup directory in the hierarchy the sandbox would put limits
@@ -966,6 +984,7 @@ garbage
             writable: false,
             writable_parent: None,
             reason: None,
+            favor_dynmods: false,
         };
         assert_eq!(
             missing_protections(&namespaces, &landlock, &no(), &no(), &cgroups),
@@ -973,6 +992,15 @@ garbage
         );
         cgroups.version = CgroupVersion::None;
         assert_eq!(missing_protections(&namespaces, &landlock, &no(), &no(), &cgroups).last().unwrap(), "cgroups");
+    }
+
+    #[test]
+    fn favordynmods_is_read_from_cgroup_superblock_options_only() {
+        let plain = "35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n\
+                     45 27 0:38 / /srv/favordynmods rw,relatime - ext4 /dev/vda rw,favordynmods";
+        assert!(!favors_dynmods(plain));
+        let favoured = format!("{plain}\n46 27 0:38 / /sys/fs/cgroup rw,relatime - cgroup2 none rw,favordynmods");
+        assert!(favors_dynmods(&favoured));
     }
 
     #[test]
@@ -1002,6 +1030,7 @@ garbage
                 writable: true,
                 writable_parent: Some("/sys/fs/cgroup/memory".to_owned()),
                 reason: None,
+                favor_dynmods: true,
             },
             missing: vec!["namespaces.net".to_owned()],
         };
@@ -1026,6 +1055,7 @@ garbage
                     "writable": true,
                     "writable_parent": "/sys/fs/cgroup/memory",
                     "reason": null,
+                    "favor_dynmods": true,
                 },
                 "missing": ["namespaces.net"],
             })

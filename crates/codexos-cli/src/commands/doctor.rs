@@ -88,6 +88,12 @@ fn print_text(report: &Report<'_>) {
         if controllers.is_empty() { "no controllers".to_owned() } else { controllers.join(", ") },
         reason(cgroups.reason.as_deref())
     );
+    if cgroups.writable && !cgroups.favor_dynmods {
+        println!(
+            "    hint: sandbox starts wait for RCU grace periods when they join their cgroup (a tail of \
+             5-15 ms); mounting cgroup2 with favordynmods removes it (docs/sandbox.md)"
+        );
+    }
     println!();
     let database = report.database;
     println!("Database {} at {}", database.backend, database.url);
