@@ -131,7 +131,8 @@ pub struct CgroupSupport {
     /// Controllers available at the root of the unified hierarchy
     /// (`<v2_mount>/cgroup.controllers`); on hybrid hosts often empty.
     pub v2_controllers: Vec<String>,
-    /// Whether we could create (and remove) a child cgroup below our own.
+    /// Whether we could create (and remove) a child cgroup below our own
+    /// and, on v2, our cgroup is given the memory and pids controllers.
     pub writable: bool,
     /// The cgroup directory (ours, in the hierarchy we tested) where the
     /// child was created or attempted: the v2 one when v2 has the memory
@@ -141,8 +142,8 @@ pub struct CgroupSupport {
     pub reason: Option<String>,
     /// Whether a cgroup hierarchy is mounted with `favordynmods`. Without it,
     /// moving a process into a cgroup (as every sandbox start does) waits for
-    /// an RCU grace period whenever none has just passed: milliseconds, and
-    /// the bulk of the start time's tail. Fork and exit cost a little more with it.
+    /// an RCU grace period whenever none has just passed: milliseconds on a
+    /// busy host. Fork and exit cost a little more with it.
     pub favor_dynmods: bool,
 }
 
@@ -688,7 +689,8 @@ fn probe_cgroups() -> CgroupSupport {
     } else {
         match own_cgroup_dir(&mounts, &v2_controllers) {
             Ok(parent) => {
-                let writable = match try_create_child_cgroup(&parent) {
+                let usable = try_create_child_cgroup(&parent).and_then(|()| v2_limits_available(&mounts, &parent));
+                let writable = match usable {
                     Ok(()) => true,
                     Err(note) => {
                         notes.push(note);
@@ -764,6 +766,23 @@ fn own_cgroup_dir(mounts: &CgroupMounts, v2_controllers: &[String]) -> Result<Pa
             membership.path, mount.mount_point, mount.root
         )
     })
+}
+
+/// On cgroup v2, limits need the memory and pids controllers in our own
+/// cgroup (`cgroup.controllers`, what its parent delegates); a cgroup we may
+/// create without them would limit nothing.
+fn v2_limits_available(mounts: &CgroupMounts, dir: &Path) -> Result<(), String> {
+    if !mounts.v2.as_ref().is_some_and(|v2| dir.starts_with(&v2.mount_point)) {
+        return Ok(());
+    }
+    let file = dir.join("cgroup.controllers");
+    let listed = fs::read_to_string(&file).map_err(|err| format!("cannot read {}: {err}", file.display()))?;
+    let absent: Vec<&str> =
+        ["memory", "pids"].into_iter().filter(|wanted| !listed.split_whitespace().any(|c| c == *wanted)).collect();
+    if absent.is_empty() {
+        return Ok(());
+    }
+    Err(format!("no {} controller is delegated to {}", absent.join(" or "), dir.display()))
 }
 
 /// Distinguishes probe directories when several threads probe at once.

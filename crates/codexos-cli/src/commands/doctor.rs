@@ -90,8 +90,8 @@ fn print_text(report: &Report<'_>) {
     );
     if cgroups.writable && !cgroups.favor_dynmods {
         println!(
-            "    hint: sandbox starts wait for RCU grace periods when they join their cgroup (a tail of \
-             5-15 ms); mounting cgroup2 with favordynmods removes it (docs/sandbox.md)"
+            "    hint: on a busy host, a sandbox joining its cgroup can wait milliseconds for an RCU \
+             grace period; mounting cgroup2 with favordynmods removes the wait (docs/sandbox.md)"
         );
     }
     println!();
