@@ -21,6 +21,9 @@
 //! - `cargo xtask bench http`: authenticated request throughput of the real
 //!   `codexos up` on loopback, against `/health` (a load generator; see
 //!   BENCHMARKS.md).
+//! - `cargo xtask vm cgroup2 [stable|backports|all]`: the sandbox's limit
+//!   and escape tests in a QEMU guest whose only cgroup hierarchy is cgroup2,
+//!   on Debian's stable and newer kernels (`scripts/cgroup2-vm.sh`; root).
 
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
@@ -58,9 +61,12 @@ fn run() -> anyhow::Result<()> {
         ["bench", "audit"] => bench_audit(),
         ["bench", "http"] => bench_http(),
         ["bench", "policy"] => bench_policy(),
+        ["vm", "cgroup2"] => vm_cgroup2("all"),
+        ["vm", "cgroup2", kernel] => vm_cgroup2(kernel),
         _ => bail!(
             "usage: cargo xtask test [sqlite|postgres|all] | cargo xtask postgres | \
-             cargo xtask bench sandbox|engine|checkpoint|resume|audit|http|policy"
+             cargo xtask bench sandbox|engine|checkpoint|resume|audit|http|policy | \
+             cargo xtask vm cgroup2 [stable|backports|all]"
         ),
     }
 }
@@ -328,6 +334,13 @@ fn which(program: &str) -> Option<std::path::PathBuf> {
 
 fn answers(addr: SocketAddr) -> bool {
     TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
+}
+
+/// The cgroup v2 path never runs on our (v1) machines: the script boots a
+/// guest where it does, and fails when a test fails there.
+fn vm_cgroup2(kernel: &str) -> anyhow::Result<()> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/cgroup2-vm.sh");
+    run_command(Command::new("bash").arg(script).arg(kernel))
 }
 
 fn run_command(command: &mut Command) -> anyhow::Result<()> {

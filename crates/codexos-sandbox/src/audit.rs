@@ -24,7 +24,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -52,6 +52,9 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 const MAX_DISTINCT_DENIALS: usize = 64;
 /// Denials of domains not (yet) known, kept until their domain record arrives.
 const MAX_UNATTRIBUTED: usize = 256;
+/// Denials one sandbox may log before it is killed: each is a record in the
+/// host's audit log, and a command denied in a loop would otherwise flood it.
+pub(crate) const MAX_DENIALS: u32 = 1000;
 
 /// A sandbox's name in the audit log: what its command calls itself when
 /// it restricts itself (a process name: at most 15 bytes and a NUL).
@@ -103,7 +106,26 @@ struct State {
 struct Reports {
     denials: Vec<(String, u32)>,
     uncounted: u32,
+    /// All denials, for the flood limit.
+    total: u32,
     flushed: bool,
+    /// Records were lost (the reader's queue overflowed) while it ran.
+    incomplete: bool,
+    /// The outer process of the sandbox, killed at the flood limit; cleared
+    /// before it is reaped, so that a reused pid is never signalled.
+    pid: Option<libc::pid_t>,
+    killed_at_limit: bool,
+}
+
+/// What the audit log told of one sandbox.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Denials {
+    /// Each distinct denial with how often it happened.
+    pub denials: Vec<(String, u32)>,
+    /// Some records may be missing (lost by the kernel or not read back in time).
+    pub incomplete: bool,
+    /// The sandbox was killed for logging more than [`MAX_DENIALS`].
+    pub killed_at_limit: bool,
 }
 
 impl AuditLog {
@@ -119,12 +141,7 @@ impl AuditLog {
             _ => format!("cannot read the audit log: {err}"),
         })?;
         // Lives as long as the process, like the reader thread.
-        let log: &'static AuditLog = Box::leak(Box::new(AuditLog {
-            state: Mutex::new(State::default()),
-            flushed: Condvar::new(),
-            writer: Mutex::new(writer),
-            working: AtomicBool::new(true),
-        }));
+        let log: &'static AuditLog = Box::leak(Box::new(AuditLog::new(writer)));
         std::thread::Builder::new()
             .name("codexos-audit".to_owned())
             .spawn(move || read_forever(log, reader))
@@ -138,17 +155,24 @@ impl AuditLog {
         Ok(log)
     }
 
+    fn new(writer: OwnedFd) -> AuditLog {
+        AuditLog {
+            state: Mutex::new(State::default()),
+            flushed: Condvar::new(),
+            writer: Mutex::new(writer),
+            working: AtomicBool::new(true),
+        }
+    }
+
     /// Registers a sandbox about to start; its command must restrict itself
     /// under the returned name.
     pub(crate) fn register(&'static self) -> Option<Registration> {
         if !self.working.load(Ordering::Relaxed) {
             return None;
         }
-        static SEQUENCE: AtomicU64 = AtomicU64::new(0);
-        let sequence = SEQUENCE.fetch_add(1, Ordering::Relaxed);
-        let text = format!("cx{:06x}{:07x}", std::process::id() & 0xff_ffff, sequence & 0xfff_ffff);
-        let mut name = [0u8; 16];
-        name[..15].copy_from_slice(&text.as_bytes()[..15]);
+        // Random, so that nothing else on the host can guess a sandbox's name
+        // and log denials in it (and two CodexOS processes never collide).
+        let name = random_name()?;
         self.lock().sandboxes.insert(name, Reports::default());
         Some(Registration { log: self, name })
     }
@@ -224,6 +248,15 @@ impl AuditLog {
 
 impl Reports {
     fn add(&mut self, detail: String) {
+        self.total = self.total.saturating_add(1);
+        if self.total > MAX_DENIALS && !self.killed_at_limit {
+            self.killed_at_limit = true;
+            if let Some(pid) = self.pid {
+                // SAFETY: signals a child of ours that has not been reaped
+                // (its pid is cleared under the same lock before it is).
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
         if let Some((_, count)) = self.denials.iter_mut().find(|(known, _)| *known == detail) {
             *count += 1;
         } else if self.denials.len() < MAX_DISTINCT_DENIALS {
@@ -245,6 +278,19 @@ impl Registration {
         self.name
     }
 
+    /// The sandbox's outer process, to kill at the flood limit; `None` once
+    /// it is about to be reaped.
+    pub(crate) fn set_pid(&self, pid: Option<libc::pid_t>) {
+        if let Some(reports) = self.log.lock().sandboxes.get_mut(&self.name) {
+            reports.pid = pid;
+            if let (Some(pid), true) = (pid, reports.killed_at_limit) {
+                // The limit was passed before the pid was known.
+                // SAFETY: as in Reports::add.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+
     /// Writes this sandbox's marker and waits for it to come back: then
     /// every record the kernel queued before it has been read.
     fn flush(&self) -> Result<(), String> {
@@ -259,7 +305,7 @@ impl Registration {
         let mut state = log.lock();
         while state.sandboxes.get(&self.name).is_some_and(|reports| !reports.flushed) {
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            if left.is_zero() || !log.working.load(Ordering::Relaxed) {
                 return Err(
                     "a record written to the audit log did not come back (is the audit log enabled?)".to_owned()
                 );
@@ -271,9 +317,10 @@ impl Registration {
 
     /// Called once the command's every process is gone: waits for its
     /// denials to be read, and returns them (each with how often it happened).
-    pub(crate) fn finish(self) -> Vec<(String, u32)> {
-        if self.flush().is_err() {
-            // Audit was turned off, or the reader is gone: stop relying on it.
+    pub(crate) fn finish(self) -> Denials {
+        let flushed = self.flush();
+        if flushed.is_err() && matches!(audit_socket().and_then(|socket| status(&socket)), Ok(false)) {
+            // Audit was turned off: stop asking (and waiting) for markers.
             self.log.working.store(false, Ordering::Relaxed);
         }
         let reports = self.log.lock().sandboxes.remove(&self.name).unwrap_or_default();
@@ -283,7 +330,11 @@ impl Registration {
         if reports.uncounted > 0 {
             denials.push(("other Landlock denials".to_owned(), reports.uncounted));
         }
-        denials
+        Denials {
+            denials,
+            incomplete: reports.incomplete || flushed.is_err(),
+            killed_at_limit: reports.killed_at_limit,
+        }
     }
 }
 
@@ -302,13 +353,18 @@ fn read_forever(log: &'static AuditLog, socket: OwnedFd) {
         let received = unsafe { libc::recv(socket.as_raw_fd(), buffer.as_mut_ptr().cast(), buffer.len(), 0) };
         if received < 0 {
             let err = io::Error::last_os_error();
-            // A timeout lets the loop notice it is no longer wanted; ENOBUFS
-            // means records were dropped while we were slow: go on.
-            if matches!(err.raw_os_error(), Some(libc::EINTR | libc::ENOBUFS | libc::EAGAIN)) {
+            // A timeout lets the loop notice it is no longer wanted.
+            if matches!(err.raw_os_error(), Some(libc::EINTR | libc::EAGAIN)) {
                 continue;
             }
-            log.working.store(false, Ordering::Relaxed);
-            return;
+            // Records were dropped while we were slow: what runs now may miss some.
+            if err.raw_os_error() == Some(libc::ENOBUFS) {
+                for reports in log.lock().sandboxes.values_mut() {
+                    reports.incomplete = true;
+                }
+                continue;
+            }
+            break;
         }
         for (kind, payload) in messages(&buffer[..received as usize]) {
             if let Ok(text) = std::str::from_utf8(payload) {
@@ -316,6 +372,10 @@ fn read_forever(log: &'static AuditLog, socket: OwnedFd) {
             }
         }
     }
+    // Nobody waits for a marker that can no longer arrive.
+    log.working.store(false, Ordering::Relaxed);
+    let _guard = log.lock();
+    log.flushed.notify_all();
 }
 
 // ---------------------------------------------------------------------------
@@ -542,7 +602,7 @@ fn decode_hex(raw: &str) -> Option<String> {
 fn describe_denial(fields: &[(&str, String)]) -> String {
     let blockers = field(fields, "blockers").unwrap_or("access");
     let target = if let (Some(address), Some(port)) = (field(fields, "daddr"), field(fields, "dest")) {
-        format!("{address}:{port}")
+        if address.contains(':') { format!("[{address}]:{port}") } else { format!("{address}:{port}") }
     } else if let Some(port) = field(fields, "src") {
         format!("port {port}")
     } else if let Some(path) = field(fields, "path") {
@@ -558,7 +618,22 @@ fn describe_denial(fields: &[(&str, String)]) -> String {
             .collect::<Vec<_>>()
             .join(" ")
     };
+    // Paths are the command's choice: no control characters reach a terminal or a log.
+    let target: String =
+        target.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect();
     if target.is_empty() { format!("{blockers} denied") } else { format!("{blockers} denied: {target}") }
+}
+
+/// "cx" and 13 random lowercase hex digits, from the kernel's generator.
+fn random_name() -> Option<ProcessName> {
+    let mut random = [0u8; 7];
+    // SAFETY: fills a local buffer of the length given.
+    let filled = unsafe { libc::getrandom(random.as_mut_ptr().cast(), random.len(), 0) };
+    if filled != random.len() as isize {
+        return None;
+    }
+    let hex: String = random.iter().map(|byte| format!("{byte:02x}")).collect();
+    name_from_text(&format!("cx{}", &hex[..13]))
 }
 
 fn name_text(name: &ProcessName) -> String {
@@ -635,6 +710,76 @@ mod tests {
         // A length past the end stops the walk instead of reading beyond it.
         data[16 + 8] = 200;
         assert_eq!(messages(&data).len(), 1);
+    }
+
+    fn reports_of<R>(log: &AuditLog, name: &ProcessName, read: impl FnOnce(&Reports) -> R) -> R {
+        read(log.lock().sandboxes.get(name).unwrap())
+    }
+
+    #[test]
+    fn denials_are_attributed_through_their_domain_record() {
+        let writer = OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
+        let log: &'static AuditLog = Box::leak(Box::new(AuditLog::new(writer)));
+        let ours = log.register().unwrap();
+        let other = log.register().unwrap();
+        assert_ne!(ours.process_name(), other.process_name());
+        let name = name_text(&ours.process_name());
+        let connect = |domain: &str, port: u16| {
+            format!("audit(1.2:3): domain={domain} blockers=net.connect_tcp daddr=127.0.0.1 dest={port}")
+        };
+        let allocated = |domain: &str, comm: &str| {
+            format!(
+                "audit(1.2:3): domain={domain} status=allocated mode=enforcing pid=5 uid=0 exe=\"/x\" comm=\"{comm}\""
+            )
+        };
+        // A domain's first denial comes before the record that names it.
+        log.on_record(AUDIT_LANDLOCK_ACCESS, &connect("aa", 1));
+        log.on_record(AUDIT_LANDLOCK_ACCESS, &connect("bb", 2));
+        log.on_record(AUDIT_LANDLOCK_DOMAIN, &allocated("aa", &name));
+        // Somebody else's domain, named like ours but not registered here.
+        log.on_record(AUDIT_LANDLOCK_DOMAIN, &allocated("bb", "cx0000000000000"));
+        log.on_record(AUDIT_LANDLOCK_ACCESS, &connect("aa", 1));
+        log.on_record(AUDIT_LANDLOCK_ACCESS, &connect("aa", 3));
+        assert_eq!(
+            reports_of(log, &ours.process_name(), |reports| reports.denials.clone()),
+            [
+                ("net.connect_tcp denied: 127.0.0.1:1".to_owned(), 2),
+                ("net.connect_tcp denied: 127.0.0.1:3".to_owned(), 1)
+            ]
+        );
+        assert!(reports_of(log, &other.process_name(), |reports| reports.denials.is_empty()));
+
+        // Only our own marker flushes our report.
+        log.on_record(AUDIT_TRUSTED_APP, &format!("audit(1.2:4): pid=1 uid=0 msg='{MARKER_PREFIX}{name}'"));
+        assert!(reports_of(log, &ours.process_name(), |reports| reports.flushed));
+        assert!(!reports_of(log, &other.process_name(), |reports| reports.flushed));
+
+        // A freed domain is forgotten; so is a finished sandbox's.
+        log.on_record(AUDIT_LANDLOCK_DOMAIN, "audit(1.2:5): domain=aa status=deallocated denials=3");
+        assert!(log.lock().domains.is_empty());
+        drop(ours);
+        assert_eq!(log.lock().sandboxes.len(), 1);
+    }
+
+    #[test]
+    fn a_flood_of_denials_passes_the_limit_once() {
+        let mut reports = Reports::default();
+        for _ in 0..MAX_DENIALS {
+            reports.add("net.connect_tcp denied: 127.0.0.1:1".to_owned());
+        }
+        assert!(!reports.killed_at_limit);
+        reports.add("net.connect_tcp denied: 127.0.0.1:1".to_owned());
+        assert!(reports.killed_at_limit);
+        assert_eq!(reports.denials, [("net.connect_tcp denied: 127.0.0.1:1".to_owned(), MAX_DENIALS + 1)]);
+    }
+
+    #[test]
+    fn targets_are_unambiguous_and_printable() {
+        let v6 = "audit(1.2:3): domain=1a blockers=net.connect_tcp daddr=::1 dest=8080";
+        assert_eq!(describe_denial(&fields(v6)), "net.connect_tcp denied: [::1]:8080");
+        // "/a\nb\x1b[31m", hex-encoded as the kernel writes it.
+        let hostile = "audit(1.2:3): domain=1a blockers=fs.read_file path=2F610A621B5B33316D ino=1";
+        assert_eq!(describe_denial(&fields(hostile)), "fs.read_file denied: /a\\nb\\u{1b}[31m");
     }
 
     #[test]

@@ -116,7 +116,7 @@ impl SandboxCgroup {
         let own = std::fs::read_to_string("/proc/self/cgroup").map_err(|err| format!("/proc/self/cgroup: {err}"))?;
         let mounts = parse_cgroup_mounts(&mountinfo);
         let memberships = parse_proc_cgroup(&own);
-        if let Some(dir) = v2_parent(&mounts, &memberships) {
+        if let Some(dir) = v2_parent(&mounts, &memberships)? {
             let dir = dir.join(name);
             std::fs::create_dir(&dir).map_err(|err| format!("cannot create {}: {err}", dir.display()))?;
             return Ok(Self {
@@ -290,7 +290,7 @@ fn sweep_stale() {
             cgroup_dir(mount, &membership.path)
         })
         .collect();
-    parents.extend(v2_parent(&mounts, &memberships));
+    parents.extend(v2_own_dir(&mounts, &memberships));
     for parent in parents {
         let Ok(entries) = std::fs::read_dir(&parent) else { continue };
         for entry in entries.flatten() {
@@ -303,15 +303,66 @@ fn sweep_stale() {
     }
 }
 
-/// Our own v2 cgroup, if v2 has the memory and pids controllers for our
-/// children and we may create one there.
-fn v2_parent(mounts: &CgroupMounts, memberships: &[crate::probe::CgroupMembership]) -> Option<PathBuf> {
+/// Where our processes go when our v2 cgroup must hand controllers down:
+/// the kernel lets a non-root cgroup enable them for its children only while
+/// no process is in it (the "no internal processes" rule).
+const SUPERVISOR_LEAF: &str = "codexos-supervisor";
+
+/// Our own v2 cgroup: the one /proc/self/cgroup names, or its parent once
+/// we (or another CodexOS process) moved into its supervisor leaf.
+fn v2_own_dir(mounts: &CgroupMounts, memberships: &[crate::probe::CgroupMembership]) -> Option<PathBuf> {
     let mount = mounts.v2.as_ref()?;
     let membership = memberships.iter().find(|m| m.hierarchy_id == 0)?;
-    let dir = cgroup_dir(mount, &membership.path)?;
-    let enabled = std::fs::read_to_string(dir.join("cgroup.subtree_control")).ok()?;
-    let has = |controller: &str| enabled.split_whitespace().any(|c| c == controller);
-    (has("memory") && has("pids")).then_some(dir)
+    let mut dir = cgroup_dir(mount, &membership.path)?;
+    if dir.ends_with(SUPERVISOR_LEAF) && dir != Path::new(&mount.mount_point) {
+        dir.pop();
+    }
+    Some(dir)
+}
+
+/// Our own v2 cgroup with the memory and pids controllers enabled for its
+/// children, enabling them if they are delegated to us (listed in its
+/// `cgroup.controllers`); None when v2 does not offer them. A delegated
+/// cgroup (systemd's `Delegate=yes`, a container's cgroup namespace) holds
+/// our processes, so they first move to a leaf below it, as systemd
+/// documents for delegation; its limits still apply to them there.
+fn v2_parent(mounts: &CgroupMounts, memberships: &[crate::probe::CgroupMembership]) -> Result<Option<PathBuf>, String> {
+    let Some(dir) = v2_own_dir(mounts, memberships) else { return Ok(None) };
+    let has_both = |file: &str| {
+        let listed = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
+        ["memory", "pids"].iter().all(|wanted| listed.split_whitespace().any(|c| c == *wanted))
+    };
+    if has_both("cgroup.subtree_control") {
+        return Ok(Some(dir));
+    }
+    if !has_both("cgroup.controllers") {
+        return Ok(None);
+    }
+    let enable = || write(&dir.join("cgroup.subtree_control"), "+memory +pids");
+    // The root cgroup (and an empty one) may enable them with processes in it.
+    if enable().is_ok() {
+        return Ok(Some(dir));
+    }
+    let leaf = dir.join(SUPERVISOR_LEAF);
+    if let Err(err) = std::fs::create_dir(&leaf)
+        && err.kind() != std::io::ErrorKind::AlreadyExists
+    {
+        return Err(format!("cannot create {}: {err}", leaf.display()));
+    }
+    // A process may fork into our cgroup between the moves and the write.
+    let mut last_error = String::new();
+    for _ in 0..10 {
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        for pid in procs.lines() {
+            // One that exited meanwhile fails to move and no longer matters.
+            let _ = std::fs::write(leaf.join("cgroup.procs"), pid);
+        }
+        match enable() {
+            Ok(()) => return Ok(Some(dir)),
+            Err(err) => last_error = err,
+        }
+    }
+    Err(format!("{last_error} (after moving its processes to {})", leaf.display()))
 }
 
 fn write(path: &Path, value: &str) -> Result<(), String> {
@@ -340,5 +391,26 @@ mod tests {
         assert_eq!(keyed_value(text, "oom_kill"), Some(3));
         assert_eq!(keyed_value(text, "oom"), None);
         assert_eq!(keyed_value("usage_usec 1500\nuser_usec 1000\n", "usage_usec"), Some(1500));
+    }
+
+    #[test]
+    fn our_v2_cgroup_is_the_one_above_the_supervisor_leaf() {
+        let own = |mountinfo: &str, path: &str| {
+            v2_own_dir(&parse_cgroup_mounts(mountinfo), &parse_proc_cgroup(&format!("0::{path}\n")))
+        };
+        let host = "26 24 0:24 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n";
+        let service = Some(PathBuf::from("/sys/fs/cgroup/system.slice/codexos.service"));
+        assert_eq!(own(host, "/system.slice/codexos.service"), service);
+        assert_eq!(own(host, "/system.slice/codexos.service/codexos-supervisor"), service);
+        // Only the whole last component counts.
+        assert_eq!(
+            own(host, "/system.slice/my-codexos-supervisor"),
+            Some(PathBuf::from("/sys/fs/cgroup/system.slice/my-codexos-supervisor"))
+        );
+        // A mount showing only the leaf is not climbed out of.
+        let leaf_only = "26 24 0:24 /a/codexos-supervisor /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(own(leaf_only, "/a/codexos-supervisor"), Some(PathBuf::from("/sys/fs/cgroup")));
+        // No cgroup2 mount, no v2 cgroup.
+        assert_eq!(own("26 24 0:24 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids\n", "/"), None);
     }
 }

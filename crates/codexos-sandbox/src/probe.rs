@@ -984,6 +984,19 @@ garbage
     }
 
     #[test]
+    fn v2_limits_need_memory_and_pids_delegated() {
+        let dir = tempfile::tempdir().unwrap();
+        let mounts = CgroupMounts { v2: Some(mount("/", &dir.path().display().to_string(), &[])), v1: vec![] };
+        fs::write(dir.path().join("cgroup.controllers"), "cpu memory io\n").unwrap();
+        let err = v2_limits_available(&mounts, dir.path()).unwrap_err();
+        assert!(err.starts_with("no pids controller is delegated to "), "{err}");
+        fs::write(dir.path().join("cgroup.controllers"), "cpu memory io pids\n").unwrap();
+        assert_eq!(v2_limits_available(&mounts, dir.path()), Ok(()));
+        // A v1 directory (outside the cgroup2 mount) is not asked.
+        assert_eq!(v2_limits_available(&mounts, Path::new("/sys/fs/cgroup/memory")), Ok(()));
+    }
+
+    #[test]
     fn missing_lists_every_absent_protection() {
         let no = || Capability::unavailable("test");
         let namespaces = NamespaceSupport {

@@ -120,6 +120,9 @@ pub enum ViolationKind {
     /// Landlock refused an access (a file, a port, a signal); reported
     /// where the kernel's audit log can be read.
     AccessDenied,
+    /// So many accesses were refused that the command was killed, to keep
+    /// the host's audit log from flooding.
+    DenialLimit,
 }
 
 impl std::fmt::Display for ViolationKind {
@@ -134,6 +137,7 @@ impl std::fmt::Display for ViolationKind {
             ViolationKind::NetworkBlocked => "network_blocked",
             ViolationKind::SyscallDenied => "syscall_denied",
             ViolationKind::AccessDenied => "access_denied",
+            ViolationKind::DenialLimit => "denial_limit",
         })
     }
 }
@@ -393,6 +397,9 @@ impl Sandbox {
             }
         };
         let pid = child.id() as libc::pid_t;
+        if let Some(registration) = &audit {
+            registration.set_pid(Some(pid));
+        }
         Ok(Started::Running(Box::new(Sandbox {
             policy,
             child,
@@ -522,6 +529,9 @@ impl Sandbox {
             }
         }
         let wall_time = started.elapsed();
+        if let Some(registration) = &self.audit {
+            registration.set_pid(None);
+        }
         self.reaper.armed = false;
         let (outer_status, rusage) = wait4(pid)?;
         if let Some(writer) = stdin_writer {
@@ -598,9 +608,25 @@ impl Sandbox {
         }
         // Every process of the sandbox is gone (its init was reaped), so
         // every denial it caused is in the kernel's audit queue.
-        for (denial, count) in self.audit.take().map(crate::audit::Registration::finish).unwrap_or_default() {
+        let landlock = self.audit.take().map(crate::audit::Registration::finish).unwrap_or_default();
+        if landlock.killed_at_limit {
+            violations.push(Violation {
+                kind: ViolationKind::DenialLimit,
+                detail: format!(
+                    "more than {} Landlock denials, each a record in the host's audit log; killed",
+                    crate::audit::MAX_DENIALS
+                ),
+            });
+        }
+        for (denial, count) in landlock.denials {
             let times = if count == 1 { String::new() } else { format!(" ({count} times)") };
             violations.push(Violation { kind: ViolationKind::AccessDenied, detail: format!("{denial}{times}") });
+        }
+        if landlock.incomplete {
+            violations.push(Violation {
+                kind: ViolationKind::AccessDenied,
+                detail: "some Landlock denials may be missing: the audit log lost records or did not answer".to_owned(),
+            });
         }
         let network = self.egress.take().map(EgressProxy::finish).unwrap_or_default();
         for decision in network.iter().filter(|decision| !decision.allowed) {

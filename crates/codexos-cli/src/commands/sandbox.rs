@@ -80,11 +80,10 @@ pub async fn exec(global: &GlobalArgs, args: SandboxExecArgs) -> anyhow::Result<
     // A limit that ended the command decides the exit status; a denied call
     // or connection, or truncated output, is reported, and the command's
     // own status says whether it coped.
-    use codexos_sandbox::ViolationKind::{CpuLimit, FileSizeLimit, MemoryLimit, PidsLimit, Timeout};
-    let decided_by_sandbox = outcome
-        .violations
-        .iter()
-        .any(|violation| matches!(violation.kind, Timeout | CpuLimit | MemoryLimit | PidsLimit | FileSizeLimit));
+    use codexos_sandbox::ViolationKind::{CpuLimit, DenialLimit, FileSizeLimit, MemoryLimit, PidsLimit, Timeout};
+    let decided_by_sandbox = outcome.violations.iter().any(|violation| {
+        matches!(violation.kind, Timeout | CpuLimit | MemoryLimit | PidsLimit | FileSizeLimit | DenialLimit)
+    });
     if decided_by_sandbox {
         return Ok(ExitCode::from(VIOLATION_EXIT));
     }

@@ -213,6 +213,7 @@ fn ended_by_limit(violations: &[Violation]) -> bool {
                 | ViolationKind::MemoryLimit
                 | ViolationKind::PidsLimit
                 | ViolationKind::FileSizeLimit
+                | ViolationKind::DenialLimit
         )
     })
 }
