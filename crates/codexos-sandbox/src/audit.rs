@@ -100,6 +100,9 @@ struct State {
     /// Landlock domain ids (as the records print them) of our sandboxes.
     domains: HashMap<String, ProcessName>,
     unattributed: VecDeque<(String, String)>,
+    /// Recent domains named by processes other than our sandboxes: their
+    /// denials are dropped at once instead of crowding `unattributed`.
+    foreign: VecDeque<String>,
 }
 
 #[derive(Default)]
@@ -146,11 +149,20 @@ impl AuditLog {
             .name("codexos-audit".to_owned())
             .spawn(move || read_forever(log, reader))
             .map_err(|err| format!("cannot start the audit reader: {err}"))?;
-        // Proven by trying: a marker written and read back.
+        // Proven by trying: a marker written and read back, then a denial
+        // of our own made and read back.
         let probe = log.register().ok_or("the audit reader stopped")?;
         if let Err(err) = probe.flush() {
             log.working.store(false, Ordering::Relaxed);
             return Err(err);
+        }
+        let probe = log.register().ok_or("the audit reader stopped")?;
+        deny_one_connection(probe.process_name()).map_err(|err| format!("cannot test Landlock's logging: {err}"))?;
+        if probe.finish().denials.is_empty() {
+            log.working.store(false, Ordering::Relaxed);
+            return Err("Landlock's denials do not reach the audit log (an audit exclude rule, or a Landlock \
+                        domain around this process that does not log its children's)"
+                .to_owned());
         }
         Ok(log)
     }
@@ -193,8 +205,11 @@ impl AuditLog {
             AUDIT_LANDLOCK_ACCESS => {
                 let fields = fields(text);
                 let Some(domain) = field(&fields, "domain") else { return };
-                let detail = describe_denial(&fields);
                 let mut state = self.lock();
+                if state.foreign.iter().any(|known| known == domain) {
+                    return;
+                }
+                let detail = describe_denial(&fields);
                 match state.domains.get(domain).copied() {
                     Some(name) => {
                         if let Some(reports) = state.sandboxes.get_mut(&name) {
@@ -215,12 +230,18 @@ impl AuditLog {
                 let mut state = self.lock();
                 if field(&fields, "status") == Some("deallocated") {
                     state.domains.remove(domain);
+                    state.foreign.retain(|known| known != domain);
                     return;
                 }
-                let Some(name) = field(&fields, "comm").and_then(name_from_text) else { return };
-                if !state.sandboxes.contains_key(&name) {
+                let name = field(&fields, "comm").and_then(name_from_text);
+                let Some(name) = name.filter(|name| state.sandboxes.contains_key(name)) else {
+                    state.unattributed.retain(|(of, _)| of != domain);
+                    if state.foreign.len() >= MAX_UNATTRIBUTED {
+                        state.foreign.pop_front();
+                    }
+                    state.foreign.push_back(domain.to_owned());
                     return;
-                }
+                };
                 state.domains.insert(domain.to_owned(), name);
                 let (ours, others): (VecDeque<_>, VecDeque<_>) =
                     std::mem::take(&mut state.unattributed).into_iter().partition(|(of, _)| of == domain);
@@ -376,6 +397,64 @@ fn read_forever(log: &'static AuditLog, socket: OwnedFd) {
     log.working.store(false, Ordering::Relaxed);
     let _guard = log.lock();
     log.flushed.notify_all();
+}
+
+/// Forks a child that restricts itself under `name` (TCP connections
+/// handled, none allowed) and connects to 127.0.0.1:1, which Landlock refuses
+/// before any packet is sent; the kernel logs it like a sandbox's denial.
+fn deny_one_connection(name: ProcessName) -> io::Result<()> {
+    #[repr(C)]
+    struct RulesetAttr {
+        handled_access_fs: u64,
+        handled_access_net: u64,
+        scoped: u64,
+    }
+    const LANDLOCK_ACCESS_NET_CONNECT_TCP: u64 = 1 << 1;
+    let attr = RulesetAttr { handled_access_fs: 0, handled_access_net: LANDLOCK_ACCESS_NET_CONNECT_TCP, scoped: 0 };
+    // SAFETY: sockaddr_in is plain data; all-zero is valid.
+    let mut address: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    address.sin_family = libc::AF_INET as libc::sa_family_t;
+    address.sin_port = 1u16.to_be();
+    address.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+    // SAFETY: the child makes only raw system calls on memory prepared above
+    // (this process has other threads: nothing may allocate or lock), then exits.
+    unsafe {
+        let pid = libc::fork();
+        if pid < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if pid == 0 {
+            libc::prctl(libc::PR_SET_NAME, name.as_ptr());
+            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+            let ruleset = libc::syscall(
+                libc::SYS_landlock_create_ruleset,
+                &attr as *const RulesetAttr,
+                std::mem::size_of::<RulesetAttr>(),
+                0,
+            );
+            if ruleset < 0 || libc::syscall(libc::SYS_landlock_restrict_self, ruleset, 0) < 0 {
+                libc::_exit(2);
+            }
+            let socket = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            let connected = libc::connect(
+                socket,
+                (&address as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            );
+            libc::_exit(if connected < 0 { 0 } else { 1 });
+        }
+        let mut status = 0;
+        while libc::waitpid(pid, &mut status, 0) < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        }
+        if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 2 {
+            return Err(io::Error::other("the test process could not restrict itself"));
+        }
+        Ok(())
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -738,6 +817,10 @@ mod tests {
         log.on_record(AUDIT_LANDLOCK_DOMAIN, &allocated("aa", &name));
         // Somebody else's domain, named like ours but not registered here.
         log.on_record(AUDIT_LANDLOCK_DOMAIN, &allocated("bb", "cx0000000000000"));
+        // ... whose denials are dropped at once, now and later.
+        assert!(log.lock().unattributed.is_empty());
+        log.on_record(AUDIT_LANDLOCK_ACCESS, &connect("bb", 2));
+        assert!(log.lock().unattributed.is_empty());
         log.on_record(AUDIT_LANDLOCK_ACCESS, &connect("aa", 1));
         log.on_record(AUDIT_LANDLOCK_ACCESS, &connect("aa", 3));
         assert_eq!(
@@ -756,7 +839,9 @@ mod tests {
 
         // A freed domain is forgotten; so is a finished sandbox's.
         log.on_record(AUDIT_LANDLOCK_DOMAIN, "audit(1.2:5): domain=aa status=deallocated denials=3");
+        log.on_record(AUDIT_LANDLOCK_DOMAIN, "audit(1.2:5): domain=bb status=deallocated denials=2");
         assert!(log.lock().domains.is_empty());
+        assert!(log.lock().foreign.is_empty());
         drop(ours);
         assert_eq!(log.lock().sandboxes.len(), 1);
     }
