@@ -90,6 +90,10 @@ pub(crate) struct AuditLog {
     /// The socket markers are written through (one writer at a time: its
     /// acknowledgements arrive on it).
     writer: Mutex<OwnedFd>,
+    /// Markers to write, for the thread that writes them: the kernel may hold
+    /// a writer for up to a minute when its queue is full, and nobody's
+    /// `finish` may wait on that longer than its own deadline.
+    markers: Mutex<Option<std::sync::mpsc::Sender<ProcessName>>>,
     /// Cleared when a marker did not come back: audit was turned off since.
     working: AtomicBool,
 }
@@ -118,6 +122,8 @@ struct Reports {
     /// before it is reaped, so that a reused pid is never signalled.
     pid: Option<libc::pid_t>,
     killed_at_limit: bool,
+    /// Why this sandbox's marker could not be written.
+    marker_error: Option<String>,
 }
 
 /// What the audit log told of one sandbox.
@@ -149,6 +155,25 @@ impl AuditLog {
             .name("codexos-audit".to_owned())
             .spawn(move || read_forever(log, reader))
             .map_err(|err| format!("cannot start the audit reader: {err}"))?;
+        let (markers, to_write) = std::sync::mpsc::channel::<ProcessName>();
+        std::thread::Builder::new()
+            .name("codexos-audit-marker".to_owned())
+            .spawn(move || {
+                for name in to_write {
+                    if let Err(err) = log.write_marker(&name) {
+                        let reason = match err.raw_os_error() {
+                            Some(libc::EPERM) => "cannot write to the audit log: CAP_AUDIT_WRITE is needed".to_owned(),
+                            _ => format!("cannot write to the audit log: {err}"),
+                        };
+                        if let Some(reports) = log.lock().sandboxes.get_mut(&name) {
+                            reports.marker_error = Some(reason);
+                        }
+                        log.flushed.notify_all();
+                    }
+                }
+            })
+            .map_err(|err| format!("cannot start the audit marker writer: {err}"))?;
+        *log.markers.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(markers);
         // Proven by trying: a marker written and read back, then a denial
         // of our own made and read back.
         let probe = log.register().ok_or("the audit reader stopped")?;
@@ -172,6 +197,7 @@ impl AuditLog {
             state: Mutex::new(State::default()),
             flushed: Condvar::new(),
             writer: Mutex::new(writer),
+            markers: Mutex::new(None),
             working: AtomicBool::new(true),
         }
     }
@@ -316,15 +342,21 @@ impl Registration {
     /// every record the kernel queued before it has been read.
     fn flush(&self) -> Result<(), String> {
         let log = self.log;
-        if let Err(err) = log.write_marker(&self.name) {
-            return Err(match err.raw_os_error() {
-                Some(libc::EPERM) => "cannot write to the audit log: CAP_AUDIT_WRITE is needed".to_owned(),
-                _ => format!("cannot write to the audit log: {err}"),
-            });
+        let queued = log
+            .markers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(|markers| markers.send(self.name).is_ok());
+        if !queued {
+            return Err("the audit marker writer is gone".to_owned());
         }
         let deadline = Instant::now() + FLUSH_TIMEOUT;
         let mut state = log.lock();
-        while state.sandboxes.get(&self.name).is_some_and(|reports| !reports.flushed) {
+        while let Some(reports) = state.sandboxes.get(&self.name).filter(|reports| !reports.flushed) {
+            if let Some(err) = &reports.marker_error {
+                return Err(err.clone());
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() || !log.working.load(Ordering::Relaxed) {
                 return Err(
