@@ -67,7 +67,12 @@ pub(crate) fn log(landlock_abi: Option<u32>) -> Result<&'static AuditLog, String
         return Err("needs Landlock ABI 7 (Linux 6.15)".to_owned());
     }
     static LOG: OnceLock<Result<&'static AuditLog, String>> = OnceLock::new();
-    LOG.get_or_init(AuditLog::start).clone()
+    match LOG.get_or_init(AuditLog::start) {
+        Ok(log) if !log.working.load(Ordering::Relaxed) => {
+            Err("the audit log stopped answering (was it turned off?)".to_owned())
+        }
+        started => started.clone(),
+    }
 }
 
 /// Enables the kernel's audit log, as `auditctl -e 1` does (CAP_AUDIT_CONTROL).
