@@ -440,13 +440,7 @@ fn read_forever(log: &'static AuditLog, socket: OwnedFd) {
 /// handled, none allowed) and connects to 127.0.0.1:1, which Landlock refuses
 /// before any packet is sent; the kernel logs it like a sandbox's denial.
 fn deny_one_connection(name: ProcessName) -> io::Result<()> {
-    #[repr(C)]
-    struct RulesetAttr {
-        handled_access_fs: u64,
-        handled_access_net: u64,
-        scoped: u64,
-    }
-    const LANDLOCK_ACCESS_NET_CONNECT_TCP: u64 = 1 << 1;
+    use crate::child::{LANDLOCK_ACCESS_NET_CONNECT_TCP, RulesetAttr};
     let attr = RulesetAttr { handled_access_fs: 0, handled_access_net: LANDLOCK_ACCESS_NET_CONNECT_TCP, scoped: 0 };
     // SAFETY: sockaddr_in is plain data; all-zero is valid.
     let mut address: libc::sockaddr_in = unsafe { std::mem::zeroed() };
@@ -569,8 +563,7 @@ fn request(socket: &OwnedFd, kind: u16, body: &[u8]) -> io::Result<()> {
             // request's late answer is not this one's.
             let quoted = payload.get(12..16).map(|seq| u32::from_ne_bytes([seq[0], seq[1], seq[2], seq[3]]));
             if reply == libc::NLMSG_ERROR as u16 && quoted == Some(sequence) {
-                let code = i32::from_ne_bytes([payload[0], payload[1], payload[2], payload[3]]);
-                return if code == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(-code)) };
+                return acknowledged(payload);
             }
         }
     }
@@ -588,13 +581,21 @@ fn status(socket: &OwnedFd) -> io::Result<bool> {
                 let enabled = u32::from_ne_bytes([payload[4], payload[5], payload[6], payload[7]]);
                 return Ok(enabled != 0);
             }
-            if reply == libc::NLMSG_ERROR as u16 && payload.len() >= 4 {
-                let code = i32::from_ne_bytes([payload[0], payload[1], payload[2], payload[3]]);
-                if code != 0 {
-                    return Err(io::Error::from_raw_os_error(-code));
-                }
+            if reply == libc::NLMSG_ERROR as u16 {
+                acknowledged(payload)?;
             }
         }
+    }
+}
+
+/// The outcome an acknowledgement (`NLMSG_ERROR`) carries: 0, or a negated errno.
+fn acknowledged(payload: &[u8]) -> io::Result<()> {
+    match payload.get(..4) {
+        Some(code) => match i32::from_ne_bytes([code[0], code[1], code[2], code[3]]) {
+            0 => Ok(()),
+            code => Err(io::Error::from_raw_os_error(-code)),
+        },
+        None => Err(io::Error::other("a truncated acknowledgement")),
     }
 }
 

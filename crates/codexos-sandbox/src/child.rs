@@ -161,13 +161,13 @@ struct NetPortAttr {
 }
 
 const LANDLOCK_RULE_NET_PORT: libc::c_int = 2;
-const LANDLOCK_ACCESS_NET_CONNECT_TCP: u64 = 1 << 1;
+pub(crate) const LANDLOCK_ACCESS_NET_CONNECT_TCP: u64 = 1 << 1;
 
 #[repr(C)]
-struct RulesetAttr {
-    handled_access_fs: u64,
-    handled_access_net: u64,
-    scoped: u64,
+pub(crate) struct RulesetAttr {
+    pub(crate) handled_access_fs: u64,
+    pub(crate) handled_access_net: u64,
+    pub(crate) scoped: u64,
 }
 
 #[repr(C, packed)]

@@ -506,6 +506,9 @@ pub(crate) struct CgroupMounts {
     pub(crate) v2: Option<CgroupMount>,
     /// All v1 mounts, including named hierarchies (with no controllers).
     pub(crate) v1: Vec<CgroupMount>,
+    /// Some cgroup mount carries `favordynmods` (the kernel's setting for
+    /// every hierarchy at once; see [`CgroupSupport::favor_dynmods`]).
+    pub(crate) favor_dynmods: bool,
 }
 
 impl CgroupMounts {
@@ -546,6 +549,9 @@ pub(crate) fn parse_cgroup_mounts(mountinfo: &str) -> CgroupMounts {
         };
         let fstype = fields.get(separator + 1).copied().unwrap_or_default();
         let super_options = fields.get(separator + 3).copied().unwrap_or_default();
+        if matches!(fstype, "cgroup" | "cgroup2") && super_options.split(',').any(|option| option == "favordynmods") {
+            mounts.favor_dynmods = true;
+        }
         let mut mount = CgroupMount {
             root: unescape_mountinfo(root),
             mount_point: unescape_mountinfo(mount_point),
@@ -714,20 +720,8 @@ fn probe_cgroups() -> CgroupSupport {
         writable,
         writable_parent,
         reason: if notes.is_empty() { None } else { Some(notes.join("; ")) },
-        favor_dynmods: fs::read_to_string("/proc/self/mountinfo").is_ok_and(|text| favors_dynmods(&text)),
+        favor_dynmods: mounts.favor_dynmods,
     }
-}
-
-/// Whether any cgroup mount carries `favordynmods` among its superblock
-/// options (the setting is the kernel's, for every hierarchy at once).
-fn favors_dynmods(mountinfo: &str) -> bool {
-    mountinfo.lines().any(|line| {
-        let Some((_, after)) = line.split_once(" - ") else { return false };
-        let mut fields = after.split_whitespace();
-        let fs_type = fields.next().unwrap_or_default();
-        let options = fields.nth(1).unwrap_or_default();
-        matches!(fs_type, "cgroup" | "cgroup2") && options.split(',').any(|option| option == "favordynmods")
-    })
 }
 
 /// Our own cgroup directory in the hierarchy the sandbox would put limits
@@ -847,7 +841,10 @@ mod tests {
     #[test]
     fn parses_v2_mountinfo() {
         let mounts = parse_cgroup_mounts(MOUNTINFO_V2);
-        assert_eq!(mounts, CgroupMounts { v2: Some(mount("/", "/sys/fs/cgroup", &[])), v1: vec![] });
+        assert_eq!(
+            mounts,
+            CgroupMounts { v2: Some(mount("/", "/sys/fs/cgroup", &[])), v1: vec![], favor_dynmods: false }
+        );
         assert_eq!(mounts.version(), CgroupVersion::V2);
     }
 
@@ -866,6 +863,7 @@ mod tests {
                     mount("/", "/sys/fs/cgroup/cpuset", &["cpuset"]),
                     mount("/", "/sys/fs/cgroup/pids", &["pids"]),
                 ],
+                favor_dynmods: false,
             }
         );
         assert_eq!(mounts.version(), CgroupVersion::V1);
@@ -884,6 +882,7 @@ mod tests {
                     mount("/", "/sys/fs/cgroup/memory", &["memory"]),
                     mount("/", "/sys/fs/cgroup/net_cls,net_prio", &["net_cls", "net_prio"]),
                 ],
+                favor_dynmods: false,
             }
         );
         assert_eq!(mounts.version(), CgroupVersion::Hybrid);
@@ -919,6 +918,7 @@ not a mountinfo line
                     // Truncated line: fstype known, no super options.
                     mount("/", "/x", &[]),
                 ],
+                favor_dynmods: false,
             }
         );
     }
@@ -986,7 +986,11 @@ garbage
     #[test]
     fn v2_limits_need_memory_and_pids_delegated() {
         let dir = tempfile::tempdir().unwrap();
-        let mounts = CgroupMounts { v2: Some(mount("/", &dir.path().display().to_string(), &[])), v1: vec![] };
+        let mounts = CgroupMounts {
+            v2: Some(mount("/", &dir.path().display().to_string(), &[])),
+            v1: vec![],
+            favor_dynmods: false,
+        };
         fs::write(dir.path().join("cgroup.controllers"), "cpu memory io\n").unwrap();
         let err = v2_limits_available(&mounts, dir.path()).unwrap_err();
         assert!(err.starts_with("no pids controller is delegated to "), "{err}");
@@ -1030,9 +1034,9 @@ garbage
     fn favordynmods_is_read_from_cgroup_superblock_options_only() {
         let plain = "35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n\
                      45 27 0:38 / /srv/favordynmods rw,relatime - ext4 /dev/vda rw,favordynmods";
-        assert!(!favors_dynmods(plain));
+        assert!(!parse_cgroup_mounts(plain).favor_dynmods);
         let favoured = format!("{plain}\n46 27 0:38 / /sys/fs/cgroup rw,relatime - cgroup2 none rw,favordynmods");
-        assert!(favors_dynmods(&favoured));
+        assert!(parse_cgroup_mounts(&favoured).favor_dynmods);
     }
 
     #[test]
